@@ -1,0 +1,195 @@
+//! The backup directory on disk: private permissions, the lock that keeps two runs apart,
+//! and partial files that become backups only by an fsynced, no-clobber rename.
+
+use std::{
+    fs::{self, DirBuilder, File, OpenOptions, Permissions, TryLockError},
+    io::{Read, Seek, Write},
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+
+use crate::{
+    backup_file::PARTIAL_SUFFIX,
+    catalogue,
+    exit::{Code, Coded},
+    output::{step, warning},
+};
+
+const LOCK_FILE: &str = ".hindsight.lock";
+
+pub struct BackupDir {
+    path: PathBuf,
+}
+
+impl BackupDir {
+    /// Creates the directory (mode 0700) when missing, and makes an existing one private:
+    /// a git checkout creates it 0755.
+    pub fn open(path: PathBuf) -> Result<BackupDir> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&path)
+            .with_context(|| {
+                format!(
+                    "cannot create backup directory {}: check its parent's permissions",
+                    path.display()
+                )
+            })?;
+        let mode = fs::metadata(&path)?.permissions().mode() & 0o777;
+        if mode != 0o700 {
+            fs::set_permissions(&path, Permissions::from_mode(0o700)).with_context(|| {
+                format!(
+                    "cannot make backup directory {} private (mode 0700)",
+                    path.display()
+                )
+            })?;
+            step!("made {} private (mode {mode:o} -> 700)", path.display());
+        }
+        Ok(BackupDir { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Takes the directory's lock, waiting up to `wait` for a run that holds it. The kernel
+    /// drops the lock with its holder, so a killed run never leaves it stuck.
+    pub fn lock(&self, task: &str, wait: Duration) -> Result<Lock> {
+        let path = self.path.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot open lock file {}", path.display()))?;
+        let deadline = Instant::now() + wait;
+        let mut said = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    if !said {
+                        step!(
+                            "waiting up to {} s for {} to finish",
+                            wait.as_secs(),
+                            holder(&mut file)
+                        );
+                        said = true;
+                    }
+                    thread::sleep(Duration::from_millis(200));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(Coded {
+                        code: Code::Busy,
+                        message: format!(
+                            "{} holds the lock on {}, so this {task} did not run: try again when it has finished, or raise --lock-wait-secs",
+                            holder(&mut file),
+                            self.path.display()
+                        ),
+                    }
+                    .into());
+                }
+                Err(TryLockError::Error(err)) => {
+                    return Err(err).with_context(|| format!("cannot lock {}", path.display()));
+                }
+            }
+        }
+        // Who holds it, for the message the next run may print.
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{task} (pid {})", std::process::id())?;
+        Ok(Lock { _file: file })
+    }
+
+    /// Removes what a killed run left: partial files are never backups. Call with the lock held.
+    pub fn remove_partials(&self, db: &str) -> Result<()> {
+        for path in catalogue::partials(&self.path, db)? {
+            fs::remove_file(&path)
+                .with_context(|| format!("cannot remove stale {}", path.display()))?;
+            step!("removed {}, left by an interrupted run", path.display());
+        }
+        Ok(())
+    }
+
+    /// A new `NAME.partial` (mode 0600), removed again unless committed.
+    pub fn create_partial(&self, file_name: &str) -> Result<Partial> {
+        let done = self.path.join(file_name);
+        let path = self.path.join(format!("{file_name}{PARTIAL_SUFFIX}"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(Partial {
+            path,
+            done,
+            file,
+            dir: self.path.clone(),
+            committed: false,
+        })
+    }
+}
+
+fn holder(file: &mut File) -> String {
+    let mut text = String::new();
+    let _ = file.rewind().and_then(|()| file.read_to_string(&mut text));
+    match text.trim() {
+        "" => "another db-backup or db-restore".to_owned(),
+        who => format!("another run, {who},"),
+    }
+}
+
+/// Held for the length of a task.
+pub struct Lock {
+    _file: File,
+}
+
+/// A file being written under its final name plus `.partial`.
+pub struct Partial {
+    path: PathBuf,
+    done: PathBuf,
+    file: File,
+    dir: PathBuf,
+    committed: bool,
+}
+
+impl Partial {
+    pub fn file(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    /// Fsyncs the data, then gives it its final name, never replacing an existing file
+    /// (a hard link fails where a rename would clobber), then fsyncs the directory so the
+    /// name survives a crash.
+    pub fn commit(mut self) -> Result<PathBuf> {
+        self.file
+            .sync_all()
+            .with_context(|| format!("cannot fsync {}", self.path.display()))?;
+        fs::hard_link(&self.path, &self.done)
+            .with_context(|| format!("cannot name {}", self.done.display()))?;
+        self.committed = true;
+        fs::remove_file(&self.path)
+            .with_context(|| format!("cannot remove {}", self.path.display()))?;
+        File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .with_context(|| format!("cannot fsync directory {}", self.dir.display()))?;
+        Ok(self.done.clone())
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if !self.committed
+            && let Err(err) = fs::remove_file(&self.path)
+        {
+            warning!("could not remove {}: {err}", self.path.display());
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The command line: every task, its flags, and their `HINDSIGHT_*` environment fallbacks.
+//!
+//! The `///` comments here are the `--help` text.
+
+use std::{num::NonZeroUsize, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use xshell::Shell;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Backup, restore and scheduling tasks for the hindsight_db PostgreSQL database"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Task {
+    /// Dump the database into a new, verified backup file, then remove the oldest beyond --max-backups.
+    DbBackup(DbBackup),
+    /// Provision the Docker test bed (as root on Debian) and run the whole test suite against it.
+    Test(Test),
+}
+
+impl Task {
+    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        match self {
+            Task::DbBackup(task) => task.run(sh),
+            Task::Test(task) => task.run(sh),
+        }
+    }
+}
+
+/// Where the database runs and how to reach it.
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// Compose file that defines the database service, relative to the repository root.
+    #[arg(
+        long,
+        env = "HINDSIGHT_COMPOSE_FILE",
+        default_value = "infra/postgres/docker-compose.yml"
+    )]
+    pub compose_file: PathBuf,
+
+    /// Compose service that runs PostgreSQL.
+    #[arg(long, env = "HINDSIGHT_DB_SERVICE", default_value = "db")]
+    pub service: String,
+
+    /// Name of the database; it also prefixes the backup files' names.
+    #[arg(long, env = "HINDSIGHT_DB_NAME", default_value = "hindsight_db", value_parser = parse_db_name)]
+    pub db_name: String,
+
+    /// PostgreSQL role that pg_dump and psql connect as, over the container's local socket.
+    #[arg(long, env = "HINDSIGHT_DB_USER", default_value = "user")]
+    pub db_user: String,
+
+    /// Which Compose to run: `v2` (`docker compose`), `v1` (`docker-compose`), or `auto` (v2 when present).
+    #[arg(long, env = "HINDSIGHT_COMPOSE", value_enum, default_value_t = ComposeFlavor::Auto)]
+    pub compose: ComposeFlavor,
+
+    /// Seconds to wait for the database to accept connections after starting its service.
+    #[arg(long, env = "HINDSIGHT_WAIT_SECS", default_value = "60", value_parser = parse_secs)]
+    pub wait_secs: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ComposeFlavor {
+    Auto,
+    V2,
+    V1,
+}
+
+/// Where the backups live, and how long to wait for another run holding them.
+#[derive(Debug, Args)]
+pub struct BackupDirArgs {
+    /// Directory of the backup files, relative to the repository root; created with mode 0700.
+    #[arg(
+        long,
+        env = "HINDSIGHT_BACKUP_DIR",
+        default_value = "hindsight_db_backups/data"
+    )]
+    pub backup_dir: PathBuf,
+
+    /// Seconds to wait for another backup or restore to release the backup directory's lock.
+    #[arg(long, env = "HINDSIGHT_LOCK_WAIT_SECS", default_value = "60", value_parser = parse_secs)]
+    pub lock_wait_secs: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct DbBackup {
+    #[command(flatten)]
+    pub db: DbArgs,
+
+    #[command(flatten)]
+    pub dir: BackupDirArgs,
+
+    /// How many complete backups to keep; older ones are removed only after a new backup succeeded.
+    #[arg(long, env = "HINDSIGHT_MAX_BACKUPS", default_value = "100")]
+    pub max_backups: NonZeroUsize,
+}
+
+#[derive(Debug, Args)]
+pub struct Test {
+    /// Arguments passed on to `cargo test` (test name filters, `--nocapture`, ...).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub cargo_test_args: Vec<String>,
+}
+
+fn parse_secs(text: &str) -> Result<Duration, String> {
+    text.parse::<u64>()
+        .map(Duration::from_secs)
+        .map_err(|_| format!("`{text}` is not a whole number of seconds"))
+}
+
+/// The name goes into file names and into `<name>__pre_restore_<timestamp>`, which must
+/// fit PostgreSQL's 63-byte identifiers.
+fn parse_db_name(text: &str) -> Result<String, String> {
+    let ok_chars = text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if text.is_empty() || !ok_chars || text.len() > 40 {
+        return Err(format!(
+            "`{text}`: use 1 to 40 ASCII letters, digits, `_` or `-`"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn typed_parsers_reject_bad_values() {
+        assert_eq!(parse_secs("15"), Ok(Duration::from_secs(15)));
+        assert!(parse_secs("1.5").is_err());
+        assert!(parse_secs("-1").is_err());
+        assert!(parse_db_name("hindsight_db").is_ok());
+        assert!(parse_db_name("").is_err());
+        assert!(parse_db_name("a b").is_err());
+        assert!(parse_db_name("x;drop").is_err());
+        assert!(parse_db_name(&"a".repeat(41)).is_err());
+    }
+
+    #[test]
+    fn max_backups_must_be_positive() {
+        assert!(Cli::try_parse_from(["xtask", "db-backup", "--max-backups", "0"]).is_err());
+        let cli = Cli::try_parse_from(["xtask", "db-backup", "--max-backups", "3"]).unwrap();
+        let Task::DbBackup(backup) = cli.task else {
+            panic!("expected db-backup")
+        };
+        assert_eq!(backup.max_backups.get(), 3);
+    }
+}

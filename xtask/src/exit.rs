@@ -1,0 +1,38 @@
+//! Exit codes, and the one place that turns a task's error into its final line.
+
+use std::{fmt, process::ExitCode};
+
+/// Exit codes other than 0 (success), 1 (failure) and 2 (bad command line, from clap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// Another backup or restore held the backup directory's lock for the whole wait.
+    Busy = 3,
+}
+
+/// An error that ends the run with its own exit code.
+#[derive(Debug)]
+pub struct Coded {
+    pub code: Code,
+    pub message: String,
+}
+
+impl fmt::Display for Coded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Coded {}
+
+pub fn report(result: anyhow::Result<()>) -> ExitCode {
+    let Err(err) = result else {
+        return ExitCode::SUCCESS;
+    };
+    // `{:#}` puts the whole chain on one line: what failed, then the tool's own words.
+    crate::output::line(format_args!("error: {err:#}"));
+    let code = err
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<Coded>())
+        .map_or(1, |coded| coded.code as u8);
+    ExitCode::from(code)
+}

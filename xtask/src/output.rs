@@ -1,0 +1,110 @@
+//! What the tasks print on stderr: timestamped step lines a cron log can be read by, and
+//! on a terminal a progress line with bytes and rate.
+
+use std::{
+    fmt,
+    io::{IsTerminal, Write},
+    time::{Duration, Instant},
+};
+
+/// Prints one timestamped line: `step!("dumping {db}")`.
+macro_rules! step {
+    ($($arg:tt)*) => { $crate::output::line(format_args!($($arg)*)) };
+}
+pub(crate) use step;
+
+/// Prints one timestamped `warning:` line.
+macro_rules! warning {
+    ($($arg:tt)*) => { $crate::output::line(format_args!("warning: {}", format_args!($($arg)*))) };
+}
+pub(crate) use warning;
+
+pub fn line(message: fmt::Arguments<'_>) {
+    let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
+    eprintln!("[{now}] {message}");
+}
+
+/// Bytes in binary units, one decimal: `1.5 GiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// A progress line, redrawn at most every quarter second, and only on a terminal:
+/// a cron log gets the step lines alone.
+pub struct Progress {
+    verb: &'static str,
+    started: Instant,
+    last_draw: Instant,
+    bytes: u64,
+    on_terminal: bool,
+}
+
+impl Progress {
+    const EVERY: Duration = Duration::from_millis(250);
+
+    pub fn new(verb: &'static str) -> Progress {
+        let now = Instant::now();
+        Progress {
+            verb,
+            started: now,
+            last_draw: now,
+            bytes: 0,
+            on_terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    pub fn add(&mut self, bytes: usize) {
+        self.bytes += bytes as u64;
+        if self.on_terminal && self.last_draw.elapsed() >= Self::EVERY {
+            self.last_draw = Instant::now();
+            self.draw();
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Clears the progress line so the next step line starts clean.
+    pub fn finish(&self) {
+        if self.on_terminal {
+            eprint!("\r\x1b[2K");
+            let _ = std::io::stderr().flush();
+        }
+    }
+
+    fn draw(&self) {
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        let rate = human_bytes((self.bytes as f64 / secs) as u64);
+        eprint!(
+            "\r\x1b[2K  {} {} ({rate}/s)",
+            self.verb,
+            human_bytes(self.bytes)
+        );
+        let _ = std::io::stderr().flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn bytes_read_as_a_person_would() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
+    }
+}
