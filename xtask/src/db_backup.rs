@@ -50,7 +50,7 @@ impl DbBackup {
         let dumped = process::stream_out("pg_dump", db.dump(sh), &mut sink);
         let (sha256, tail, size) = sink.finish();
         let nothing_lost =
-            format!("no backup was written; the {keeping} existing backups are untouched");
+            format!("no backup was written and every existing backup ({keeping}) is untouched");
         dumped.with_context(|| {
             format!("pg_dump failed, {nothing_lost}: check the database, then run db-backup again")
         })?;

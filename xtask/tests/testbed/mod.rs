@@ -1,0 +1,280 @@
+//! The real test bed: the `xtask` binary, the Docker Engine, Compose (v1 or v2), and a
+//! PostgreSQL container from the project's own compose file, one Compose project, host
+//! port and backup directory per test, torn down with `down -v`.
+//!
+//! Nothing here is mocked, and nothing skips: without a Docker Engine every test fails,
+//! saying to run `cargo xtask test`, which provisions one.
+
+#![allow(dead_code)]
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    sync::Once,
+    thread,
+    time::{Duration, Instant},
+};
+
+pub const DB: &str = "hindsight_db";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    V2,
+    V1,
+}
+
+pub struct Bed {
+    pub project: String,
+    pub port: u16,
+    pub password: String,
+    pub backup_dir: PathBuf,
+    pub flavor: Flavor,
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub fn compose_file() -> PathBuf {
+    repo_root().join("infra/postgres/docker-compose.yml")
+}
+
+fn require_docker() {
+    static CHECK: Once = Once::new();
+    CHECK.call_once(|| {
+        let ok = Command::new("docker").arg("info").stdout(Stdio::null()).stderr(Stdio::null()).status();
+        assert!(
+            ok.is_ok_and(|s| s.success()),
+            "no Docker Engine answers `docker info`: run the tests with `cargo xtask test`, which provisions one"
+        );
+    });
+}
+
+impl Bed {
+    pub fn new(name: &str, flavor: Flavor) -> Bed {
+        require_docker();
+        let project = format!("hsdbt_{name}_{}", std::process::id());
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let backup_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(&project);
+        let _ = std::fs::remove_dir_all(&backup_dir);
+        let bed = Bed {
+            project,
+            port,
+            password: format!("pw-{name}-{}", std::process::id()),
+            backup_dir,
+            flavor,
+        };
+        bed.compose(&["down", "-v", "--remove-orphans"]);
+        bed
+    }
+
+    /// The environment every process of this bed sees: its own Compose project and port.
+    fn env(&self, cmd: &mut Command) {
+        for (key, _) in std::env::vars() {
+            if key.starts_with("HINDSIGHT_")
+                || key.starts_with("POSTGRES_")
+                || key == "COMPOSE_PROJECT_NAME"
+            {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("COMPOSE_PROJECT_NAME", &self.project)
+            .env("HINDSIGHT_DB_PORT", self.port.to_string())
+            .env("POSTGRES_PASSWORD", &self.password)
+            .env("HINDSIGHT_BACKUP_DIR", &self.backup_dir)
+            .env(
+                "HINDSIGHT_COMPOSE",
+                if self.flavor == Flavor::V2 {
+                    "v2"
+                } else {
+                    "v1"
+                },
+            )
+            .env("HINDSIGHT_LOCK_WAIT_SECS", "0");
+    }
+
+    /// The real binary, as `cargo xtask ARGS` runs it.
+    pub fn xtask(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        cmd.args(args)
+            .current_dir(std::env::temp_dir())
+            .stdin(Stdio::null());
+        self.env(&mut cmd);
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out = self.xtask(args).output().expect("the xtask binary runs");
+        Run::from(out)
+    }
+
+    pub fn run_ok(&self, args: &[&str]) -> Run {
+        let run = self.run(args);
+        assert!(
+            run.code == Some(0),
+            "xtask {args:?} failed ({:?}):\n{}",
+            run.code,
+            run.stderr
+        );
+        run
+    }
+
+    pub fn compose_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = match self.flavor {
+            Flavor::V2 => {
+                let mut c = Command::new("docker");
+                c.arg("compose");
+                c
+            }
+            Flavor::V1 => Command::new("docker-compose"),
+        };
+        cmd.arg("-f")
+            .arg(compose_file())
+            .args(args)
+            .stdin(Stdio::null());
+        self.env(&mut cmd);
+        cmd
+    }
+
+    pub fn compose(&self, args: &[&str]) -> Output {
+        self.compose_cmd(args).output().expect("compose runs")
+    }
+
+    /// Starts the service and waits for it over TCP, as a person would before loading data.
+    pub fn start(&self) {
+        let out = self.compose(&["up", "-d", "db"]);
+        assert!(
+            out.status.success(),
+            "compose up: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let ready = self.compose(&["exec", "-T", "db", "pg_isready", "-q", "-h", "127.0.0.1"]);
+            if ready.status.success() && self.try_psql("SELECT 1").is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the database did not come up within 90 s"
+            );
+            thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    fn try_psql(&self, sql: &str) -> Result<String, String> {
+        let out = self
+            .compose_cmd(&[
+                "exec",
+                "-T",
+                "db",
+                "psql",
+                "-X",
+                "-q",
+                "-t",
+                "-A",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-U",
+                "user",
+                "-d",
+                DB,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(sql.as_bytes())?;
+                child.wait_with_output()
+            })
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Runs SQL in the database through psql inside the container; panics on an error.
+    pub fn psql(&self, sql: &str) -> String {
+        self.try_psql(sql)
+            .unwrap_or_else(|err| panic!("psql failed: {err}\nSQL: {sql}"))
+    }
+
+    /// The complete backups' paths (`*.sql`), sorted by name, i.e. oldest first.
+    pub fn backups(&self) -> Vec<PathBuf> {
+        self.files()
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+            .collect()
+    }
+
+    /// Every file in the backup directory but the lock, sorted.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(&self.backup_dir) else {
+            return Vec::new();
+        };
+        let mut files: Vec<PathBuf> = entries
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap() != ".hindsight.lock")
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// (name, sha256) of every file, to show that a failed run changed nothing.
+    pub fn snapshot(&self) -> Vec<(String, String)> {
+        self.files()
+            .iter()
+            .map(|p| {
+                let out = Command::new("sha256sum").arg(p).output().unwrap();
+                let sum = String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
+                (p.file_name().unwrap().to_string_lossy().into_owned(), sum)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        let _ = self.compose(&["down", "-v", "--remove-orphans", "-t", "1"]);
+        let _ = std::fs::remove_dir_all(&self.backup_dir);
+    }
+}
+
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    /// The last line on stderr, which is the summary or the error.
+    pub fn last_line(&self) -> &str {
+        self.stderr.lines().last().unwrap_or("")
+    }
+}
