@@ -29,24 +29,13 @@ impl BackupDir {
     /// Creates the directory (mode 0700) when missing, and makes an existing one private:
     /// a git checkout creates it 0755.
     pub fn open(path: PathBuf) -> Result<BackupDir> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&path)
-            .with_context(|| {
-                format!(
-                    "cannot create backup directory {}: check its parent's permissions",
-                    path.display()
-                )
-            })?;
+        DirBuilder::new().recursive(true).mode(0o700).create(&path).with_context(|| {
+            format!("cannot create backup directory {}: check its parent's permissions", path.display())
+        })?;
         let mode = fs::metadata(&path)?.permissions().mode() & 0o777;
         if mode != 0o700 {
-            fs::set_permissions(&path, Permissions::from_mode(0o700)).with_context(|| {
-                format!(
-                    "cannot make backup directory {} private (mode 0700)",
-                    path.display()
-                )
-            })?;
+            fs::set_permissions(&path, Permissions::from_mode(0o700))
+                .with_context(|| format!("cannot make backup directory {} private (mode 0700)", path.display()))?;
             step!("made {} private (mode {mode:o} -> 700)", path.display());
         }
         Ok(BackupDir { path })
@@ -75,11 +64,7 @@ impl BackupDir {
                 Ok(()) => break,
                 Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
                     if !said {
-                        step!(
-                            "waiting up to {} s for {} to finish",
-                            wait.as_secs(),
-                            holder(&mut file)
-                        );
+                        step!("waiting up to {} s for {} to finish", wait.as_secs(), holder(&mut file));
                         said = true;
                     }
                     thread::sleep(Duration::from_millis(200));
@@ -110,8 +95,7 @@ impl BackupDir {
     /// Removes what a killed run left: partial files are never backups. Call with the lock held.
     pub fn remove_partials(&self, db: &str) -> Result<()> {
         for path in catalogue::partials(&self.path, db)? {
-            fs::remove_file(&path)
-                .with_context(|| format!("cannot remove stale {}", path.display()))?;
+            fs::remove_file(&path).with_context(|| format!("cannot remove stale {}", path.display()))?;
             step!("removed {}, left by an interrupted run", path.display());
         }
         Ok(())
@@ -127,13 +111,7 @@ impl BackupDir {
             .mode(0o600)
             .open(&path)
             .with_context(|| format!("cannot create {}", path.display()))?;
-        Ok(Partial {
-            path,
-            done,
-            file,
-            dir: self.path.clone(),
-            committed: false,
-        })
+        Ok(Partial { path, done, file, dir: self.path.clone(), committed: false })
     }
 }
 
@@ -169,14 +147,10 @@ impl Partial {
     /// (a hard link fails where a rename would clobber), then fsyncs the directory so the
     /// name survives a crash.
     pub fn commit(mut self) -> Result<PathBuf> {
-        self.file
-            .sync_all()
-            .with_context(|| format!("cannot fsync {}", self.path.display()))?;
-        fs::hard_link(&self.path, &self.done)
-            .with_context(|| format!("cannot name {}", self.done.display()))?;
+        self.file.sync_all().with_context(|| format!("cannot fsync {}", self.path.display()))?;
+        fs::hard_link(&self.path, &self.done).with_context(|| format!("cannot name {}", self.done.display()))?;
         self.committed = true;
-        fs::remove_file(&self.path)
-            .with_context(|| format!("cannot remove {}", self.path.display()))?;
+        fs::remove_file(&self.path).with_context(|| format!("cannot remove {}", self.path.display()))?;
         File::open(&self.dir)
             .and_then(|dir| dir.sync_all())
             .with_context(|| format!("cannot fsync directory {}", self.dir.display()))?;

@@ -22,11 +22,7 @@ impl Revision {
     pub fn parse(text: &str) -> Option<Revision> {
         match text {
             "unknown" => Some(Revision::Unknown),
-            _ if text.len() == 12
-                && text
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
-            {
+            _ if text.len() == 12 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) => {
                 Some(Revision::Known(text.to_owned()))
             }
             _ => None,
@@ -36,22 +32,15 @@ impl Revision {
     /// The revision from `SELECT version_num FROM alembic_version` output (one row a line),
     /// `None` when the table does not exist. `Err` says why it is unknown.
     pub fn from_rows(rows: Option<&str>) -> Result<Revision, String> {
-        let rows: Vec<&str> = rows
-            .ok_or("no alembic_version table")?
-            .lines()
-            .map(str::trim)
-            .filter(|r| !r.is_empty())
-            .collect();
+        let rows: Vec<&str> =
+            rows.ok_or("no alembic_version table")?.lines().map(str::trim).filter(|r| !r.is_empty()).collect();
         match rows.as_slice() {
             [] => Err("alembic_version has no row".to_owned()),
             [one] => match Revision::parse(one) {
                 Some(Revision::Known(id)) => Ok(Revision::Known(id)),
                 _ => Err(format!("`{one}` is not a 12-hex revision id")),
             },
-            several => Err(format!(
-                "alembic_version has {} rows (branches?)",
-                several.len()
-            )),
+            several => Err(format!("alembic_version has {} rows (branches?)", several.len())),
         }
     }
 }
@@ -75,12 +64,7 @@ pub struct BackupName {
 
 impl BackupName {
     pub fn file_name(&self) -> String {
-        format!(
-            "{}_backup_{}_{}{EXTENSION}",
-            self.db,
-            self.taken.format(TIME_FORMAT),
-            self.revision
-        )
+        format!("{}_backup_{}_{}{EXTENSION}", self.db, self.taken.format(TIME_FORMAT), self.revision)
     }
 
     /// Parses a complete backup's file name; anything else (a `.partial`, a sidecar, a
@@ -89,19 +73,25 @@ impl BackupName {
         let stem = file_name.strip_suffix(EXTENSION)?;
         // The revision and the timestamp hold no `_`, the database name may.
         let mut parts = stem.rsplitn(4, '_');
-        let (revision, time, date, prefix) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let (revision, time, date, prefix) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
         let db = prefix.strip_suffix("_backup").filter(|db| !db.is_empty())?;
         if date.len() != 8 || time.len() != 6 {
             return None;
         }
         let taken = NaiveDateTime::parse_from_str(&format!("{date}_{time}"), TIME_FORMAT).ok()?;
-        Some(BackupName {
-            db: db.to_owned(),
-            taken,
-            revision: Revision::parse(revision)?,
-        })
+        Some(BackupName { db: db.to_owned(), taken, revision: Revision::parse(revision)? })
     }
+}
+
+/// A digest as lowercase hex, as `sha256sum` prints it.
+pub fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The checksum in a sidecar's text (`HEX  NAME`), if it is one.
+pub fn parse_sidecar(text: &str) -> Option<&str> {
+    let sum = text.split_whitespace().next()?;
+    (sum.len() == 64 && sum.bytes().all(|b| b.is_ascii_hexdigit())).then_some(sum)
 }
 
 /// The sidecar's one line, in the format `sha256sum -c` reads.
@@ -117,10 +107,7 @@ pub const TAIL_LEN: usize = 4096;
 /// Whether a plain dump ends with pg_dump's completion marker line, followed by nothing
 /// but blank lines, `--` comments, and current releases' `\unrestrict <key>` line.
 pub fn ends_complete(tail: &[u8]) -> bool {
-    let Some(at) = tail
-        .windows(MARKER.len())
-        .rposition(|window| window == MARKER)
-    else {
+    let Some(at) = tail.windows(MARKER.len()).rposition(|window| window == MARKER) else {
         return false;
     };
     let starts_line = at == 0 || tail[at - 1] == b'\n';
@@ -130,9 +117,9 @@ pub fn ends_complete(tail: &[u8]) -> bool {
     };
     starts_line
         && after.ends_with(b"\n")
-        && rest.split(|&b| b == b'\n').all(|line| {
-            line.is_empty() || line.starts_with(b"--") || line.starts_with(b"\\unrestrict ")
-        })
+        && rest
+            .split(|&b| b == b'\n')
+            .all(|line| line.is_empty() || line.starts_with(b"--") || line.starts_with(b"\\unrestrict "))
 }
 
 /// The last `TAIL_LEN` bytes of a stream, kept while it passes so the marker check needs
@@ -146,8 +133,7 @@ impl Tail {
     pub fn push(&mut self, chunk: &[u8]) {
         if chunk.len() >= TAIL_LEN {
             self.bytes.clear();
-            self.bytes
-                .extend_from_slice(&chunk[chunk.len() - TAIL_LEN..]);
+            self.bytes.extend_from_slice(&chunk[chunk.len() - TAIL_LEN..]);
         } else {
             let overflow = (self.bytes.len() + chunk.len()).saturating_sub(TAIL_LEN);
             self.bytes.drain(..overflow);
@@ -167,30 +153,17 @@ mod tests {
     use super::*;
 
     fn name(db: &str, rev: Revision) -> BackupName {
-        let taken = NaiveDate::from_ymd_opt(2026, 11, 24)
-            .unwrap()
-            .and_hms_opt(9, 5, 7)
-            .unwrap();
-        BackupName {
-            db: db.to_owned(),
-            taken,
-            revision: rev,
-        }
+        let taken = NaiveDate::from_ymd_opt(2026, 11, 24).unwrap().and_hms_opt(9, 5, 7).unwrap();
+        BackupName { db: db.to_owned(), taken, revision: rev }
     }
 
     #[test]
     fn names_round_trip() {
         let known = name("hindsight_db", Revision::Known("1a2b3c4d5e6f".into()));
-        assert_eq!(
-            known.file_name(),
-            "hindsight_db_backup_20261124_090507_1a2b3c4d5e6f.sql"
-        );
+        assert_eq!(known.file_name(), "hindsight_db_backup_20261124_090507_1a2b3c4d5e6f.sql");
         assert_eq!(BackupName::parse(&known.file_name()), Some(known));
         let unknown = name("other-db", Revision::Unknown);
-        assert_eq!(
-            unknown.file_name(),
-            "other-db_backup_20261124_090507_unknown.sql"
-        );
+        assert_eq!(unknown.file_name(), "other-db_backup_20261124_090507_unknown.sql");
         assert_eq!(BackupName::parse(&unknown.file_name()), Some(unknown));
     }
 
@@ -212,39 +185,29 @@ mod tests {
 
     #[test]
     fn revision_from_alembic_version_rows() {
-        assert_eq!(
-            Revision::from_rows(Some("1a2b3c4d5e6f\n")),
-            Ok(Revision::Known("1a2b3c4d5e6f".into()))
-        );
-        assert!(
-            Revision::from_rows(None)
-                .unwrap_err()
-                .contains("no alembic_version table")
-        );
-        assert!(
-            Revision::from_rows(Some("\n"))
-                .unwrap_err()
-                .contains("no row")
-        );
-        assert!(
-            Revision::from_rows(Some("1a2b3c4d5e6f\nabcdefabcdef\n"))
-                .unwrap_err()
-                .contains("2 rows")
-        );
-        assert!(
-            Revision::from_rows(Some("0001_initial\n"))
-                .unwrap_err()
-                .contains("not a 12-hex")
-        );
+        assert_eq!(Revision::from_rows(Some("1a2b3c4d5e6f\n")), Ok(Revision::Known("1a2b3c4d5e6f".into())));
+        assert!(Revision::from_rows(None).unwrap_err().contains("no alembic_version table"));
+        assert!(Revision::from_rows(Some("\n")).unwrap_err().contains("no row"));
+        assert!(Revision::from_rows(Some("1a2b3c4d5e6f\nabcdefabcdef\n")).unwrap_err().contains("2 rows"));
+        assert!(Revision::from_rows(Some("0001_initial\n")).unwrap_err().contains("not a 12-hex"));
         assert!(Revision::from_rows(Some("1A2B3C4D5E6F\n")).is_err());
         assert!(Revision::from_rows(Some("unknown\n")).is_err());
     }
 
     #[test]
+    fn sidecars_round_trip() {
+        let sum = hex(&[0xab; 32]);
+        let line = sidecar_line(&sum, "x.sql");
+        assert_eq!(line, format!("{sum}  x.sql\n"));
+        assert_eq!(parse_sidecar(&line), Some(sum.as_str()));
+        assert_eq!(parse_sidecar("abc  x.sql"), None);
+        assert_eq!(parse_sidecar(""), None);
+    }
+
+    #[test]
     fn completion_marker_with_and_without_unrestrict() {
         let old = b"COPY t FROM stdin;\n\\.\n\n--\n-- PostgreSQL database dump complete\n--\n\n";
-        let new =
-            b"SET x;\n--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict abcDEF123\n\n";
+        let new = b"SET x;\n--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict abcDEF123\n\n";
         assert!(ends_complete(old));
         assert!(ends_complete(new));
     }
@@ -255,9 +218,7 @@ mod tests {
         assert!(!ends_complete(b"COPY t FROM stdin;\n1\tabc\n"));
         assert!(!ends_complete(b"--\n-- PostgreSQL database dump compl"));
         assert!(!ends_complete(b"--\n-- PostgreSQL database dump complete"));
-        assert!(!ends_complete(
-            b"-- PostgreSQL database dump complete\n--\n\nCREATE TABLE late();\n"
-        ));
+        assert!(!ends_complete(b"-- PostgreSQL database dump complete\n--\n\nCREATE TABLE late();\n"));
         assert!(!ends_complete(b"x-- PostgreSQL database dump complete\n"));
     }
 

@@ -1,11 +1,20 @@
 //! The backups in a directory: the complete files whose names parse as ours, newest first.
 
-use std::path::{Path, PathBuf};
+use std::{
+    fs::File,
+    io::{Read, Seek, SeekFrom},
+    path::{Path, PathBuf},
+};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use chrono::NaiveDateTime;
+use sha2::{Digest, Sha256};
 use walkdir::WalkDir;
 
-use crate::backup_file::{BackupName, PARTIAL_SUFFIX, SHA256_SUFFIX};
+use crate::{
+    backup_file::{self, BackupName, PARTIAL_SUFFIX, SHA256_SUFFIX, TAIL_LEN},
+    output::human_bytes,
+};
 
 #[derive(Debug, Clone)]
 pub struct Backup {
@@ -33,22 +42,10 @@ pub fn list(dir: &Path, db: &str) -> Result<Vec<Backup>> {
         if name.db != db || !entry.file_type().is_file() {
             continue;
         }
-        let size = entry
-            .metadata()
-            .with_context(|| format!("reading {}", entry.path().display()))?
-            .len();
-        backups.push(Backup {
-            path: entry.into_path(),
-            name,
-            size,
-        });
+        let size = entry.metadata().with_context(|| format!("reading {}", entry.path().display()))?.len();
+        backups.push(Backup { path: entry.into_path(), name, size });
     }
-    backups.sort_by(|a, b| {
-        b.name
-            .taken
-            .cmp(&a.name.taken)
-            .then_with(|| b.path.cmp(&a.path))
-    });
+    backups.sort_by(|a, b| b.name.taken.cmp(&a.name.taken).then_with(|| b.path.cmp(&a.path)));
     Ok(backups)
 }
 
@@ -63,13 +60,90 @@ pub fn partials(dir: &Path, db: &str) -> Result<Vec<PathBuf>> {
             continue;
         };
         let complete = complete.strip_suffix(SHA256_SUFFIX).unwrap_or(complete);
-        if BackupName::parse(complete).is_some_and(|name| name.db == db)
-            && entry.file_type().is_file()
-        {
+        if BackupName::parse(complete).is_some_and(|name| name.db == db) && entry.file_type().is_file() {
             found.push(entry.into_path());
         }
     }
     Ok(found)
+}
+
+/// What `check` found: the size, and whether a sidecar's checksum was compared.
+pub struct Checked {
+    pub size: u64,
+    pub checksum_verified: bool,
+}
+
+/// Checks a backup before anything is touched: a regular file, ending with pg_dump's
+/// completion marker, matching its `.sha256` when it has one (the old shell script wrote none).
+pub fn check(path: &Path) -> Result<Checked> {
+    let meta = std::fs::metadata(path).with_context(|| format!("backup {} not found", path.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut tail = Vec::new();
+    file.seek(SeekFrom::End(-(meta.len().min(TAIL_LEN as u64) as i64)))?;
+    file.read_to_end(&mut tail)?;
+    if !backup_file::ends_complete(&tail) {
+        bail!(
+            "{} is truncated or not a plain pg_dump file: it does not end with `-- PostgreSQL database dump complete`",
+            path.display()
+        );
+    }
+    let mut sidecar = path.as_os_str().to_owned();
+    sidecar.push(SHA256_SUFFIX);
+    let checksum_verified = match std::fs::read_to_string(&sidecar) {
+        Ok(text) => {
+            let expected = backup_file::parse_sidecar(&text)
+                .with_context(|| format!("{} is not a sha256sum line", Path::new(&sidecar).display()))?;
+            file.rewind()?;
+            let actual = sha256(&mut file).with_context(|| format!("reading {}", path.display()))?;
+            if actual != expected {
+                bail!(
+                    "{} does not match its checksum (sha256 {actual}, sidecar says {expected}): the file is damaged",
+                    path.display()
+                );
+            }
+            true
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => false,
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", Path::new(&sidecar).display())),
+    };
+    Ok(Checked { size: meta.len(), checksum_verified })
+}
+
+fn sha256(reader: &mut impl Read) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match reader.read(&mut buf)? {
+            0 => return Ok(backup_file::hex(&hasher.finalize())),
+            n => hasher.update(&buf[..n]),
+        }
+    }
+}
+
+/// One line for a person choosing a backup: date, age, revision, size, file name.
+pub fn describe(backup: &Backup, now: NaiveDateTime) -> String {
+    let taken = backup.name.taken;
+    format!(
+        "{}  {:>12}  rev {:<12}  {:>10}  {}",
+        taken.format("%Y-%m-%d %H:%M:%S"),
+        age(now - taken),
+        backup.name.revision.to_string(),
+        human_bytes(backup.size),
+        backup.path.file_name().unwrap_or_default().to_string_lossy()
+    )
+}
+
+fn age(age: chrono::TimeDelta) -> String {
+    let minutes = age.num_minutes();
+    match minutes {
+        ..1 => "just now".to_owned(),
+        1..60 => format!("{minutes} min ago"),
+        60..2880 => format!("{} h ago", minutes / 60),
+        _ => format!("{} days ago", minutes / 1440),
+    }
 }
 
 fn entries(dir: &Path) -> Result<Vec<walkdir::DirEntry>> {
@@ -87,11 +161,49 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn lists_only_complete_backups_newest_first() {
-        let dir = std::env::temp_dir().join(format!("hindsight-catalogue-{}", std::process::id()));
+    fn scratch_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("hindsight-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn check_accepts_complete_files_and_refuses_damaged_ones() {
+        let dir = scratch_dir("check");
+        let dump = "SET x;\n--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict k\n\n";
+        let good = dir.join("good.sql");
+        fs::write(&good, dump).unwrap();
+        let checked = check(&good).unwrap();
+        assert_eq!((checked.size, checked.checksum_verified), (dump.len() as u64, false));
+
+        let sum = sha256(&mut dump.as_bytes()).unwrap();
+        fs::write(dir.join("good.sql.sha256"), backup_file::sidecar_line(&sum, "good.sql")).unwrap();
+        assert!(check(&good).unwrap().checksum_verified);
+
+        fs::write(dir.join("good.sql.sha256"), backup_file::sidecar_line(&"0".repeat(64), "good.sql")).unwrap();
+        assert!(format!("{:#}", check(&good).unwrap_err()).contains("does not match its checksum"));
+
+        let truncated = dir.join("truncated.sql");
+        fs::write(&truncated, &dump[..20]).unwrap();
+        assert!(format!("{:#}", check(&truncated).unwrap_err()).contains("truncated"));
+        assert!(check(&dir.join("missing.sql")).is_err());
+        assert!(check(&dir).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn ages_read_as_a_person_would() {
+        use chrono::TimeDelta;
+        assert_eq!(age(TimeDelta::seconds(30)), "just now");
+        assert_eq!(age(TimeDelta::minutes(5)), "5 min ago");
+        assert_eq!(age(TimeDelta::hours(3)), "3 h ago");
+        assert_eq!(age(TimeDelta::days(9)), "9 days ago");
+    }
+
+    #[test]
+    fn lists_only_complete_backups_newest_first() {
+        let dir = scratch_dir("catalogue");
         let files = [
             "hindsight_db_backup_20261124_100000_unknown.sql",
             "hindsight_db_backup_20261125_090000_1a2b3c4d5e6f.sql",
@@ -107,11 +219,7 @@ mod tests {
         }
         fs::create_dir(dir.join("hindsight_db_backup_20261128_090000_unknown.sql")).unwrap();
 
-        let listed: Vec<String> = list(&dir, "hindsight_db")
-            .unwrap()
-            .iter()
-            .map(|b| b.name.file_name())
-            .collect();
+        let listed: Vec<String> = list(&dir, "hindsight_db").unwrap().iter().map(|b| b.name.file_name()).collect();
         assert_eq!(listed, [files[1], files[0]]);
         let backups = list(&dir, "hindsight_db").unwrap();
         assert_eq!(backups[0].size, files[1].len() as u64);

@@ -21,6 +21,8 @@ pub struct Cli {
 pub enum Task {
     /// Dump the database into a new, verified backup file, then remove the oldest beyond --max-backups.
     DbBackup(DbBackup),
+    /// Restore a backup into a new database, swap it in, keep the old one, then run Alembic.
+    DbRestore(DbRestore),
     /// Provision the Docker test bed (as root on Debian) and run the whole test suite against it.
     Test(Test),
 }
@@ -29,6 +31,7 @@ impl Task {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
         match self {
             Task::DbBackup(task) => task.run(sh),
+            Task::DbRestore(task) => task.run(sh),
             Task::Test(task) => task.run(sh),
         }
     }
@@ -38,11 +41,7 @@ impl Task {
 #[derive(Debug, Args)]
 pub struct DbArgs {
     /// Compose file that defines the database service, relative to the repository root.
-    #[arg(
-        long,
-        env = "HINDSIGHT_COMPOSE_FILE",
-        default_value = "infra/postgres/docker-compose.yml"
-    )]
+    #[arg(long, env = "HINDSIGHT_COMPOSE_FILE", default_value = "infra/postgres/docker-compose.yml")]
     pub compose_file: PathBuf,
 
     /// Compose service that runs PostgreSQL.
@@ -77,11 +76,7 @@ pub enum ComposeFlavor {
 #[derive(Debug, Args)]
 pub struct BackupDirArgs {
     /// Directory of the backup files, relative to the repository root; created with mode 0700.
-    #[arg(
-        long,
-        env = "HINDSIGHT_BACKUP_DIR",
-        default_value = "hindsight_db_backups/data"
-    )]
+    #[arg(long, env = "HINDSIGHT_BACKUP_DIR", default_value = "hindsight_db_backups/data")]
     pub backup_dir: PathBuf,
 
     /// Seconds to wait for another backup or restore to release the backup directory's lock.
@@ -103,6 +98,37 @@ pub struct DbBackup {
 }
 
 #[derive(Debug, Args)]
+pub struct DbRestore {
+    /// The backup: a path, a file name in the backup directory, or `latest`. Without it, a
+    /// terminal gets a list to pick from.
+    pub backup: Option<String>,
+
+    #[command(flatten)]
+    pub db: DbArgs,
+
+    #[command(flatten)]
+    pub dir: BackupDirArgs,
+
+    /// Do not ask for confirmation (needed without a terminal).
+    #[arg(long, short)]
+    pub yes: bool,
+
+    /// How many replaced databases (`<db>__pre_restore_<timestamp>`) to keep; older ones are dropped.
+    #[arg(long, env = "HINDSIGHT_KEEP_PREVIOUS", default_value = "1")]
+    pub keep_previous: NonZeroUsize,
+
+    /// Directory holding `alembic.ini`, relative to the repository root. Without it, the
+    /// repository is searched for exactly one `alembic.ini`; none found skips the migration.
+    #[arg(long, env = "HINDSIGHT_ALEMBIC_DIR")]
+    pub alembic_dir: Option<PathBuf>,
+
+    /// Alembic revision to migrate to after the restore, or `head`. Default: the revision in
+    /// the backup's name (`head` when it is `unknown`).
+    #[arg(long, env = "HINDSIGHT_MIGRATE_TO", value_parser = parse_migration_target)]
+    pub migrate_to: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct Test {
     /// Arguments passed on to `cargo test` (test name filters, `--nocapture`, ...).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -110,21 +136,24 @@ pub struct Test {
 }
 
 fn parse_secs(text: &str) -> Result<Duration, String> {
-    text.parse::<u64>()
-        .map(Duration::from_secs)
-        .map_err(|_| format!("`{text}` is not a whole number of seconds"))
+    text.parse::<u64>().map(Duration::from_secs).map_err(|_| format!("`{text}` is not a whole number of seconds"))
+}
+
+/// A revision id or `head`; never something `alembic` would read as an option.
+fn parse_migration_target(text: &str) -> Result<String, String> {
+    let ok = text.chars().all(|c| c.is_ascii_alphanumeric() || "_-+@".contains(c));
+    if text.is_empty() || text.starts_with('-') || !ok {
+        return Err(format!("`{text}` is not an Alembic revision (for example `head` or `1a2b3c4d5e6f`)"));
+    }
+    Ok(text.to_owned())
 }
 
 /// The name goes into file names and into `<name>__pre_restore_<timestamp>`, which must
 /// fit PostgreSQL's 63-byte identifiers.
 fn parse_db_name(text: &str) -> Result<String, String> {
-    let ok_chars = text
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let ok_chars = text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if text.is_empty() || !ok_chars || text.len() > 40 {
-        return Err(format!(
-            "`{text}`: use 1 to 40 ASCII letters, digits, `_` or `-`"
-        ));
+        return Err(format!("`{text}`: use 1 to 40 ASCII letters, digits, `_` or `-`"));
     }
     Ok(text.to_owned())
 }
@@ -150,15 +179,17 @@ mod tests {
         assert!(parse_db_name("a b").is_err());
         assert!(parse_db_name("x;drop").is_err());
         assert!(parse_db_name(&"a".repeat(41)).is_err());
+        assert!(parse_migration_target("head").is_ok());
+        assert!(parse_migration_target("1a2b3c4d5e6f").is_ok());
+        assert!(parse_migration_target("--sql").is_err());
+        assert!(parse_migration_target("a b").is_err());
     }
 
     #[test]
     fn max_backups_must_be_positive() {
         assert!(Cli::try_parse_from(["xtask", "db-backup", "--max-backups", "0"]).is_err());
         let cli = Cli::try_parse_from(["xtask", "db-backup", "--max-backups", "3"]).unwrap();
-        let Task::DbBackup(backup) = cli.task else {
-            panic!("expected db-backup")
-        };
+        let Task::DbBackup(backup) = cli.task else { panic!("expected db-backup") };
         assert_eq!(backup.max_backups.get(), 3);
     }
 }

@@ -18,10 +18,7 @@ impl Compose {
     pub fn find(sh: &Shell, flavor: ComposeFlavor, file: &Path, task: &str) -> Result<Compose> {
         let file = sh.current_dir().join(file);
         if !file.is_file() {
-            bail!(
-                "compose file {} not found: pass --compose-file or set HINDSIGHT_COMPOSE_FILE",
-                file.display()
-            );
+            bail!("compose file {} not found: pass --compose-file or set HINDSIGHT_COMPOSE_FILE", file.display());
         }
         let v2 = || -> Result<Compose> {
             let docker = which::which("docker").context(format!(
@@ -32,30 +29,20 @@ impl Compose {
                     "`docker compose` (Compose v2) is required for {task}: install the Compose plugin, or pass --compose v1"
                 );
             }
-            Ok(Compose {
-                program: docker,
-                subcommand: Some("compose"),
-                file: file.clone(),
-            })
+            Ok(Compose { program: docker, subcommand: Some("compose"), file: file.clone() })
         };
         let v1 = || -> Result<Compose> {
             let program = which::which("docker-compose").context(format!(
                 "`docker-compose` (Compose v1) is required for {task} with --compose v1: install it (Debian: apt-get install docker-compose)"
             ))?;
-            Ok(Compose {
-                program,
-                subcommand: None,
-                file: file.clone(),
-            })
+            Ok(Compose { program, subcommand: None, file: file.clone() })
         };
         match flavor {
             ComposeFlavor::V2 => v2(),
             ComposeFlavor::V1 => v1(),
             ComposeFlavor::Auto => v2().or_else(|v2_err| {
                 v1().map_err(|_| {
-                    v2_err.context(format!(
-                        "neither `docker compose` nor `docker-compose` was found; {task} needs one"
-                    ))
+                    v2_err.context(format!("neither `docker compose` nor `docker-compose` was found; {task} needs one"))
                 })
             }),
         }
@@ -69,11 +56,7 @@ impl Compose {
 
     /// How to say this Compose's commands to a person, for hints in messages.
     pub fn spelled(&self) -> String {
-        let program = if self.subcommand.is_some() {
-            "docker compose"
-        } else {
-            "docker-compose"
-        };
+        let program = if self.subcommand.is_some() { "docker compose" } else { "docker-compose" };
         format!("{program} -f {}", self.file.display())
     }
 }

@@ -39,19 +39,17 @@ impl Database {
     /// Starts the service when it is not running and waits until PostgreSQL accepts connections.
     pub fn ensure_ready(&self, sh: &Shell, wait: Duration) -> Result<()> {
         let service = &self.service;
-        let running = process::read("compose ps", self.compose.cmd(sh).args(["ps", "--services", "--filter", "status=running"]))
-            .context("Compose cannot reach the Docker engine: start it (e.g. `sudo systemctl start docker`) and try again")?;
+        let running = process::read(
+            "compose ps",
+            self.compose.cmd(sh).args(["ps", "--services", "--filter", "status=running"]),
+        )
+        .context(
+            "Compose cannot reach the Docker engine: start it (e.g. `sudo systemctl start docker`) and try again",
+        )?;
         if !running.lines().any(|line| line.trim() == service) {
             step!("service `{service}` is not running: starting it");
-            process::run(
-                "compose up",
-                self.compose.cmd(sh).args(["up", "-d", service]),
-            )
-            .with_context(|| {
-                format!(
-                    "cannot start service `{service}`: see `{} logs {service}`",
-                    self.compose.spelled()
-                )
+            process::run("compose up", self.compose.cmd(sh).args(["up", "-d", service])).with_context(|| {
+                format!("cannot start service `{service}`: see `{} logs {service}`", self.compose.spelled())
             })?;
         }
         // Over TCP: on a fresh volume the image first runs a socket-only server, which the
@@ -59,14 +57,7 @@ impl Database {
         let deadline = Instant::now() + wait;
         let user = &self.user;
         loop {
-            if process::succeeds(self.exec(sh).args([
-                "pg_isready",
-                "-q",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                user,
-            ])) {
+            if process::succeeds(self.exec(sh).args(["pg_isready", "-q", "-h", "127.0.0.1", "-U", user])) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -96,37 +87,151 @@ impl Database {
 
     /// `pg_dump` of the database as plain SQL on stdout; never a TTY, which would corrupt it.
     pub fn dump<'a>(&self, sh: &'a Shell) -> Cmd<'a> {
-        self.exec(sh).args([
-            "pg_dump",
-            "--no-password",
-            "-U",
-            &self.user,
-            "-d",
-            &self.name,
-        ])
+        self.exec(sh).args(["pg_dump", "--no-password", "-U", &self.user, "-d", &self.name])
+    }
+
+    /// psql reading a plain dump on stdin into `into`: one transaction, stopped by the first
+    /// error (without `ON_ERROR_STOP`, psql exits 0 through SQL errors).
+    pub fn load<'a>(&self, sh: &'a Shell, into: &str) -> Cmd<'a> {
+        self.psql(sh, into).args(["--single-transaction", "-o", "/dev/null"])
+    }
+
+    /// The databases whose names start with `prefix`, sorted by name.
+    pub fn databases_with_prefix(&self, sh: &Shell, prefix: &str) -> Result<Vec<String>> {
+        let sql =
+            format!("SELECT datname FROM pg_database WHERE starts_with(datname, {}) ORDER BY datname", literal(prefix));
+        Ok(self.admin(sh, &[&sql])?.lines().map(str::to_owned).filter(|l| !l.is_empty()).collect())
+    }
+
+    /// An empty database for a plain dump: from template0, so nothing in template1 collides.
+    pub fn create_database(&self, sh: &Shell, name: &str) -> Result<()> {
+        self.admin(sh, &[&format!("CREATE DATABASE {} TEMPLATE template0", ident(name))]).map(drop)
+    }
+
+    pub fn drop_database(&self, sh: &Shell, name: &str) -> Result<()> {
+        self.admin(sh, &[&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(name))]).map(drop)
+    }
+
+    /// Puts `restored` in the live database's place and keeps the live one as `previous`.
+    /// New connections are refused and the other sessions ended first, because a database
+    /// in use cannot be renamed; the two renames are one transaction, so either both
+    /// happen or neither does.
+    pub fn swap_in(&self, sh: &Shell, restored: &str, previous: &str) -> Result<()> {
+        let (live, restored, previous) = (ident(&self.name), ident(restored), ident(previous));
+        let swapped = self.admin(
+            sh,
+            &[
+                &format!("ALTER DATABASE {live} WITH ALLOW_CONNECTIONS false"),
+                &format!(
+                    "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity \
+                     WHERE datname = {} AND pid <> pg_backend_pid()",
+                    literal(&self.name)
+                ),
+                &format!("ALTER DATABASE {live} RENAME TO {previous}; ALTER DATABASE {restored} RENAME TO {live}"),
+            ],
+        );
+        // Whichever name the old data has now, it must accept connections again.
+        let reopen = if swapped.is_ok() { &previous } else { &live };
+        let reopened = self.admin(sh, &[&format!("ALTER DATABASE {reopen} WITH ALLOW_CONNECTIONS true")]);
+        swapped?;
+        reopened.map(drop)
+    }
+
+    /// `postgresql://USER:PASSWORD@127.0.0.1:PORT/DB` for a program on this host, such as
+    /// Alembic: the port Compose published, the password the container was started with.
+    pub fn host_url(&self, sh: &Shell) -> Result<String> {
+        let service = &self.service;
+        let published = process::read("compose port", self.compose.cmd(sh).args(["port", service, "5432"]))
+            .with_context(|| format!("cannot find the host port of service `{service}`: does it publish 5432?"))?;
+        let port = parse_published_port(&published)
+            .with_context(|| format!("unexpected `port` output `{}` for service `{service}`", published.trim()))?;
+        let password = process::read("printenv", self.exec(sh).args(["printenv", "POSTGRES_PASSWORD"]))
+            .context("cannot read POSTGRES_PASSWORD from the database container")?;
+        Ok(format!(
+            "postgresql://{}:{}@127.0.0.1:{port}/{}",
+            percent_encode(&self.user),
+            percent_encode(password.trim_end_matches('\n')),
+            self.name
+        ))
+    }
+
+    /// How a person would run these statements by hand, for messages.
+    pub fn psql_hint(&self, sql: &str) -> String {
+        format!("{} exec {} psql -U {} -d postgres -c '{sql}'", self.compose.spelled(), self.service, self.user)
     }
 
     fn query(&self, sh: &Shell, sql: &str) -> Result<String> {
-        let (user, name) = (&self.user, &self.name);
-        let psql = self.exec(sh).args([
-            "psql",
-            "-X",
-            "-q",
-            "-t",
-            "-A",
-            "--no-password",
-            "-v",
-            "ON_ERROR_STOP=1",
-        ]);
-        process::read("psql", psql.args(["-U", user, "-d", name, "-c", sql])).with_context(|| {
-            format!(
-                "cannot query database `{name}` in service `{}`",
-                self.service
-            )
-        })
+        let cmd = self.psql(sh, &self.name).args(["-t", "-A", "-c", sql]);
+        process::read("psql", cmd)
+            .with_context(|| format!("cannot query database `{}` in service `{}`", self.name, self.service))
+    }
+
+    /// Statements run one by one in the maintenance database, stopping at the first error.
+    fn admin(&self, sh: &Shell, statements: &[&str]) -> Result<String> {
+        let mut cmd = self.psql(sh, "postgres").args(["-t", "-A"]);
+        for sql in statements {
+            cmd = cmd.args(["-c", sql]);
+        }
+        process::read("psql", cmd)
+    }
+
+    fn psql<'a>(&self, sh: &'a Shell, db: &str) -> Cmd<'a> {
+        let args = ["psql", "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-U", &self.user, "-d", db];
+        self.exec(sh).args(args)
     }
 
     fn exec<'a>(&self, sh: &'a Shell) -> Cmd<'a> {
         self.compose.cmd(sh).args(["exec", "-T", &self.service])
+    }
+}
+
+/// A quoted SQL identifier.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A quoted SQL string literal.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The port from `compose port` output such as `127.0.0.1:5432` or `[::1]:5432`.
+fn parse_published_port(output: &str) -> Option<u16> {
+    output.lines().next()?.trim().rsplit_once(':')?.1.parse().ok().filter(|&port| port != 0)
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters, for a URL's user and password.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sql_quoting() {
+        assert_eq!(ident("hindsight_db"), "\"hindsight_db\"");
+        assert_eq!(ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn published_port() {
+        assert_eq!(parse_published_port("127.0.0.1:55432\n"), Some(55432));
+        assert_eq!(parse_published_port("[::1]:5432"), Some(5432));
+        assert_eq!(parse_published_port(":0"), None);
+        assert_eq!(parse_published_port(""), None);
+    }
+
+    #[test]
+    fn url_userinfo_is_encoded() {
+        assert_eq!(percent_encode("password"), "password");
+        assert_eq!(percent_encode("p@ss:w/rd é"), "p%40ss%3Aw%2Frd%20%C3%A9");
     }
 }

@@ -40,20 +40,14 @@ impl DbBackup {
         let revision = db.alembic_revision(sh)?;
         let name = fresh_name(dir.path(), &db.name, revision);
 
-        step!(
-            "dumping database `{}` into {}",
-            db.name,
-            dir.path().join(name.file_name()).display()
-        );
+        step!("dumping database `{}` into {}", db.name, dir.path().join(name.file_name()).display());
         let mut partial = dir.create_partial(&name.file_name())?;
         let mut sink = DumpSink::new(partial.file());
         let dumped = process::stream_out("pg_dump", db.dump(sh), &mut sink);
         let (sha256, tail, size) = sink.finish();
-        let nothing_lost =
-            format!("no backup was written and every existing backup ({keeping}) is untouched");
-        dumped.with_context(|| {
-            format!("pg_dump failed, {nothing_lost}: check the database, then run db-backup again")
-        })?;
+        let nothing_lost = format!("no backup was written and every existing backup ({keeping}) is untouched");
+        dumped
+            .with_context(|| format!("pg_dump failed, {nothing_lost}: check the database, then run db-backup again"))?;
         if !backup_file::ends_complete(&tail) {
             bail!(
                 "the dump is incomplete (no `-- PostgreSQL database dump complete` at its end after {}), {nothing_lost}: \
@@ -64,11 +58,8 @@ impl DbBackup {
 
         let file_name = name.file_name();
         let path = partial.commit()?;
-        let mut sidecar =
-            dir.create_partial(&format!("{file_name}{}", backup_file::SHA256_SUFFIX))?;
-        sidecar
-            .file()
-            .write_all(backup_file::sidecar_line(&sha256, &file_name).as_bytes())?;
+        let mut sidecar = dir.create_partial(&format!("{file_name}{}", backup_file::SHA256_SUFFIX))?;
+        sidecar.file().write_all(backup_file::sidecar_line(&sha256, &file_name).as_bytes())?;
         sidecar.commit()?;
 
         let removed = self.apply_retention(dir.path(), &db.name, &path)?;
@@ -78,11 +69,7 @@ impl DbBackup {
             human_bytes(size),
             name.revision,
             started.elapsed().as_secs_f64(),
-            if removed > 0 {
-                format!(", {removed} old removed")
-            } else {
-                String::new()
-            }
+            if removed > 0 { format!(", {removed} old removed") } else { String::new() }
         );
         Ok(())
     }
@@ -92,26 +79,16 @@ impl DbBackup {
         let backups = catalogue::list(dir, db)?;
         let removed = retention::to_remove(&backups, self.max_backups.get(), just_written);
         for backup in &removed {
-            std::fs::remove_file(&backup.path).with_context(|| {
-                format!(
-                    "the backup succeeded, but removing old {} failed",
-                    backup.path.display()
-                )
-            })?;
+            std::fs::remove_file(&backup.path)
+                .with_context(|| format!("the backup succeeded, but removing old {} failed", backup.path.display()))?;
             match std::fs::remove_file(backup.sidecar()) {
                 Err(err) if err.kind() != io::ErrorKind::NotFound => {
-                    return Err(err).context(format!(
-                        "the backup succeeded, but removing {} failed",
-                        backup.sidecar().display()
-                    ));
+                    return Err(err)
+                        .context(format!("the backup succeeded, but removing {} failed", backup.sidecar().display()));
                 }
                 _ => {}
             }
-            step!(
-                "removed {} (keeping the newest {})",
-                backup.path.display(),
-                self.max_backups
-            );
+            step!("removed {} (keeping the newest {})", backup.path.display(), self.max_backups);
         }
         Ok(removed.len())
     }
@@ -123,11 +100,7 @@ fn fresh_name(dir: &Path, db: &str, revision: Revision) -> BackupName {
     loop {
         let now = chrono::Local::now().naive_local();
         let taken = now.with_nanosecond(0).unwrap_or(now);
-        let name = BackupName {
-            db: db.to_owned(),
-            taken,
-            revision: revision.clone(),
-        };
+        let name = BackupName { db: db.to_owned(), taken, revision: revision.clone() };
         if !dir.join(name.file_name()).exists() {
             return name;
         }
@@ -157,12 +130,7 @@ impl<'a> DumpSink<'a> {
     /// The sha256 as hex, the tail, and the byte count.
     fn finish(self) -> (String, Vec<u8>, u64) {
         self.progress.finish();
-        let hex = self
-            .hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex = self.hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
         (hex, self.tail.bytes().to_vec(), self.progress.bytes())
     }
 }

@@ -5,8 +5,12 @@ use std::{fmt, process::ExitCode};
 /// Exit codes other than 0 (success), 1 (failure) and 2 (bad command line, from clap).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
+    /// A usage problem found after parsing, such as no backup named and no terminal to pick one.
+    Usage = 2,
     /// Another backup or restore held the backup directory's lock for the whole wait.
     Busy = 3,
+    /// The user did not confirm (or could not be asked): nothing was changed.
+    Refused = 4,
 }
 
 /// An error that ends the run with its own exit code.
@@ -30,9 +34,6 @@ pub fn report(result: anyhow::Result<()>) -> ExitCode {
     };
     // `{:#}` puts the whole chain on one line: what failed, then the tool's own words.
     crate::output::line(format_args!("error: {err:#}"));
-    let code = err
-        .chain()
-        .find_map(|cause| cause.downcast_ref::<Coded>())
-        .map_or(1, |coded| coded.code as u8);
+    let code = err.chain().find_map(|cause| cause.downcast_ref::<Coded>()).map_or(1, |coded| coded.code as u8);
     ExitCode::from(code)
 }

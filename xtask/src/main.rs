@@ -2,6 +2,7 @@
 //!
 //! See `cargo xtask --help` and the README. Each task lives in a module named after it.
 
+mod alembic;
 mod backup_dir;
 mod backup_file;
 mod catalogue;
@@ -9,9 +10,11 @@ mod cli;
 mod compose;
 mod database;
 mod db_backup;
+mod db_restore;
 mod exit;
 mod output;
 mod process;
+mod prompt;
 mod retention;
 mod test;
 
@@ -21,22 +24,16 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    let result = xshell::Shell::new()
-        .map_err(anyhow::Error::from)
-        .and_then(|sh| {
-            sh.change_dir(project_root());
-            cli.task.run(&sh)
-        });
+    let result = xshell::Shell::new().map_err(anyhow::Error::from).and_then(|sh| {
+        sh.change_dir(project_root());
+        cli.task.run(&sh)
+    });
     exit::report(result)
 }
 
 /// The repository root: every relative path in the settings is taken from here,
 /// whatever directory (or cron) started the binary.
 fn project_root() -> PathBuf {
-    let dir = std::env::var("CARGO_MANIFEST_DIR")
-        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
-    PathBuf::from(dir)
-        .parent()
-        .expect("xtask lives one level below the repository root")
-        .to_path_buf()
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    PathBuf::from(dir).parent().expect("xtask lives one level below the repository root").to_path_buf()
 }

@@ -33,11 +33,7 @@ pub fn human_bytes(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
 /// A progress line, redrawn at most every quarter second, and only on a terminal:
@@ -55,13 +51,7 @@ impl Progress {
 
     pub fn new(verb: &'static str) -> Progress {
         let now = Instant::now();
-        Progress {
-            verb,
-            started: now,
-            last_draw: now,
-            bytes: 0,
-            on_terminal: std::io::stderr().is_terminal(),
-        }
+        Progress { verb, started: now, last_draw: now, bytes: 0, on_terminal: std::io::stderr().is_terminal() }
     }
 
     pub fn add(&mut self, bytes: usize) {
@@ -87,11 +77,7 @@ impl Progress {
     fn draw(&self) {
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
         let rate = human_bytes((self.bytes as f64 / secs) as u64);
-        eprint!(
-            "\r\x1b[2K  {} {} ({rate}/s)",
-            self.verb,
-            human_bytes(self.bytes)
-        );
+        eprint!("\r\x1b[2K  {} {} ({rate}/s)", self.verb, human_bytes(self.bytes));
         let _ = std::io::stderr().flush();
     }
 }

@@ -21,18 +21,14 @@ const STDERR_TAIL: usize = 16 * 1024;
 
 /// Runs a command to completion, its output kept only for the error message.
 pub fn run(what: &str, cmd: Cmd<'_>) -> Result<()> {
-    Running::spawn(what, cmd, Stdio::null(), Stdio::null())?
-        .finish()
-        .map(drop)
+    Running::spawn(what, cmd, Stdio::null(), Stdio::null())?.finish().map(drop)
 }
 
 /// Runs a command with its output going straight to ours, for long tasks a person watches.
 pub fn run_attached(what: &str, cmd: Cmd<'_>) -> Result<()> {
     let shown = cmd.to_string();
     step!("$ {shown}");
-    let status = Command::from(cmd)
-        .status()
-        .with_context(|| format!("cannot start `{shown}`"))?;
+    let status = Command::from(cmd).status().with_context(|| format!("cannot start `{shown}`"))?;
     check(what, status, "")
 }
 
@@ -40,12 +36,7 @@ pub fn run_attached(what: &str, cmd: Cmd<'_>) -> Result<()> {
 pub fn read(what: &str, cmd: Cmd<'_>) -> Result<String> {
     let mut running = Running::spawn(what, cmd, Stdio::null(), Stdio::piped())?;
     let mut text = String::new();
-    let read = running
-        .child
-        .stdout
-        .take()
-        .expect("piped")
-        .read_to_string(&mut text);
+    let read = running.child.stdout.take().expect("piped").read_to_string(&mut text);
     running.finish()?;
     read.with_context(|| format!("reading the output of {what}"))?;
     Ok(text)
@@ -153,11 +144,7 @@ impl Running {
             .with_context(|| format!("cannot start `{shown}`"))?;
         let stderr = child.stderr.take().expect("piped");
         let stderr = thread::spawn(move || keep_tail(stderr));
-        Ok(Running {
-            what: what.to_owned(),
-            child,
-            stderr,
-        })
+        Ok(Running { what: what.to_owned(), child, stderr })
     }
 
     /// Stops the program after our side failed; its exit says nothing more than our error.
@@ -169,10 +156,7 @@ impl Running {
 
     /// Waits for the program; on success its stderr (warnings) is shown, on failure it is the error.
     fn finish(mut self) -> Result<String> {
-        let status = self
-            .child
-            .wait()
-            .with_context(|| format!("waiting for {}", self.what))?;
+        let status = self.child.wait().with_context(|| format!("waiting for {}", self.what))?;
         let stderr = self.stderr.join().unwrap_or_default();
         check(&self.what, status, &stderr)?;
         for line in stderr.lines().filter(|line| !line.trim().is_empty()) {
@@ -191,11 +175,7 @@ fn check(what: &str, status: ExitStatus, stderr: &str) -> Result<()> {
         None => "was killed by a signal".to_owned(),
     };
     let said = one_line(stderr);
-    if said.is_empty() {
-        Err(anyhow!("{what} {how}"))
-    } else {
-        Err(anyhow!("{what} {how}: {said}"))
-    }
+    if said.is_empty() { Err(anyhow!("{what} {how}")) } else { Err(anyhow!("{what} {how}: {said}")) }
 }
 
 /// A program's stderr folded onto one line, as the last, most telling part of it.
@@ -234,10 +214,7 @@ mod tests {
     #[test]
     fn stderr_is_folded_onto_one_line() {
         let said = one_line("pg_dump: error: query failed\npg_dump: detail: permission denied\n\n");
-        assert_eq!(
-            said,
-            "pg_dump: error: query failed | pg_dump: detail: permission denied"
-        );
+        assert_eq!(said, "pg_dump: error: query failed | pg_dump: detail: permission denied");
         let long = "x".repeat(2000);
         assert!(one_line(&long).starts_with("...") && one_line(&long).len() < 700);
     }

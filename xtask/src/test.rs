@@ -8,13 +8,11 @@ use crate::{cli::Test, process};
 
 impl Test {
     pub fn run(self, sh: &Shell) -> Result<()> {
-        process::run_attached("provisioning", cmd!(sh, "bash infra/testbed/provision.sh"))
-            .context("provisioning the test bed failed: it needs root on Debian bookworm (see infra/testbed/provision.sh)")?;
+        process::run_attached("provisioning", cmd!(sh, "bash infra/testbed/provision.sh")).context(
+            "provisioning the test bed failed: it needs root on Debian bookworm (see infra/testbed/provision.sh)",
+        )?;
         let args = self.cargo_test_args;
-        process::run_attached(
-            "cargo test",
-            cmd!(sh, "cargo test --workspace --locked {args...}"),
-        )
-        .context("the test suite failed: see the failures above")
+        process::run_attached("cargo test", cmd!(sh, "cargo test --workspace --locked {args...}"))
+            .context("the test suite failed: see the failures above")
     }
 }

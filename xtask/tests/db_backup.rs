@@ -23,33 +23,16 @@ fn mode(path: &std::path::Path) -> u32 {
 /// completion marker.
 fn assert_valid_backup(bed: &Bed, path: &std::path::Path, revision: &str) {
     let name = path.file_name().unwrap().to_str().unwrap();
-    let stamp = name
-        .strip_prefix("hindsight_db_backup_")
-        .and_then(|r| r.strip_suffix(&format!("_{revision}.sql")));
+    let stamp = name.strip_prefix("hindsight_db_backup_").and_then(|r| r.strip_suffix(&format!("_{revision}.sql")));
     let stamp = stamp.unwrap_or_else(|| panic!("unexpected backup name {name}"));
-    assert!(
-        chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%d_%H%M%S").is_ok(),
-        "timestamp in {name}"
-    );
+    assert!(chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%d_%H%M%S").is_ok(), "timestamp in {name}");
     assert_eq!(mode(path), 0o600, "{name} must be private");
     let sidecar = path.with_file_name(format!("{name}.sha256"));
     assert_eq!(mode(&sidecar), 0o600, "the sidecar must be private");
-    let check = Command::new("sha256sum")
-        .arg("-c")
-        .arg(&sidecar)
-        .current_dir(&bed.backup_dir)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "sha256sum -c: {}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    let check = Command::new("sha256sum").arg("-c").arg(&sidecar).current_dir(&bed.backup_dir).output().unwrap();
+    assert!(check.status.success(), "sha256sum -c: {}", String::from_utf8_lossy(&check.stdout));
     let text = fs::read_to_string(path).unwrap();
-    assert!(
-        text.contains("-- PostgreSQL database dump complete\n"),
-        "{name} lacks the completion marker"
-    );
+    assert!(text.contains("-- PostgreSQL database dump complete\n"), "{name} lacks the completion marker");
 }
 
 fn seed(bed: &Bed) {
@@ -75,24 +58,11 @@ fn two_backups_are_valid_private_and_named_after_the_revision() {
     assert_ne!(backups[0], backups[1]);
     for backup in &backups {
         assert_valid_backup(&bed, backup, REV);
-        assert!(
-            fs::read_to_string(backup)
-                .unwrap()
-                .contains("second, with a\\ttab"),
-            "the data is in the dump"
-        );
+        assert!(fs::read_to_string(backup).unwrap().contains("second, with a\\ttab"), "the data is in the dump");
     }
-    assert_eq!(
-        mode(&bed.backup_dir),
-        0o700,
-        "the backup directory must be private"
-    );
+    assert_eq!(mode(&bed.backup_dir), 0o700, "the backup directory must be private");
     for run in [&first, &second] {
-        assert!(
-            run.last_line().contains("backup complete:") && run.last_line().contains(REV),
-            "{}",
-            run.stderr
-        );
+        assert!(run.last_line().contains("backup complete:") && run.last_line().contains(REV), "{}", run.stderr);
     }
 }
 
@@ -101,21 +71,9 @@ fn compose_v1_starts_a_stopped_service_and_names_an_unknown_revision() {
     let bed = Bed::new("v1", Flavor::V1);
     let run = bed.run_ok(&["db-backup"]);
 
-    assert!(
-        run.stderr.contains("is not running: starting it"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("docker-compose"),
-        "Compose v1 ran: {}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("no alembic_version table"),
-        "the warning says why: {}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("is not running: starting it"), "{}", run.stderr);
+    assert!(run.stderr.contains("docker-compose"), "Compose v1 ran: {}", run.stderr);
+    assert!(run.stderr.contains("no alembic_version table"), "the warning says why: {}", run.stderr);
     let backups = bed.backups();
     assert_eq!(backups.len(), 1);
     assert_valid_backup(&bed, &backups[0], "unknown");
@@ -135,14 +93,8 @@ fn a_pg_dump_error_keeps_no_new_backup_and_every_old_one() {
 
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     let error = run.last_line();
-    assert!(
-        error.contains("pg_dump failed") && error.contains("permission denied"),
-        "pg_dump's own words: {error}"
-    );
-    assert!(
-        error.contains("every existing backup (1) is untouched"),
-        "{error}"
-    );
+    assert!(error.contains("pg_dump failed") && error.contains("permission denied"), "pg_dump's own words: {error}");
+    assert!(error.contains("every existing backup (1) is untouched"), "{error}");
     assert_eq!(bed.snapshot(), before, "nothing added, removed or changed");
 }
 
@@ -155,32 +107,16 @@ fn a_container_killed_mid_dump_keeps_no_new_backup_and_every_old_one() {
     let before = bed.snapshot();
     bed.psql("CREATE TABLE big AS SELECT g AS id, repeat(md5(g::text), 4) AS body FROM generate_series(1, 2000000) g;");
 
-    let mut backup = bed
-        .xtask(&["db-backup"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut backup = bed.xtask(&["db-backup"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let partial = wait_for_partial(&bed, 1 << 20);
-    assert!(
-        partial.is_some(),
-        "the dump should be streaming into a .partial file"
-    );
+    assert!(partial.is_some(), "the dump should be streaming into a .partial file");
     let kill = bed.compose(&["kill", "db"]);
     assert!(kill.status.success());
     let run = testbed::Run::from(backup.wait_with_output().unwrap());
 
     assert_eq!(run.code, Some(1), "{}", run.stderr);
-    assert!(
-        run.last_line().contains("no backup was written"),
-        "{}",
-        run.last_line()
-    );
-    assert_eq!(
-        bed.snapshot(),
-        before,
-        "no new backup, no partial, the old one intact"
-    );
+    assert!(run.last_line().contains("no backup was written"), "{}", run.last_line());
+    assert_eq!(bed.snapshot(), before, "no new backup, no partial, the old one intact");
 }
 
 #[test]
@@ -191,50 +127,20 @@ fn the_lock_keeps_a_second_run_out_and_passwords_stay_out_of_argv() {
     bed.psql("CREATE TABLE big AS SELECT g AS id, repeat(md5(g::text), 4) AS body FROM generate_series(1, 1500000) g;");
 
     // A run holding the lock (as cron's would), and a second one started meanwhile.
-    let first = bed
-        .xtask(&["db-backup"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(
-        wait_for_partial(&bed, 1).is_some(),
-        "the first run should be dumping"
-    );
+    let first = bed.xtask(&["db-backup"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    assert!(wait_for_partial(&bed, 1).is_some(), "the first run should be dumping");
     let argv_seen = all_argv();
     let second = bed.run(&["db-backup", "--lock-wait-secs", "1"]);
     let first = testbed::Run::from(first.wait_with_output().unwrap());
 
-    assert_eq!(
-        second.code,
-        Some(3),
-        "the second run has its own exit code: {}",
-        second.stderr
-    );
-    assert!(
-        second.last_line().contains("holds the lock"),
-        "{}",
-        second.last_line()
-    );
-    assert!(
-        second.last_line().contains("db-backup (pid"),
-        "it names the holder: {}",
-        second.last_line()
-    );
+    assert_eq!(second.code, Some(3), "the second run has its own exit code: {}", second.stderr);
+    assert!(second.last_line().contains("holds the lock"), "{}", second.last_line());
+    assert!(second.last_line().contains("db-backup (pid"), "it names the holder: {}", second.last_line());
     assert_eq!(first.code, Some(0), "{}", first.stderr);
     assert_eq!(bed.backups().len(), 1, "exactly the first run's backup");
-    assert!(
-        argv_seen.iter().any(|argv| argv.contains("pg_dump")),
-        "the scan saw the dump running"
-    );
-    let leaks: Vec<_> = argv_seen
-        .iter()
-        .filter(|argv| argv.contains(&bed.password))
-        .collect();
-    assert!(
-        leaks.is_empty(),
-        "the password is in a process's argv: {leaks:?}"
-    );
+    assert!(argv_seen.iter().any(|argv| argv.contains("pg_dump")), "the scan saw the dump running");
+    let leaks: Vec<_> = argv_seen.iter().filter(|argv| argv.contains(&bed.password)).collect();
+    assert!(leaks.is_empty(), "the password is in a process's argv: {leaks:?}");
 
     // A lock held by someone else, released only after the wait: exit 3, nothing written.
     let holder = File::open(bed.backup_dir.join(".hindsight.lock")).unwrap();
@@ -242,10 +148,7 @@ fn the_lock_keeps_a_second_run_out_and_passwords_stay_out_of_argv() {
     let started = Instant::now();
     let blocked = bed.run(&["db-backup", "--lock-wait-secs", "2"]);
     assert_eq!(blocked.code, Some(3), "{}", blocked.stderr);
-    assert!(
-        started.elapsed() >= Duration::from_secs(2),
-        "it waited for the lock first"
-    );
+    assert!(started.elapsed() >= Duration::from_secs(2), "it waited for the lock first");
     drop(holder);
     assert_eq!(bed.backups().len(), 1);
 }
@@ -266,9 +169,7 @@ fn max_backups_keeps_the_newest_with_their_sidecars_and_touches_nothing_else() {
     for file in strangers {
         fs::write(bed.backup_dir.join(file), "not ours").unwrap();
     }
-    let stale = bed
-        .backup_dir
-        .join("hindsight_db_backup_20200101_000000_unknown.sql.partial");
+    let stale = bed.backup_dir.join("hindsight_db_backup_20200101_000000_unknown.sql.partial");
     fs::write(&stale, "left by a killed run").unwrap();
 
     bed.run_ok(&["db-backup", "--max-backups", "3"]);
@@ -280,26 +181,12 @@ fn max_backups_keeps_the_newest_with_their_sidecars_and_touches_nothing_else() {
         .filter(|n| n.starts_with("hindsight_db_backup_"))
         .collect();
     assert_eq!(ours.len(), 3, "{ours:?}");
-    let all: Vec<String> = bed
-        .files()
-        .iter()
-        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-        .collect();
-    let mut expected: Vec<String> = ours
-        .iter()
-        .flat_map(|n| [n.clone(), format!("{n}.sha256")])
-        .collect();
+    let all: Vec<String> = bed.files().iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    let mut expected: Vec<String> = ours.iter().flat_map(|n| [n.clone(), format!("{n}.sha256")]).collect();
     expected.extend(strangers.iter().map(|s| s.to_string()));
     expected.sort();
-    assert_eq!(
-        all, expected,
-        "the newest three with sidecars, the strangers, no partial"
-    );
-    for backup in bed
-        .backups()
-        .iter()
-        .filter(|p| p.to_string_lossy().contains("hindsight_db_backup_"))
-    {
+    assert_eq!(all, expected, "the newest three with sidecars, the strangers, no partial");
+    for backup in bed.backups().iter().filter(|p| p.to_string_lossy().contains("hindsight_db_backup_")) {
         assert_valid_backup(&bed, backup, REV);
     }
 }
@@ -307,20 +194,10 @@ fn max_backups_keeps_the_newest_with_their_sidecars_and_touches_nothing_else() {
 #[test]
 fn without_compose_the_error_says_what_to_install() {
     let bed = Bed::new("nocompose", Flavor::V2);
-    let run = bed
-        .xtask(&["db-backup"])
-        .env("PATH", "/nonexistent")
-        .env("HINDSIGHT_COMPOSE", "auto")
-        .output()
-        .unwrap();
+    let run = bed.xtask(&["db-backup"]).env("PATH", "/nonexistent").env("HINDSIGHT_COMPOSE", "auto").output().unwrap();
     let run = testbed::Run::from(run);
     assert_eq!(run.code, Some(1));
-    assert!(
-        run.last_line()
-            .contains("`docker` is required for db-backup"),
-        "{}",
-        run.last_line()
-    );
+    assert!(run.last_line().contains("`docker` is required for db-backup"), "{}", run.last_line());
     assert!(bed.backups().is_empty());
 }
 
@@ -328,10 +205,10 @@ fn without_compose_the_error_says_what_to_install() {
 fn wait_for_partial(bed: &Bed, bytes: u64) -> Option<std::path::PathBuf> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        let found = bed.files().into_iter().find(|p| {
-            p.to_string_lossy().ends_with(".sql.partial")
-                && fs::metadata(p).is_ok_and(|m| m.len() >= bytes)
-        });
+        let found = bed
+            .files()
+            .into_iter()
+            .find(|p| p.to_string_lossy().ends_with(".sql.partial") && fs::metadata(p).is_ok_and(|m| m.len() >= bytes));
         if found.is_some() {
             return found;
         }

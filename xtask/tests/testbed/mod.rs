@@ -33,10 +33,7 @@ pub struct Bed {
 }
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 pub fn compose_file() -> PathBuf {
@@ -58,20 +55,10 @@ impl Bed {
     pub fn new(name: &str, flavor: Flavor) -> Bed {
         require_docker();
         let project = format!("hsdbt_{name}_{}", std::process::id());
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let backup_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(&project);
         let _ = std::fs::remove_dir_all(&backup_dir);
-        let bed = Bed {
-            project,
-            port,
-            password: format!("pw-{name}-{}", std::process::id()),
-            backup_dir,
-            flavor,
-        };
+        let bed = Bed { project, port, password: format!("pw-{name}-{}", std::process::id()), backup_dir, flavor };
         bed.compose(&["down", "-v", "--remove-orphans"]);
         bed
     }
@@ -79,10 +66,7 @@ impl Bed {
     /// The environment every process of this bed sees: its own Compose project and port.
     fn env(&self, cmd: &mut Command) {
         for (key, _) in std::env::vars() {
-            if key.starts_with("HINDSIGHT_")
-                || key.starts_with("POSTGRES_")
-                || key == "COMPOSE_PROJECT_NAME"
-            {
+            if key.starts_with("HINDSIGHT_") || key.starts_with("POSTGRES_") || key == "COMPOSE_PROJECT_NAME" {
                 cmd.env_remove(key);
             }
         }
@@ -90,23 +74,14 @@ impl Bed {
             .env("HINDSIGHT_DB_PORT", self.port.to_string())
             .env("POSTGRES_PASSWORD", &self.password)
             .env("HINDSIGHT_BACKUP_DIR", &self.backup_dir)
-            .env(
-                "HINDSIGHT_COMPOSE",
-                if self.flavor == Flavor::V2 {
-                    "v2"
-                } else {
-                    "v1"
-                },
-            )
+            .env("HINDSIGHT_COMPOSE", if self.flavor == Flavor::V2 { "v2" } else { "v1" })
             .env("HINDSIGHT_LOCK_WAIT_SECS", "0");
     }
 
     /// The real binary, as `cargo xtask ARGS` runs it.
     pub fn xtask(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
-        cmd.args(args)
-            .current_dir(std::env::temp_dir())
-            .stdin(Stdio::null());
+        cmd.args(args).current_dir(std::env::temp_dir()).stdin(Stdio::null());
         self.env(&mut cmd);
         cmd
     }
@@ -118,12 +93,7 @@ impl Bed {
 
     pub fn run_ok(&self, args: &[&str]) -> Run {
         let run = self.run(args);
-        assert!(
-            run.code == Some(0),
-            "xtask {args:?} failed ({:?}):\n{}",
-            run.code,
-            run.stderr
-        );
+        assert!(run.code == Some(0), "xtask {args:?} failed ({:?}):\n{}", run.code, run.stderr);
         run
     }
 
@@ -136,10 +106,7 @@ impl Bed {
             }
             Flavor::V1 => Command::new("docker-compose"),
         };
-        cmd.arg("-f")
-            .arg(compose_file())
-            .args(args)
-            .stdin(Stdio::null());
+        cmd.arg("-f").arg(compose_file()).args(args).stdin(Stdio::null());
         self.env(&mut cmd);
         cmd
     }
@@ -151,21 +118,14 @@ impl Bed {
     /// Starts the service and waits for it over TCP, as a person would before loading data.
     pub fn start(&self) {
         let out = self.compose(&["up", "-d", "db"]);
-        assert!(
-            out.status.success(),
-            "compose up: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "compose up: {}", String::from_utf8_lossy(&out.stderr));
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let ready = self.compose(&["exec", "-T", "db", "pg_isready", "-q", "-h", "127.0.0.1"]);
             if ready.status.success() && self.try_psql("SELECT 1").is_ok() {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "the database did not come up within 90 s"
-            );
+            assert!(Instant::now() < deadline, "the database did not come up within 90 s");
             thread::sleep(Duration::from_millis(300));
         }
     }
@@ -207,16 +167,12 @@ impl Bed {
 
     /// Runs SQL in the database through psql inside the container; panics on an error.
     pub fn psql(&self, sql: &str) -> String {
-        self.try_psql(sql)
-            .unwrap_or_else(|err| panic!("psql failed: {err}\nSQL: {sql}"))
+        self.try_psql(sql).unwrap_or_else(|err| panic!("psql failed: {err}\nSQL: {sql}"))
     }
 
     /// The complete backups' paths (`*.sql`), sorted by name, i.e. oldest first.
     pub fn backups(&self) -> Vec<PathBuf> {
-        self.files()
-            .into_iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "sql"))
-            .collect()
+        self.files().into_iter().filter(|p| p.extension().is_some_and(|e| e == "sql")).collect()
     }
 
     /// Every file in the backup directory but the lock, sorted.
@@ -224,10 +180,8 @@ impl Bed {
         let Ok(entries) = std::fs::read_dir(&self.backup_dir) else {
             return Vec::new();
         };
-        let mut files: Vec<PathBuf> = entries
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.file_name().unwrap() != ".hindsight.lock")
-            .collect();
+        let mut files: Vec<PathBuf> =
+            entries.map(|e| e.unwrap().path()).filter(|p| p.file_name().unwrap() != ".hindsight.lock").collect();
         files.sort();
         files
     }
@@ -238,11 +192,7 @@ impl Bed {
             .iter()
             .map(|p| {
                 let out = Command::new("sha256sum").arg(p).output().unwrap();
-                let sum = String::from_utf8_lossy(&out.stdout)
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .to_owned();
+                let sum = String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_owned();
                 (p.file_name().unwrap().to_string_lossy().into_owned(), sum)
             })
             .collect()

@@ -1,0 +1,212 @@
+//! `cargo xtask db-restore`: check the backup, load it into a new database, swap that in
+//! by renaming (the replaced data is kept), then migrate with Alembic.
+
+use std::{
+    fs::File,
+    io::{self, Read},
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use anyhow::{Context, Result, bail};
+use xshell::Shell;
+
+use crate::{
+    alembic::Alembic,
+    backup_dir::BackupDir,
+    backup_file::{BackupName, Revision},
+    catalogue,
+    cli::DbRestore,
+    database::Database,
+    exit::{Code, Coded},
+    output::{Progress, human_bytes, step, warning},
+    process, prompt,
+};
+
+impl DbRestore {
+    pub fn run(self, sh: &Shell) -> Result<()> {
+        let started = Instant::now();
+        let db = Database::open(sh, &self.db, "db-restore")?;
+        let alembic = Alembic::find(sh, self.alembic_dir.as_deref(), "db-restore")?;
+        let dir = BackupDir::open(sh.current_dir().join(&self.dir.backup_dir))?;
+        let path = self.choose(&dir, &db.name)?;
+        let checked = catalogue::check(&path).context("the backup was refused and the database not touched")?;
+        step!(
+            "checked {} ({}, {})",
+            path.display(),
+            human_bytes(checked.size),
+            if checked.checksum_verified { "checksum matches" } else { "no .sha256 to compare" }
+        );
+        self.confirm(&db.name, &path)?;
+
+        let _lock = dir.lock("db-restore", self.dir.lock_wait_secs)?;
+        db.ensure_ready(sh, self.db.wait_secs)?;
+        let prefix = |what: &str| format!("{}__{what}_", db.name);
+        // A killed restore leaves its scratch database; nothing else may hold that name.
+        for leftover in db.databases_with_prefix(sh, &prefix("restore"))? {
+            step!("dropping `{leftover}`, left by an interrupted restore");
+            db.drop_database(sh, &leftover)?;
+        }
+
+        let stamp = chrono::Local::now().format("%Y%m%d_%H%M%S").to_string();
+        let scratch = format!("{}{stamp}", prefix("restore"));
+        let previous = format!("{}{stamp}", prefix("pre_restore"));
+        step!("restoring into new database `{scratch}`; `{}` stays as it is until it succeeds", db.name);
+        db.create_database(sh, &scratch)?;
+        if let Err(err) = load(sh, &db, &scratch, &path) {
+            let cleanup = db.drop_database(sh, &scratch);
+            let left = match cleanup {
+                Ok(()) => "the scratch database was dropped".to_owned(),
+                Err(drop_err) => format!("drop `{scratch}` by hand ({drop_err:#})"),
+            };
+            return Err(err.context(format!(
+                "restoring {} failed; database `{}` is unchanged and {left}: pick another backup",
+                path.display(),
+                db.name
+            )));
+        }
+
+        step!("swapping `{scratch}` in as `{}`; the current data becomes `{previous}`", db.name);
+        db.swap_in(sh, &scratch, &previous).with_context(|| {
+            format!(
+                "the swap failed; `{}` is unchanged and the restored data is in `{scratch}`: retry db-restore",
+                db.name
+            )
+        })?;
+        let back = format!(
+            "ALTER DATABASE \"{0}\" RENAME TO \"{0}__unwanted_{stamp}\"; ALTER DATABASE \"{previous}\" RENAME TO \"{0}\"",
+            db.name
+        );
+        step!("the replaced data is kept as `{previous}`; to swap back: {}", db.psql_hint(&back));
+        self.drop_old_previous(sh, &db, &prefix("pre_restore"))?;
+
+        let target = self.migration_target(&path);
+        match &alembic {
+            None => step!("no alembic.ini found: skipping the migration (pass --alembic-dir to run it)"),
+            Some(alembic) => {
+                step!("migrating `{}` to {target} with Alembic in {}", db.name, alembic.dir().display());
+                alembic.upgrade(sh, &target, &db.host_url(sh)?).with_context(|| {
+                    format!(
+                        "the data was restored, but the migration to {target} failed; to roll back to the previous database: {}",
+                        db.psql_hint(&back)
+                    )
+                })?;
+            }
+        }
+        step!(
+            "restore complete: `{}` now holds {} ({}, migrated to {}, {:.1} s)",
+            db.name,
+            path.file_name().unwrap_or_default().to_string_lossy(),
+            human_bytes(checked.size),
+            if alembic.is_some() { target.as_str() } else { "-" },
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    /// A path, a file name in the backup directory, `latest`, or a pick on a terminal.
+    fn choose(&self, dir: &BackupDir, db: &str) -> Result<PathBuf> {
+        let newest_first = || catalogue::list(dir.path(), db);
+        let Some(wanted) = self.backup.as_deref() else {
+            if !prompt::is_interactive() {
+                return Err(Coded {
+                    code: Code::Usage,
+                    message: format!(
+                        "no backup given and no terminal to pick one: pass a path, a file name in {}, or `latest`",
+                        dir.path().display()
+                    ),
+                }
+                .into());
+            }
+            let backups = newest_first()?;
+            if backups.is_empty() {
+                bail!("there are no backups of `{db}` in {}", dir.path().display());
+            }
+            let now = chrono::Local::now().naive_local();
+            let lines: Vec<String> = backups.iter().map(|b| catalogue::describe(b, now)).collect();
+            return match prompt::pick(&format!("Backups of `{db}` in {}, newest first:", dir.path().display()), &lines)?
+            {
+                Some(i) => Ok(backups[i].path.clone()),
+                None => Err(refused("no backup chosen")),
+            };
+        };
+        if wanted == "latest" {
+            let backups = newest_first()?;
+            return backups
+                .first()
+                .map(|b| b.path.clone())
+                .with_context(|| format!("there are no backups of `{db}` in {}", dir.path().display()));
+        }
+        let as_given = Path::new(wanted);
+        if as_given.components().count() == 1 && dir.path().join(as_given).exists() {
+            return Ok(dir.path().join(as_given));
+        }
+        // A path the user typed is taken from where they typed it.
+        Ok(std::env::current_dir()?.join(as_given))
+    }
+
+    fn confirm(&self, db: &str, path: &Path) -> Result<()> {
+        if self.yes {
+            return Ok(());
+        }
+        if !prompt::is_interactive() {
+            return Err(refused("no terminal to confirm on: pass --yes to restore without a question"));
+        }
+        let question = format!(
+            "Restore {} into database `{db}`? Its current data is kept as `{db}__pre_restore_...`.",
+            path.display()
+        );
+        if prompt::confirm(&question)? { Ok(()) } else { Err(refused("not confirmed")) }
+    }
+
+    /// The migration target: `--migrate-to`, else the backup's revision, else `head`.
+    fn migration_target(&self, path: &Path) -> String {
+        if let Some(target) = &self.migrate_to {
+            return target.clone();
+        }
+        let name = path.file_name().and_then(|n| n.to_str()).and_then(BackupName::parse);
+        match name.map(|n| n.revision) {
+            Some(Revision::Known(id)) => id,
+            _ => "head".to_owned(),
+        }
+    }
+
+    fn drop_old_previous(&self, sh: &Shell, db: &Database, prefix: &str) -> Result<()> {
+        let mut previous = db.databases_with_prefix(sh, prefix)?;
+        // The timestamp in the names sorts them by age.
+        previous.reverse();
+        for old in previous.iter().skip(self.keep_previous.get()) {
+            step!("dropping `{old}` (keeping the newest {} replaced databases)", self.keep_previous);
+            if let Err(err) = db.drop_database(sh, old) {
+                warning!("could not drop `{old}`: {err:#}");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn refused(why: &str) -> anyhow::Error {
+    Coded { code: Code::Refused, message: format!("{why}; nothing was changed") }.into()
+}
+
+/// Streams the dump from the file into psql: the file is never read into memory.
+fn load(sh: &Shell, db: &Database, into: &str, path: &Path) -> Result<u64> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut reader = ProgressReader { inner: file, progress: Progress::new("restored") };
+    let loaded = process::stream_in("psql", db.load(sh, into), &mut reader);
+    reader.progress.finish();
+    loaded
+}
+
+struct ProgressReader<R> {
+    inner: R,
+    progress: Progress,
+}
+
+impl<R: Read> Read for ProgressReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.add(n);
+        Ok(n)
+    }
+}
