@@ -68,6 +68,7 @@ pub fn partials(dir: &Path, db: &str) -> Result<Vec<PathBuf>> {
 }
 
 /// What `check` found: the size, and whether a sidecar's checksum was compared.
+#[derive(Debug)]
 pub struct Checked {
     pub size: u64,
     pub checksum_verified: bool,
