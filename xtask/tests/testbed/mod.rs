@@ -11,7 +11,7 @@ use std::{
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
-    sync::Once,
+    sync::{Mutex, MutexGuard, Once},
     thread,
     time::{Duration, Instant},
 };
@@ -34,6 +34,21 @@ pub struct Bed {
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The project's test Alembic project (alembic, sqlalchemy, psycopg, two migrations).
+pub fn alembic_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/alembic")
+}
+
+pub const HEAD: &str = "7c8d9e0f1a2b";
+pub const FIRST: &str = "1a2b3c4d5e6f";
+
+/// One `uv run` at a time in the shared fixture directory: uv creates its `.venv` and
+/// `uv.lock` there on first use.
+pub fn uv_turn() -> MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 pub fn compose_file() -> PathBuf {
@@ -168,6 +183,38 @@ impl Bed {
     /// Runs SQL in the database through psql inside the container; panics on an error.
     pub fn psql(&self, sql: &str) -> String {
         self.try_psql(sql).unwrap_or_else(|err| panic!("psql failed: {err}\nSQL: {sql}"))
+    }
+
+    /// `uv run alembic upgrade TARGET` against this bed's database, as the Python service would.
+    pub fn migrate(&self, target: &str) {
+        let _turn = uv_turn();
+        let url = format!("postgresql://user:{}@127.0.0.1:{}/{DB}", self.password, self.port);
+        let out = Command::new("uv")
+            .args(["run", "--quiet", "alembic", "upgrade", target])
+            .current_dir(alembic_dir())
+            .env("DATABASE_URL", url)
+            .output()
+            .expect("uv runs");
+        assert!(out.status.success(), "alembic upgrade {target}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// The databases on the server, sorted.
+    pub fn databases(&self) -> Vec<String> {
+        let out = self.try_psql("SELECT datname FROM pg_database ORDER BY datname").unwrap_or_default();
+        out.lines().map(str::to_owned).collect()
+    }
+
+    /// The database's whole content and schema as pg_dump sees it, less the random
+    /// `\restrict` keys, for comparing before and after.
+    pub fn dump_text(&self) -> String {
+        let out = self.compose(&["exec", "-T", "db", "pg_dump", "-U", "user", "-d", DB]);
+        assert!(out.status.success(), "pg_dump: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("\\restrict ") && !l.starts_with("\\unrestrict "))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// The complete backups' paths (`*.sql`), sorted by name, i.e. oldest first.

@@ -1,0 +1,258 @@
+//! `cargo xtask db-restore` against the real test bed: a round trip through `down -v`
+//! with awkward values, refusals that leave the live database untouched, a restore that
+//! fails halfway, a connected session, and the Alembic step with the real uv.
+
+mod testbed;
+
+use std::{
+    fs,
+    path::PathBuf,
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use testbed::{Bed, DB, FIRST, Flavor, HEAD};
+
+const AWKWARD: &str = r#"
+INSERT INTO memories (body, note, meta, tags, blob) VALUES
+  ('', NULL, '{}', '{}', ''),
+  (NULL, '', 'null', NULL, NULL),
+  (E'unicode: h\u00e9llo w\u00f6rld \u4f60\u597d \U0001F980 \u05e2\u05d1\u05e8\u05d9\u05ea e\u0301',
+   E'tab\tand\nnewline\r\nand a backslash \\ and quotes '' " \\N',
+   '{"k": "v\n\"q\"", "n": [1, 2.5, null, true], "u": "\u00e9\ud83e\udd80", "deep": {"a": [{"b": null}]}}',
+   ARRAY['a', NULL, 'with space', 'quote"d', 'comma,', '', E'back\\slash', 'NULL'],
+   (SELECT decode(string_agg(lpad(to_hex(g), 2, '0'), ''), 'hex') FROM generate_series(0, 255) g));
+INSERT INTO memories (body, meta, tags) SELECT repeat('multi-megabyte value ', 300000), '{"big": true}', ARRAY['big'];
+SELECT setval('memories_id_seq', 1000);
+INSERT INTO memories (body, tags) SELECT 'row ' || g, ARRAY['bulk', 'n' || (g % 7)] FROM generate_series(1, 5000) g;
+CREATE SEQUENCE standalone START 42;
+SELECT nextval('standalone'), nextval('standalone');
+"#;
+
+/// What must be identical after a restore: pg_dump's view of everything, plus checks
+/// computed by the server itself.
+fn fingerprint(bed: &Bed) -> (String, String) {
+    let checks = bed.psql(
+        "SELECT (SELECT md5(string_agg(m::text, E'\\n' ORDER BY id)) FROM memories m),
+                (SELECT md5(string_agg(c::text, E'\\n' ORDER BY tag)) FROM memory_counts c),
+                (SELECT count(*) FROM memories WHERE body = ''), (SELECT count(*) FROM memories WHERE body IS NULL),
+                (SELECT max(length(body)) FROM memories), (SELECT md5(blob) FROM memories WHERE length(blob) = 256),
+                (SELECT last_value FROM memories_id_seq), (SELECT last_value FROM standalone),
+                (SELECT version_num FROM alembic_version),
+                (SELECT count(*) FROM recent_memories)",
+    );
+    (bed.dump_text(), checks)
+}
+
+fn migrated_with_data(name: &str) -> Bed {
+    let bed = Bed::new(name, Flavor::V2);
+    bed.start();
+    bed.migrate("head");
+    bed.psql(AWKWARD);
+    bed
+}
+
+fn restore(bed: &Bed, args: &[&str]) -> testbed::Run {
+    let _turn = testbed::uv_turn();
+    let alembic = testbed::alembic_dir();
+    let out = bed.xtask(&[&["db-restore"], args].concat()).env("HINDSIGHT_ALEMBIC_DIR", alembic).output().unwrap();
+    testbed::Run::from(out)
+}
+
+fn scratch_databases(bed: &Bed) -> Vec<String> {
+    bed.databases().into_iter().filter(|d| d.contains("__restore_")).collect()
+}
+
+#[test]
+fn round_trip_through_down_v_keeps_every_value_schema_and_revision() {
+    let bed = migrated_with_data("roundtrip");
+    let before = fingerprint(&bed);
+    assert!(before.1.contains(HEAD), "migrated: {}", before.1);
+    bed.run_ok(&["db-backup"]);
+
+    let down = bed.compose(&["down", "-v"]);
+    assert!(down.status.success());
+    let volumes = Command::new("docker").args(["volume", "ls", "-q"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&volumes.stdout).contains(&format!("{}_db_data", bed.project)),
+        "the volume is gone"
+    );
+
+    let run = restore(&bed, &["latest", "--yes"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("alembic upgrade {HEAD}")), "migrated to the file's revision: {}", run.stderr);
+    assert!(run.last_line().contains("restore complete"), "{}", run.last_line());
+    let after = fingerprint(&bed);
+    assert_eq!(after.1, before.1, "values, sequences and revision");
+    assert!(after.0 == before.0, "pg_dump sees a different database after the restore");
+    assert!(scratch_databases(&bed).is_empty());
+}
+
+#[test]
+fn truncated_and_mismatching_backups_are_refused_with_the_database_untouched() {
+    let bed = migrated_with_data("refuse");
+    bed.run_ok(&["db-backup"]);
+    let good = bed.backups().pop().unwrap();
+    let dump = fs::read(&good).unwrap();
+    let before = (fingerprint(&bed), bed.databases());
+
+    // Truncated: named as the newest backup, so `latest` picks it.
+    let truncated = bed.backup_dir.join("hindsight_db_backup_20990101_000000_unknown.sql");
+    fs::write(&truncated, &dump[..dump.len() / 2]).unwrap();
+    let run = restore(&bed, &["latest", "--yes"]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.last_line().contains("truncated") && run.last_line().contains("not touched"), "{}", run.last_line());
+    fs::remove_file(&truncated).unwrap();
+
+    // Complete, but one byte differs from what its sidecar says.
+    let mut damaged = dump.clone();
+    let at = damaged.windows(8).position(|w| w == b"row 2500").unwrap();
+    damaged[at] = b'R';
+    let name = good.file_name().unwrap().to_str().unwrap();
+    fs::write(&good, &damaged).unwrap();
+    let run = restore(&bed, &[name, "--yes"]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.last_line().contains("does not match its checksum"), "{}", run.last_line());
+
+    assert_eq!((fingerprint(&bed), bed.databases()), before, "nothing changed");
+}
+
+#[test]
+fn a_restore_failing_halfway_leaves_the_live_database_and_no_scratch_database() {
+    let bed = migrated_with_data("halfway");
+    bed.run_ok(&["db-backup"]);
+    let text = fs::read_to_string(bed.backups().pop().unwrap()).unwrap();
+    // An error after the first table's data is in: a dump that breaks halfway.
+    let end_of_copy = text.find("\n\\.\n").expect("a COPY block") + 4;
+    let broken = format!("{}SELECT no_such_function();\n{}", &text[..end_of_copy], &text[end_of_copy..]);
+    let path: PathBuf = bed.backup_dir.join("hindsight_db_backup_20990101_000000_unknown.sql");
+    fs::write(&path, broken).unwrap();
+    let before = (fingerprint(&bed), bed.databases());
+
+    let run = restore(&bed, &[path.to_str().unwrap(), "--yes"]);
+
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let error = run.last_line();
+    assert!(error.contains("no_such_function"), "psql's own error: {error}");
+    assert!(error.contains("is unchanged") && error.contains("scratch database was dropped"), "{error}");
+    assert!(scratch_databases(&bed).is_empty(), "no __restore_ database behind");
+    assert_eq!((fingerprint(&bed), bed.databases()), before, "the live database is exactly as it was");
+}
+
+#[test]
+fn a_connected_session_does_not_block_the_restore_and_old_data_is_kept() {
+    let bed = migrated_with_data("session");
+    bed.run_ok(&["db-backup"]);
+    bed.psql("DELETE FROM memories WHERE id > 1000");
+    let changed = bed.psql("SELECT count(*) FROM memories");
+
+    // Another client, connected over TCP as an application would be.
+    let mut client = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &bed.port.to_string(), "-U", "user", "-d", DB, "-c", "SELECT pg_sleep(120)"])
+        .env("PGPASSWORD", &bed.password)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(|| bed.psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'").trim() == "1");
+
+    let run = restore(&bed, &["latest", "--yes"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(bed.psql("SELECT count(*) FROM memories WHERE id > 1000").trim(), "5000", "the backup's rows are back");
+    let ended = Instant::now();
+    let status = client.wait().unwrap();
+    assert!(!status.success() && ended.elapsed() < Duration::from_secs(60), "the other session was ended");
+
+    // The replaced data is kept, and a second restore keeps only the newest replaced one.
+    let previous: Vec<String> = bed.databases().into_iter().filter(|d| d.contains("__pre_restore_")).collect();
+    assert_eq!(previous.len(), 1, "{previous:?}");
+    let kept = bed
+        .compose(&[
+            "exec",
+            "-T",
+            "db",
+            "psql",
+            "-U",
+            "user",
+            "-d",
+            &previous[0],
+            "-Atc",
+            "SELECT count(*) FROM memories",
+        ])
+        .stdout;
+    assert_eq!(String::from_utf8_lossy(&kept).trim(), changed.trim(), "the previous data is intact");
+    thread::sleep(Duration::from_millis(1100));
+    let run = restore(&bed, &["latest", "--yes"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let now: Vec<String> = bed.databases().into_iter().filter(|d| d.contains("__pre_restore_")).collect();
+    assert_eq!(now.len(), 1, "--keep-previous 1: {now:?}");
+    assert_ne!(now, previous, "the newest replaced database is the one kept");
+}
+
+#[test]
+fn without_a_terminal_nothing_happens_unless_yes() {
+    let bed = migrated_with_data("noterm");
+    bed.run_ok(&["db-backup"]);
+    let before = (fingerprint(&bed), bed.databases());
+
+    let run = restore(&bed, &["latest"]);
+    assert_eq!(run.code, Some(4), "refused: {}", run.stderr);
+    assert!(
+        run.last_line().contains("--yes") && run.last_line().contains("nothing was changed"),
+        "{}",
+        run.last_line()
+    );
+
+    let run = restore(&bed, &[]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.last_line().contains("`latest`"), "says what to pass: {}", run.last_line());
+
+    assert_eq!((fingerprint(&bed), bed.databases()), before);
+}
+
+#[test]
+fn alembic_runs_to_head_for_an_unknown_revision_and_to_what_is_asked() {
+    let bed = Bed::new("unknownrev", Flavor::V2);
+    bed.start();
+    bed.psql("CREATE TABLE legacy (id int); INSERT INTO legacy VALUES (1), (2);");
+    bed.run_ok(&["db-backup"]);
+    assert!(bed.backups()[0].to_string_lossy().ends_with("_unknown.sql"));
+
+    let run = restore(&bed, &["latest", "--yes"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stderr.contains("alembic upgrade head"), "{}", run.stderr);
+    assert_eq!(bed.psql("SELECT version_num FROM alembic_version").trim(), HEAD);
+    assert_eq!(bed.psql("SELECT count(*) FROM legacy").trim(), "2");
+
+    // --migrate-to wins over the file name.
+    bed.psql("DROP TABLE alembic_version; DROP VIEW recent_memories; DROP TABLE memory_counts, memories; DROP FUNCTION count_memory_tags();");
+    bed.run_ok(&["db-backup"]);
+    let run = restore(&bed, &["latest", "--yes", "--migrate-to", FIRST]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("alembic upgrade {FIRST}")), "{}", run.stderr);
+    assert_eq!(bed.psql("SELECT version_num FROM alembic_version").trim(), FIRST);
+}
+
+#[test]
+fn a_failed_migration_says_how_to_roll_back() {
+    let bed = Bed::new("badmigrate", Flavor::V2);
+    bed.start();
+    bed.psql("CREATE TABLE memories (id int);");
+    bed.run_ok(&["db-backup"]);
+    // `head` would create `memories`, which the backup already has.
+    let run = restore(&bed, &["latest", "--yes"]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let error = run.last_line();
+    assert!(error.contains("migration to head failed") && error.contains("roll back"), "{error}");
+    assert!(error.contains("already exists"), "alembic's own words: {error}");
+    assert!(error.contains("__pre_restore_"), "names the previous database: {error}");
+}
+
+fn wait_until(mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
