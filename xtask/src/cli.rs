@@ -7,6 +7,8 @@ use std::{num::NonZeroUsize, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use xshell::Shell;
 
+use crate::cron_entry::Schedule;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "cargo xtask",
@@ -23,6 +25,8 @@ pub enum Task {
     DbBackup(DbBackup),
     /// Restore a backup into a new database, swap it in, keep the old one, then run Alembic.
     DbRestore(DbRestore),
+    /// Register the backup job in the user's crontab (hourly by default), or show or remove it.
+    InstallCron(InstallCron),
     /// Provision the Docker test bed (as root on Debian) and run the whole test suite against it.
     Test(Test),
 }
@@ -32,6 +36,7 @@ impl Task {
         match self {
             Task::DbBackup(task) => task.run(sh),
             Task::DbRestore(task) => task.run(sh),
+            Task::InstallCron(task) => task.run(sh),
             Task::Test(task) => task.run(sh),
         }
     }
@@ -126,6 +131,29 @@ pub struct DbRestore {
     /// the backup's name (`head` when it is `unknown`).
     #[arg(long, env = "HINDSIGHT_MIGRATE_TO", value_parser = parse_migration_target)]
     pub migrate_to: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallCron {
+    /// When the job runs: five cron fields (minute hour day-of-month month day-of-week).
+    #[arg(long, env = "HINDSIGHT_CRON_SCHEDULE", default_value = "0 * * * *", value_parser = Schedule::parse)]
+    pub schedule: Schedule,
+
+    /// File the job appends its output to, relative to the repository root.
+    #[arg(long, env = "HINDSIGHT_CRON_LOG", default_value = "hindsight_db_backups/logs/backup.log")]
+    pub log_file: PathBuf,
+
+    /// Print the entry and change nothing.
+    #[arg(long, conflicts_with = "uninstall")]
+    pub print: bool,
+
+    /// Remove this repository's entry, and nothing else.
+    #[arg(long)]
+    pub uninstall: bool,
+
+    /// The job's db-backup settings, written into the entry as flags.
+    #[command(flatten)]
+    pub backup: DbBackup,
 }
 
 #[derive(Debug, Args)]

@@ -30,6 +30,8 @@ const WRITE_BUF: usize = 1024 * 1024;
 impl DbBackup {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let started = Instant::now();
+        // The header of each run in a cron log.
+        step!("db-backup of `{}` started (pid {})", self.db.db_name, std::process::id());
         let db = Database::open(sh, &self.db, "db-backup")?;
         let dir = BackupDir::open(sh.current_dir().join(&self.dir.backup_dir))?;
         let _lock = dir.lock("db-backup", self.dir.lock_wait_secs)?;

@@ -26,6 +26,7 @@ use crate::{
 impl DbRestore {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let started = Instant::now();
+        step!("db-restore of `{}` started (pid {})", self.db.db_name, std::process::id());
         let db = Database::open(sh, &self.db, "db-restore")?;
         let alembic = Alembic::find(sh, self.alembic_dir.as_deref(), "db-restore")?;
         let dir = BackupDir::open(sh.current_dir().join(&self.dir.backup_dir))?;

@@ -1,0 +1,166 @@
+//! `cargo xtask install-cron`: puts the backup job into the user's crontab through the
+//! real `crontab` program, replacing this repository's entry and nothing else.
+
+use std::{
+    fs::{self, DirBuilder, Permissions},
+    os::unix::fs::{DirBuilderExt, PermissionsExt},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::ValueEnum;
+use xshell::{Shell, cmd};
+
+use crate::{
+    cli::{DbBackup, InstallCron},
+    cron_entry::{self, Job},
+    output::step,
+    process,
+};
+
+/// Variables that decide which containers Compose talks to: the job must see what this
+/// shell sees. Passwords are not among them: they would be in `sh -c`'s argv.
+const COMPOSE_ENV: [&str; 5] =
+    ["COMPOSE_PROJECT_NAME", "DOCKER_HOST", "DOCKER_CONTEXT", "HINDSIGHT_DB_PORT", "POSTGRES_IMAGE"];
+
+/// Where the job's own copy of this binary lives, relative to the repository root.
+const JOB_BINARY: &str = "hindsight_db_backups/bin/xtask";
+
+impl InstallCron {
+    pub fn run(self, sh: &Shell) -> Result<()> {
+        let root = sh.current_dir();
+        let program = root.join(JOB_BINARY);
+        let log = root.join(&self.log_file);
+        let args = backup_args(&self.backup, &root);
+        let path_dirs = job_path();
+        let env: Vec<(String, String)> =
+            COMPOSE_ENV.iter().filter_map(|key| Some((key.to_string(), std::env::var(key).ok()?))).collect();
+        let entry = cron_entry::render(&Job {
+            schedule: &self.schedule,
+            root: &root,
+            path_dirs: &path_dirs,
+            env: &env,
+            program: &program,
+            args: &args,
+            log: &log,
+        });
+        if self.print {
+            print!("{entry}");
+            return Ok(());
+        }
+
+        let crontab = which::which("crontab")
+            .context("`crontab` is required for install-cron: install cron (Debian: apt-get install cron)")?;
+        let table = read_table(sh, &crontab)?;
+        if self.uninstall {
+            let (without, found) = cron_entry::remove(&table, &root);
+            if !found {
+                step!("no backup job for {} in the crontab: nothing to remove", root.display());
+                return Ok(());
+            }
+            write_table(sh, &crontab, &without)?;
+            step!("removed the backup job for {}; every other crontab line is unchanged", root.display());
+            return Ok(());
+        }
+        if !cron_daemon_runs() {
+            bail!(
+                "no cron daemon is running, so the job would never run: start it (`sudo systemctl start cron`, or `cron`), then run install-cron again"
+            );
+        }
+
+        let log_dir = log.parent().unwrap_or(&root);
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(log_dir)
+            .with_context(|| format!("cannot create log directory {}", log_dir.display()))?;
+        install_binary(&program)?;
+        write_table(sh, &crontab, &cron_entry::merge(&table, &root, &entry))?;
+        step!("installed the backup job ({}), logging to {}:", self.schedule, log.display());
+        eprint!("{entry}");
+        Ok(())
+    }
+}
+
+/// The job's db-backup flags, every one spelled out with paths made absolute, so the job
+/// depends on nothing in cron's environment.
+fn backup_args(backup: &DbBackup, root: &Path) -> Vec<String> {
+    let (db, dir) = (&backup.db, &backup.dir);
+    let flavor = db.compose.to_possible_value().expect("no skipped variants");
+    [
+        "db-backup",
+        "--compose-file",
+        &root.join(&db.compose_file).to_string_lossy(),
+        "--service",
+        &db.service,
+        "--db-name",
+        &db.db_name,
+        "--db-user",
+        &db.db_user,
+        "--compose",
+        flavor.get_name(),
+        "--wait-secs",
+        &db.wait_secs.as_secs().to_string(),
+        "--backup-dir",
+        &root.join(&dir.backup_dir).to_string_lossy(),
+        "--lock-wait-secs",
+        &dir.lock_wait_secs.as_secs().to_string(),
+        "--max-backups",
+        &backup.max_backups.to_string(),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// The directories where `which` finds the job's tools now, then the usual system ones.
+fn job_path() -> Vec<String> {
+    let mut dirs: Vec<String> = Vec::new();
+    let found = ["docker", "docker-compose", "cargo", "uv"].into_iter().filter_map(|tool| which::which(tool).ok());
+    let system = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from);
+    for dir in found.filter_map(|path| path.parent().map(Path::to_path_buf)).chain(system) {
+        let dir = dir.to_string_lossy().into_owned();
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    dirs
+}
+
+/// The job runs its own copy of this binary: a `cargo clean` or a half-edited checkout
+/// cannot stop the hourly backups. Replaced atomically; running install-cron again
+/// updates it.
+fn install_binary(program: &Path) -> Result<()> {
+    let current = std::env::current_exe().context("cannot find this program's own path")?;
+    let dir = program.parent().expect("JOB_BINARY has a directory");
+    DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let staged = dir.join(".xtask.partial");
+    fs::copy(&current, &staged)
+        .with_context(|| format!("cannot copy {} to {}", current.display(), staged.display()))?;
+    fs::set_permissions(&staged, Permissions::from_mode(0o700))?;
+    fs::File::open(&staged)?.sync_all()?;
+    fs::rename(&staged, program).with_context(|| format!("cannot install {}", program.display()))?;
+    Ok(())
+}
+
+/// The user's table; "no crontab for USER" is an empty one.
+fn read_table(sh: &Shell, crontab: &Path) -> Result<String> {
+    match process::read("crontab -l", cmd!(sh, "{crontab} -l")) {
+        Ok(table) => Ok(table),
+        Err(err) if format!("{err:#}").contains("no crontab for") => Ok(String::new()),
+        Err(err) => Err(err.context("cannot read the crontab")),
+    }
+}
+
+fn write_table(sh: &Shell, crontab: &Path, table: &str) -> Result<()> {
+    process::stream_in("crontab", cmd!(sh, "{crontab} -"), &mut table.as_bytes())
+        .context("cannot install the new crontab; the old one is unchanged")
+        .map(drop)
+}
+
+/// Whether a cron daemon (Debian's `cron`, cronie's or busybox's `crond`) is running.
+fn cron_daemon_runs() -> bool {
+    let Ok(procs) = fs::read_dir("/proc") else { return false };
+    procs.filter_map(Result::ok).any(|entry| {
+        fs::read_to_string(entry.path().join("comm")).is_ok_and(|comm| matches!(comm.trim(), "cron" | "crond"))
+    })
+}
