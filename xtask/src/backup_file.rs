@@ -1,5 +1,5 @@
-//! Backup files as names and bytes: `<db>_backup_YYYYMMDD_HHMMSS_<rev>.sql`, the Alembic
-//! revision in them, the `sha256sum` sidecar, and pg_dump's completion marker.
+//! Backup files as names and bytes: `<db>_backup_YYYYMMDD_HHMMSS_<rev>.sql[.gz|.zst]`, the
+//! Alembic revision in them, the `sha256sum` sidecar, and pg_dump's completion marker.
 
 use std::fmt;
 
@@ -8,7 +8,43 @@ use chrono::NaiveDateTime;
 pub const PARTIAL_SUFFIX: &str = ".partial";
 pub const SHA256_SUFFIX: &str = ".sha256";
 const TIME_FORMAT: &str = "%Y%m%d_%H%M%S";
-const EXTENSION: &str = ".sql";
+
+/// How a dump is stored: plain SQL, or compressed on the host while it streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::None => ".sql",
+            Compression::Gzip => ".sql.gz",
+            Compression::Zstd => ".sql.zst",
+        }
+    }
+
+    /// By the file name's ending, whoever named it; anything else is plain SQL.
+    pub fn of_file_name(file_name: &str) -> Compression {
+        if file_name.ends_with(".gz") {
+            Compression::Gzip
+        } else if file_name.ends_with(".zst") {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
 
 /// An Alembic revision id as it goes into a file name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,23 +90,26 @@ impl fmt::Display for Revision {
     }
 }
 
-/// What a backup's file name says: whose, when (local time), at which revision.
+/// What a backup's file name says: whose, when (local time), at which revision, how stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupName {
     pub db: String,
     pub taken: NaiveDateTime,
     pub revision: Revision,
+    pub compression: Compression,
 }
 
 impl BackupName {
     pub fn file_name(&self) -> String {
-        format!("{}_backup_{}_{}{EXTENSION}", self.db, self.taken.format(TIME_FORMAT), self.revision)
+        let (db, taken, revision) = (&self.db, self.taken.format(TIME_FORMAT), &self.revision);
+        format!("{db}_backup_{taken}_{revision}{}", self.compression.extension())
     }
 
     /// Parses a complete backup's file name; anything else (a `.partial`, a sidecar, a
     /// stranger's file) is `None`.
     pub fn parse(file_name: &str) -> Option<BackupName> {
-        let stem = file_name.strip_suffix(EXTENSION)?;
+        let compression = Compression::of_file_name(file_name);
+        let stem = file_name.strip_suffix(compression.extension())?;
         // The revision and the timestamp hold no `_`, the database name may.
         let mut parts = stem.rsplitn(4, '_');
         let (revision, time, date, prefix) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
@@ -79,7 +118,7 @@ impl BackupName {
             return None;
         }
         let taken = NaiveDateTime::parse_from_str(&format!("{date}_{time}"), TIME_FORMAT).ok()?;
-        Some(BackupName { db: db.to_owned(), taken, revision: Revision::parse(revision)? })
+        Some(BackupName { db: db.to_owned(), taken, revision: Revision::parse(revision)?, compression })
     }
 }
 
@@ -154,7 +193,7 @@ mod tests {
 
     fn name(db: &str, rev: Revision) -> BackupName {
         let taken = NaiveDate::from_ymd_opt(2026, 11, 24).unwrap().and_hms_opt(9, 5, 7).unwrap();
-        BackupName { db: db.to_owned(), taken, revision: rev }
+        BackupName { db: db.to_owned(), taken, revision: rev, compression: Compression::None }
     }
 
     #[test]
@@ -164,7 +203,12 @@ mod tests {
         assert_eq!(BackupName::parse(&known.file_name()), Some(known));
         let unknown = name("other-db", Revision::Unknown);
         assert_eq!(unknown.file_name(), "other-db_backup_20261124_090507_unknown.sql");
-        assert_eq!(BackupName::parse(&unknown.file_name()), Some(unknown));
+        assert_eq!(BackupName::parse(&unknown.file_name()), Some(unknown.clone()));
+        for (compression, ending) in [(Compression::Gzip, ".sql.gz"), (Compression::Zstd, ".sql.zst")] {
+            let compressed = BackupName { compression, ..unknown.clone() };
+            assert!(compressed.file_name().ends_with(&format!("_unknown{ending}")));
+            assert_eq!(BackupName::parse(&compressed.file_name()), Some(compressed));
+        }
     }
 
     #[test]
@@ -178,6 +222,9 @@ mod tests {
             "_backup_20261124_090507_unknown.sql",
             "notes.sql",
             "hindsight_db_20261124_090507_unknown.sql",
+            "hindsight_db_backup_20261124_090507_unknown.gz",
+            "hindsight_db_backup_20261124_090507_unknown.sql.gz.partial",
+            "hindsight_db_backup_20261124_090507_unknown.sql.zst.sha256",
         ] {
             assert_eq!(BackupName::parse(file), None, "{file}");
         }

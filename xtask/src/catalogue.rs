@@ -6,13 +6,13 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use chrono::NaiveDateTime;
-use sha2::{Digest, Sha256};
 use walkdir::WalkDir;
 
 use crate::{
-    backup_file::{self, BackupName, PARTIAL_SUFFIX, SHA256_SUFFIX, TAIL_LEN},
+    backup_file::{self, BackupName, Compression, PARTIAL_SUFFIX, SHA256_SUFFIX, TAIL_LEN, Tail},
+    codec::{self, Hashing},
     output::human_bytes,
 };
 
@@ -71,56 +71,84 @@ pub fn partials(dir: &Path, db: &str) -> Result<Vec<PathBuf>> {
 #[derive(Debug)]
 pub struct Checked {
     pub size: u64,
+    pub compression: Compression,
     pub checksum_verified: bool,
 }
 
-/// Checks a backup before anything is touched: a regular file, ending with pg_dump's
-/// completion marker, matching its `.sha256` when it has one (the old shell script wrote none).
+/// Checks a backup before anything is touched: a regular file whose plain SQL ends with
+/// pg_dump's completion marker, matching its `.sha256` when it has one (the old shell
+/// script wrote none). One pass: the stored bytes are hashed as they are decompressed.
 pub fn check(path: &Path) -> Result<Checked> {
     let meta = std::fs::metadata(path).with_context(|| format!("backup {} not found", path.display()))?;
     if !meta.is_file() {
         bail!("{} is not a regular file", path.display());
     }
+    let compression = Compression::of_file_name(&path.file_name().unwrap_or_default().to_string_lossy());
     let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut tail = Vec::new();
-    file.seek(SeekFrom::End(-(meta.len().min(TAIL_LEN as u64) as i64)))?;
-    file.read_to_end(&mut tail)?;
-    if !backup_file::ends_complete(&tail) {
+    let expected = sidecar_sum(path)?;
+    let incomplete = || {
+        anyhow!(
+            "{} is truncated or not a pg_dump file: its SQL does not end with `-- PostgreSQL database dump complete`",
+            path.display()
+        )
+    };
+
+    if expected.is_none() && compression == Compression::None {
+        // Nothing to hash: the marker is in the last bytes.
+        let mut tail = Vec::new();
+        file.seek(SeekFrom::End(-(meta.len().min(TAIL_LEN as u64) as i64)))?;
+        file.read_to_end(&mut tail)?;
+        return if backup_file::ends_complete(&tail) {
+            Ok(Checked { size: meta.len(), compression, checksum_verified: false })
+        } else {
+            Err(incomplete())
+        };
+    }
+
+    let mut stored = Hashing::new(file);
+    let mut tail = Tail::default();
+    let mut buf = vec![0u8; 1 << 20];
+    {
+        let mut sql = codec::decoder(compression, &mut stored)?;
+        loop {
+            match sql.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => tail.push(&buf[..n]),
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                // A cut or damaged compressed stream: its checksum, if any, says more.
+                Err(_) if expected.is_some() => break,
+                Err(err) => return Err(incomplete().context(err)),
+            }
+        }
+    }
+    // What the decoder did not read still counts for the checksum.
+    std::io::copy(&mut stored, &mut std::io::sink())?;
+    let (_, actual, _) = stored.finish();
+    if let Some(expected) = &expected
+        && &actual != expected
+    {
         bail!(
-            "{} is truncated or not a plain pg_dump file: it does not end with `-- PostgreSQL database dump complete`",
+            "{} does not match its checksum (sha256 {actual}, sidecar says {expected}): the file is damaged",
             path.display()
         );
     }
-    let mut sidecar = path.as_os_str().to_owned();
-    sidecar.push(SHA256_SUFFIX);
-    let checksum_verified = match std::fs::read_to_string(&sidecar) {
-        Ok(text) => {
-            let expected = backup_file::parse_sidecar(&text)
-                .with_context(|| format!("{} is not a sha256sum line", Path::new(&sidecar).display()))?;
-            file.rewind()?;
-            let actual = sha256(&mut file).with_context(|| format!("reading {}", path.display()))?;
-            if actual != expected {
-                bail!(
-                    "{} does not match its checksum (sha256 {actual}, sidecar says {expected}): the file is damaged",
-                    path.display()
-                );
-            }
-            true
-        }
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => false,
-        Err(err) => return Err(err).with_context(|| format!("cannot read {}", Path::new(&sidecar).display())),
-    };
-    Ok(Checked { size: meta.len(), checksum_verified })
+    if !backup_file::ends_complete(tail.bytes()) {
+        return Err(incomplete());
+    }
+    Ok(Checked { size: meta.len(), compression, checksum_verified: expected.is_some() })
 }
 
-fn sha256(reader: &mut impl Read) -> std::io::Result<String> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        match reader.read(&mut buf)? {
-            0 => return Ok(backup_file::hex(&hasher.finalize())),
-            n => hasher.update(&buf[..n]),
-        }
+/// The checksum in `PATH.sha256`, if there is such a file.
+fn sidecar_sum(path: &Path) -> Result<Option<String>> {
+    let mut sidecar = path.as_os_str().to_owned();
+    sidecar.push(SHA256_SUFFIX);
+    let sidecar = PathBuf::from(sidecar);
+    match std::fs::read_to_string(&sidecar) {
+        Ok(text) => backup_file::parse_sidecar(&text)
+            .map(|sum| Some(sum.to_owned()))
+            .with_context(|| format!("{} is not a sha256sum line", sidecar.display())),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err).with_context(|| format!("cannot read {}", sidecar.display())),
     }
 }
 
@@ -128,10 +156,11 @@ fn sha256(reader: &mut impl Read) -> std::io::Result<String> {
 pub fn describe(backup: &Backup, now: NaiveDateTime) -> String {
     let taken = backup.name.taken;
     format!(
-        "{}  {:>12}  rev {:<12}  {:>10}  {}",
+        "{}  {:>12}  rev {:<12}  {:<4}  {:>10}  {}",
         taken.format("%Y-%m-%d %H:%M:%S"),
         age(now - taken),
         backup.name.revision.to_string(),
+        backup.name.compression.name(),
         human_bytes(backup.size),
         backup.path.file_name().unwrap_or_default().to_string_lossy()
     )
@@ -178,7 +207,9 @@ mod tests {
         let checked = check(&good).unwrap();
         assert_eq!((checked.size, checked.checksum_verified), (dump.len() as u64, false));
 
-        let sum = sha256(&mut dump.as_bytes()).unwrap();
+        let mut hashing = Hashing::new(dump.as_bytes());
+        std::io::copy(&mut hashing, &mut std::io::sink()).unwrap();
+        let sum = hashing.finish().1;
         fs::write(dir.join("good.sql.sha256"), backup_file::sidecar_line(&sum, "good.sql")).unwrap();
         assert!(check(&good).unwrap().checksum_verified);
 

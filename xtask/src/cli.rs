@@ -7,7 +7,7 @@ use std::{num::NonZeroUsize, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use xshell::Shell;
 
-use crate::cron_entry::Schedule;
+use crate::{backup_file::Compression, cron_entry::Schedule};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -100,6 +100,10 @@ pub struct DbBackup {
     /// How many complete backups to keep; older ones are removed only after a new backup succeeded.
     #[arg(long, env = "HINDSIGHT_MAX_BACKUPS", default_value = "100")]
     pub max_backups: NonZeroUsize,
+
+    /// Compress on the host while the dump streams: `.sql`, `.sql.gz` or `.sql.zst`.
+    #[arg(long, env = "HINDSIGHT_BACKUP_COMPRESS", value_enum, default_value_t = Compression::None)]
+    pub compress: Compression,
 }
 
 #[derive(Debug, Args)]

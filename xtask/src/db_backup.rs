@@ -11,16 +11,17 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use chrono::Timelike;
-use sha2::{Digest, Sha256};
 use xshell::Shell;
 
 use crate::{
     backup_dir::BackupDir,
-    backup_file::{self, BackupName, Revision, Tail},
+    backup_file::{self, BackupName, Compression, Revision, Tail},
     catalogue,
     cli::DbBackup,
+    codec::{Encoder, Hashing},
     database::Database,
-    output::{Progress, human_bytes, step},
+    output::{self, Progress, human_bytes, step},
+    overlap::Overlapped,
     process, retention,
 };
 
@@ -40,37 +41,49 @@ impl DbBackup {
 
         db.ensure_ready(sh, self.db.wait_secs)?;
         let revision = db.alembic_revision(sh)?;
-        let name = fresh_name(dir.path(), &db.name, revision);
+        let name = fresh_name(dir.path(), &db.name, revision, self.compress);
 
-        step!("dumping database `{}` into {}", db.name, dir.path().join(name.file_name()).display());
-        let mut partial = dir.create_partial(&name.file_name())?;
-        let mut sink = DumpSink::new(partial.file());
-        let dumped = process::stream_out("pg_dump", db.dump(sh), &mut sink);
-        let (sha256, tail, size) = sink.finish();
+        let file_name = name.file_name();
+        step!("dumping database `{}` into {}", db.name, dir.path().join(&file_name).display());
+        let mut partial = dir.create_partial(&file_name)?;
+        let sink = DumpSink::new(self.compress, partial.file().try_clone()?)?;
+        let mut overlapped = Overlapped::spawn(sink, DumpSink::finish);
+        let dumped = process::stream_out("pg_dump", db.dump(sh), &mut overlapped);
+        let written = overlapped.finish();
         let nothing_lost = format!("no backup was written and every existing backup ({keeping}) is untouched");
+        // A failed write stops pg_dump, so its error is the one that says why.
+        let written = written.with_context(|| {
+            format!(
+                "writing the dump into {} failed, {nothing_lost}: free some space, then run db-backup again",
+                dir.path().display()
+            )
+        })?;
         dumped
             .with_context(|| format!("pg_dump failed, {nothing_lost}: check the database, then run db-backup again"))?;
-        if !backup_file::ends_complete(&tail) {
+        if !backup_file::ends_complete(&written.tail) {
             bail!(
                 "the dump is incomplete (no `-- PostgreSQL database dump complete` at its end after {}), {nothing_lost}: \
                  check that the database stayed up, then run db-backup again",
-                human_bytes(size)
+                human_bytes(written.sql_bytes)
             );
         }
 
-        let file_name = name.file_name();
         let path = partial.commit()?;
         let mut sidecar = dir.create_partial(&format!("{file_name}{}", backup_file::SHA256_SUFFIX))?;
-        sidecar.file().write_all(backup_file::sidecar_line(&sha256, &file_name).as_bytes())?;
+        sidecar.file().write_all(backup_file::sidecar_line(&written.sha256, &file_name).as_bytes())?;
         sidecar.commit()?;
 
         let removed = self.apply_retention(dir.path(), &db.name, &path)?;
+        let stored = match self.compress {
+            Compression::None => human_bytes(written.stored_bytes),
+            _ => format!("{} from {} of SQL", human_bytes(written.stored_bytes), human_bytes(written.sql_bytes)),
+        };
         step!(
-            "backup complete: {} ({}, revision {}, {:.1} s{})",
+            "backup complete: {} ({stored}, revision {}, {:.1} s, peak memory {}{})",
             path.display(),
-            human_bytes(size),
             name.revision,
             started.elapsed().as_secs_f64(),
+            output::peak_memory(),
             if removed > 0 { format!(", {removed} old removed") } else { String::new() }
         );
         Ok(())
@@ -98,11 +111,11 @@ impl DbBackup {
 
 /// A name no existing file has: two backups within one second would share one, so the
 /// second waits for the clock to tick.
-fn fresh_name(dir: &Path, db: &str, revision: Revision) -> BackupName {
+fn fresh_name(dir: &Path, db: &str, revision: Revision, compression: Compression) -> BackupName {
     loop {
         let now = chrono::Local::now().naive_local();
         let taken = now.with_nanosecond(0).unwrap_or(now);
-        let name = BackupName { db: db.to_owned(), taken, revision: revision.clone() };
+        let name = BackupName { db: db.to_owned(), taken, revision: revision.clone(), compression };
         if !dir.join(name.file_name()).exists() {
             return name;
         }
@@ -110,43 +123,49 @@ fn fresh_name(dir: &Path, db: &str, revision: Revision) -> BackupName {
     }
 }
 
-/// Where the dump's bytes go as they stream: the file, the checksum, the tail for the
-/// marker check and the progress line, all in one pass.
-struct DumpSink<'a> {
-    out: BufWriter<&'a mut File>,
-    hasher: Sha256,
+/// Where the dump's bytes go, on the writer thread, in one pass: the tail of the plain
+/// SQL for the marker check, the progress line, the encoder, the hash of what is stored,
+/// and the file.
+struct DumpSink {
     tail: Tail,
     progress: Progress,
+    encoder: Encoder<Hashing<BufWriter<File>>>,
 }
 
-impl<'a> DumpSink<'a> {
-    fn new(file: &'a mut File) -> DumpSink<'a> {
-        DumpSink {
-            out: BufWriter::with_capacity(WRITE_BUF, file),
-            hasher: Sha256::new(),
+struct Written {
+    tail: Vec<u8>,
+    sql_bytes: u64,
+    stored_bytes: u64,
+    sha256: String,
+}
+
+impl DumpSink {
+    fn new(compression: Compression, file: File) -> io::Result<DumpSink> {
+        let file = Hashing::new(BufWriter::with_capacity(WRITE_BUF, file));
+        Ok(DumpSink {
             tail: Tail::default(),
             progress: Progress::new("dumped"),
-        }
+            encoder: Encoder::new(compression, file)?,
+        })
     }
 
-    /// The sha256 as hex, the tail, and the byte count.
-    fn finish(self) -> (String, Vec<u8>, u64) {
+    fn finish(self) -> io::Result<Written> {
         self.progress.finish();
-        let hex = self.hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        (hex, self.tail.bytes().to_vec(), self.progress.bytes())
+        let (file, sha256, stored_bytes) = self.encoder.finish()?.finish();
+        file.into_inner().map_err(|err| err.into_error())?;
+        Ok(Written { tail: self.tail.bytes().to_vec(), sql_bytes: self.progress.bytes(), stored_bytes, sha256 })
     }
 }
 
-impl Write for DumpSink<'_> {
+impl Write for DumpSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.out.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.tail.push(&buf[..n]);
-        self.progress.add(n);
-        Ok(n)
+        self.encoder.write_all(buf)?;
+        self.tail.push(buf);
+        self.progress.add(buf.len());
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        self.encoder.flush()
     }
 }

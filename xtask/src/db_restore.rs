@@ -14,9 +14,10 @@ use xshell::Shell;
 use crate::{
     alembic::Alembic,
     backup_dir::BackupDir,
-    backup_file::{BackupName, Revision},
+    backup_file::{BackupName, Compression, Revision},
     catalogue,
     cli::DbRestore,
+    codec,
     database::Database,
     exit::{Code, Coded},
     output::{Progress, human_bytes, step, warning},
@@ -54,7 +55,7 @@ impl DbRestore {
         let previous = format!("{}{stamp}", prefix("pre_restore"));
         step!("restoring into new database `{scratch}`; `{}` stays as it is until it succeeds", db.name);
         db.create_database(sh, &scratch)?;
-        if let Err(err) = load(sh, &db, &scratch, &path) {
+        if let Err(err) = load(sh, &db, &scratch, &path, checked.compression) {
             let cleanup = db.drop_database(sh, &scratch);
             let left = match cleanup {
                 Ok(()) => "the scratch database was dropped".to_owned(),
@@ -190,12 +191,13 @@ fn refused(why: &str) -> anyhow::Error {
     Coded { code: Code::Refused, message: format!("{why}; nothing was changed") }.into()
 }
 
-/// Streams the dump from the file into psql: the file is never read into memory.
-fn load(sh: &Shell, db: &Database, into: &str, path: &Path) -> Result<u64> {
+/// Streams the dump from the file into psql, decompressing on the way: the file is never
+/// read into memory.
+fn load(sh: &Shell, db: &Database, into: &str, path: &Path, compression: Compression) -> Result<u64> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut reader = ProgressReader { inner: file, progress: Progress::new("restored") };
-    let loaded = process::stream_in("psql", db.load(sh, into), &mut reader);
-    reader.progress.finish();
+    let mut stored = ProgressReader { inner: file, progress: Progress::new("read") };
+    let loaded = process::stream_in("psql", db.load(sh, into), &mut codec::decoder(compression, &mut stored)?);
+    stored.progress.finish();
     loaded
 }
 

@@ -36,6 +36,14 @@ pub fn human_bytes(bytes: u64) -> String {
     if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
+/// This process's peak resident memory (the kernel's VmHWM), for the summary line.
+pub fn peak_memory() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib =
+        status.lines().find_map(|line| line.strip_prefix("VmHWM:")?.trim().strip_suffix("kB")?.trim().parse().ok());
+    kib.map_or_else(|| "unknown".to_owned(), |kib: u64| human_bytes(kib * 1024))
+}
+
 /// A progress line, redrawn at most every quarter second, and only on a terminal:
 /// a cron log gets the step lines alone.
 pub struct Progress {

@@ -30,11 +30,16 @@ mod tests {
     use chrono::NaiveDate;
 
     use super::*;
-    use crate::backup_file::{BackupName, Revision};
+    use crate::backup_file::{BackupName, Compression, Revision};
 
     fn backup(day: u32, hour: u32) -> Backup {
         let taken = NaiveDate::from_ymd_opt(2026, 11, day).unwrap().and_hms_opt(hour, 0, 0).unwrap();
-        let name = BackupName { db: "hindsight_db".into(), taken, revision: Revision::Unknown };
+        let name = BackupName {
+            db: "hindsight_db".into(),
+            taken,
+            revision: Revision::Unknown,
+            compression: Compression::None,
+        };
         Backup { path: format!("/b/{}", name.file_name()).into(), name, size: 1 }
     }
 

@@ -67,6 +67,44 @@ fn two_backups_are_valid_private_and_named_after_the_revision() {
 }
 
 #[test]
+fn compressed_backups_hold_the_same_sql_and_check_out() {
+    let bed = Bed::new("compress", Flavor::V2);
+    bed.start();
+    seed(&bed);
+    bed.psql("CREATE TABLE filler AS SELECT g, 'some repetitive text ' || g AS t FROM generate_series(1, 200000) g;");
+    bed.run_ok(&["db-backup"]);
+    bed.run_ok(&["db-backup", "--compress", "gzip"]);
+    let run = bed.run_ok(&["db-backup", "--compress", "zstd"]);
+    assert!(run.last_line().contains("of SQL"), "{}", run.last_line());
+
+    let files = bed.backups();
+    let find = |ending: &str| files.iter().find(|p| p.to_string_lossy().ends_with(ending)).unwrap().clone();
+    let plain = fs::read_to_string(find(&format!("_{REV}.sql"))).unwrap();
+    for (ending, tool) in [(".sql.gz", "gzip"), (".sql.zst", "zstd")] {
+        let path = bed
+            .files()
+            .into_iter()
+            .find(|p| p.to_string_lossy().ends_with(ending))
+            .unwrap_or_else(|| panic!("a {ending} backup"));
+        assert_eq!(mode(&path), 0o600);
+        let check = Command::new("sha256sum")
+            .arg("-c")
+            .arg(format!("{}.sha256", path.file_name().unwrap().to_string_lossy()))
+            .current_dir(&bed.backup_dir)
+            .output()
+            .unwrap();
+        assert!(check.status.success(), "sha256sum -c of the stored {ending} file");
+        // The real tools read what was written.
+        let out = Command::new(tool).arg("-dc").arg(&path).output().unwrap();
+        assert!(out.status.success(), "{tool} -dc: {}", String::from_utf8_lossy(&out.stderr));
+        let sql = String::from_utf8(out.stdout).unwrap();
+        let body = |text: &str| text.lines().filter(|l| !l.starts_with("\\")).collect::<Vec<_>>().join("\n");
+        assert_eq!(body(&sql), body(&plain), "{ending} holds the same dump");
+        assert!((fs::metadata(&path).unwrap().len() as usize) * 4 < plain.len(), "{ending} is under a quarter");
+    }
+}
+
+#[test]
 fn compose_v1_starts_a_stopped_service_and_names_an_unknown_revision() {
     let bed = Bed::new("v1", Flavor::V1);
     let run = bed.run_ok(&["db-backup"]);

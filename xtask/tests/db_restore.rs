@@ -90,6 +90,46 @@ fn round_trip_through_down_v_keeps_every_value_schema_and_revision() {
 }
 
 #[test]
+fn compressed_backups_and_the_old_scripts_plain_files_restore() {
+    let bed = migrated_with_data("formats");
+    let before = fingerprint(&bed);
+    bed.run_ok(&["db-backup", "--compress", "zstd"]);
+    bed.run_ok(&["db-backup", "--compress", "gzip"]);
+    // What the old shell script wrote: a bare pg_dump pipe, no sidecar.
+    let legacy = bed.backup_dir.join("hindsight_db_backup_20240101_120000.sql");
+    let out = bed.compose(&["exec", "-T", "db", "pg_dump", "-U", "user", "-d", DB]);
+    assert!(out.status.success());
+    fs::write(&legacy, &out.stdout).unwrap();
+
+    for ending in [".sql.zst", ".sql.gz"] {
+        let path = bed.files().into_iter().find(|p| p.to_string_lossy().ends_with(ending)).unwrap();
+        bed.psql("DELETE FROM memories WHERE id > 1000");
+        let run = restore(&bed, &[path.to_str().unwrap(), "--yes"]);
+        assert_eq!(run.code, Some(0), "{ending}: {}", run.stderr);
+        assert!(run.stderr.contains("checksum matches"), "{}", run.stderr);
+        assert_eq!(fingerprint(&bed), before, "{ending} restores every value");
+    }
+
+    bed.psql("DELETE FROM memories WHERE id > 1000");
+    let run = restore(&bed, &[legacy.to_str().unwrap(), "--yes"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stderr.contains("no .sha256 to compare"), "{}", run.stderr);
+    assert!(run.stderr.contains("alembic upgrade head"), "an unparsed name migrates to head: {}", run.stderr);
+    assert_eq!(fingerprint(&bed), before);
+
+    // A cut zstd file is refused before anything is touched.
+    let zst = bed.files().into_iter().find(|p| p.to_string_lossy().ends_with(".sql.zst")).unwrap();
+    let bytes = fs::read(&zst).unwrap();
+    let cut = bed.backup_dir.join("hindsight_db_backup_20990101_000000_unknown.sql.zst");
+    fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let databases = bed.databases();
+    let run = restore(&bed, &["latest", "--yes"]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.last_line().contains("truncated"), "{}", run.last_line());
+    assert_eq!((fingerprint(&bed), bed.databases()), (before, databases));
+}
+
+#[test]
 fn truncated_and_mismatching_backups_are_refused_with_the_database_untouched() {
     let bed = migrated_with_data("refuse");
     bed.run_ok(&["db-backup"]);
