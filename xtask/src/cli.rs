@@ -27,6 +27,8 @@ pub enum Task {
     DbRestore(DbRestore),
     /// Register the backup job in the user's crontab (hourly by default), or show or remove it.
     InstallCron(InstallCron),
+    /// Measure db-backup and db-restore against a bare pg_dump pipe and psql, on a scratch database.
+    Bench(Bench),
     /// Provision the Docker test bed (as root on Debian) and run the whole test suite against it.
     Test(Test),
 }
@@ -37,6 +39,7 @@ impl Task {
             Task::DbBackup(task) => task.run(sh),
             Task::DbRestore(task) => task.run(sh),
             Task::InstallCron(task) => task.run(sh),
+            Task::Bench(task) => task.run(sh),
             Task::Test(task) => task.run(sh),
         }
     }
@@ -158,6 +161,32 @@ pub struct InstallCron {
     /// The job's db-backup settings, written into the entry as flags.
     #[command(flatten)]
     pub backup: DbBackup,
+}
+
+#[derive(Debug, Args)]
+pub struct Bench {
+    /// Size to fill the scratch database to, in MB: pgbench tables for half, memories for the rest.
+    #[arg(long, default_value = "1000")]
+    pub size_mb: u64,
+
+    /// Rounds of every measurement; the report gives medians.
+    #[arg(long, default_value = "3")]
+    pub rounds: NonZeroUsize,
+
+    /// Compose project of the scratch database, destroyed with its volume at the end.
+    #[arg(long, default_value = "hindsight_bench", value_parser = parse_db_name)]
+    pub project: String,
+
+    /// Host port of the scratch database.
+    #[arg(long, default_value = "55499")]
+    pub port: u16,
+
+    /// Keep the scratch database (and its data, for the next run) instead of destroying it.
+    #[arg(long)]
+    pub keep: bool,
+
+    #[command(flatten)]
+    pub db: DbArgs,
 }
 
 #[derive(Debug, Args)]

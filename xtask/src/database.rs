@@ -96,6 +96,23 @@ impl Database {
         self.psql(sh, into).args(["--single-transaction", "-o", "/dev/null"])
     }
 
+    /// psql reading SQL on stdin into `db` with no options of ours: the floor a restore
+    /// is measured against.
+    pub fn bare_load<'a>(&self, sh: &'a Shell, db: &str) -> Cmd<'a> {
+        self.exec(sh).args(["psql", "-X", "-q", "-o", "/dev/null", "-U", &self.user, "-d", db])
+    }
+
+    /// Runs SQL in the database and returns its unaligned rows.
+    pub fn sql(&self, sh: &Shell, sql: &str) -> Result<String> {
+        self.query(sh, sql)
+    }
+
+    /// `pgbench -i` at `scale` (about 15 MB of tables and indexes per unit).
+    pub fn pgbench_init(&self, sh: &Shell, scale: u32) -> Result<()> {
+        let scale = scale.to_string();
+        process::run("pgbench", self.exec(sh).args(["pgbench", "-i", "-q", "-s", &scale, "-U", &self.user, &self.name]))
+    }
+
     /// The databases whose names start with `prefix`, sorted by name.
     pub fn databases_with_prefix(&self, sh: &Shell, prefix: &str) -> Result<Vec<String>> {
         let sql =
@@ -153,6 +170,11 @@ impl Database {
             percent_encode(password.trim_end_matches('\n')),
             self.name
         ))
+    }
+
+    /// Stops the service and destroys its volume: for the benchmark's scratch project only.
+    pub fn remove_with_volumes(&self, sh: &Shell) -> Result<()> {
+        process::run("compose down", self.compose.cmd(sh).args(["down", "-v"]))
     }
 
     /// How a person would run these statements by hand, for messages.

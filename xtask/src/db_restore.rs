@@ -20,7 +20,7 @@ use crate::{
     codec,
     database::Database,
     exit::{Code, Coded},
-    output::{Progress, human_bytes, step, warning},
+    output::{self, Progress, human_bytes, step, warning},
     process, prompt,
 };
 
@@ -96,12 +96,13 @@ impl DbRestore {
             }
         }
         step!(
-            "restore complete: `{}` now holds {} ({}, migrated to {}, {:.1} s)",
+            "restore complete: `{}` now holds {} ({}, migrated to {}, {:.1} s, peak memory {})",
             db.name,
             path.file_name().unwrap_or_default().to_string_lossy(),
             human_bytes(checked.size),
             if alembic.is_some() { target.as_str() } else { "-" },
-            started.elapsed().as_secs_f64()
+            started.elapsed().as_secs_f64(),
+            output::peak_memory()
         );
         Ok(())
     }

@@ -5,6 +5,7 @@
 mod alembic;
 mod backup_dir;
 mod backup_file;
+mod bench;
 mod catalogue;
 mod cli;
 mod codec;

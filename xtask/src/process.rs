@@ -21,7 +21,13 @@ const STDERR_TAIL: usize = 16 * 1024;
 
 /// Runs a command to completion, its output kept only for the error message.
 pub fn run(what: &str, cmd: Cmd<'_>) -> Result<()> {
-    Running::spawn(what, cmd, Stdio::null(), Stdio::null())?.finish().map(drop)
+    Running::spawn(what, cmd, Stdio::null(), Stdio::null())?.finish_shown().map(drop)
+}
+
+/// Runs a command with stdin and stdout connected as a shell's `<` and `>` would, with
+/// nothing of ours in between (the benchmark's bare pipe); returns its stderr unshown.
+pub fn run_redirected(what: &str, cmd: Cmd<'_>, stdin: Stdio, stdout: Stdio) -> Result<String> {
+    Running::spawn(what, cmd, stdin, stdout)?.finish()
 }
 
 /// Runs a command with its output going straight to ours, for long tasks a person watches.
@@ -37,7 +43,7 @@ pub fn read(what: &str, cmd: Cmd<'_>) -> Result<String> {
     let mut running = Running::spawn(what, cmd, Stdio::null(), Stdio::piped())?;
     let mut text = String::new();
     let read = running.child.stdout.take().expect("piped").read_to_string(&mut text);
-    running.finish()?;
+    running.finish_shown()?;
     read.with_context(|| format!("reading the output of {what}"))?;
     Ok(text)
 }
@@ -60,7 +66,7 @@ pub fn stream_out(what: &str, cmd: Cmd<'_>, sink: &mut dyn Write) -> Result<u64>
     match copy(&mut stdout, sink) {
         Ok(total) => {
             drop(stdout);
-            running.finish()?;
+            running.finish_shown()?;
             Ok(total)
         }
         Err(err) => {
@@ -79,12 +85,12 @@ pub fn stream_in(what: &str, cmd: Cmd<'_>, source: &mut dyn Read) -> Result<u64>
     drop(stdin);
     match copied {
         Ok(total) => {
-            running.finish()?;
+            running.finish_shown()?;
             Ok(total)
         }
         // The program stopped reading: its own message (an SQL error) says why.
         Err(CopyError::Write(err)) => {
-            running.finish()?;
+            running.finish_shown()?;
             Err(anyhow!("{what} stopped reading its input: {err}"))
         }
         Err(err @ CopyError::Read(_)) => {
@@ -154,13 +160,20 @@ impl Running {
         let _ = self.stderr.join();
     }
 
-    /// Waits for the program; on success its stderr (warnings) is shown, on failure it is the error.
+    /// Waits for the program; on failure its stderr is the error, on success it is returned.
     fn finish(mut self) -> Result<String> {
         let status = self.child.wait().with_context(|| format!("waiting for {}", self.what))?;
         let stderr = self.stderr.join().unwrap_or_default();
         check(&self.what, status, &stderr)?;
+        Ok(stderr)
+    }
+
+    /// As `finish`, showing a successful program's stderr (its warnings) in our log.
+    fn finish_shown(self) -> Result<String> {
+        let what = self.what.clone();
+        let stderr = self.finish()?;
         for line in stderr.lines().filter(|line| !line.trim().is_empty()) {
-            output::line(format_args!("  {} | {}", self.what, line.trim_end()));
+            output::line(format_args!("  {what} | {}", line.trim_end()));
         }
         Ok(stderr)
     }
