@@ -3,7 +3,7 @@
 
 use std::{
     fs::{self, DirBuilder, File, OpenOptions, Permissions, TryLockError},
-    io::{Read, Seek, Write},
+    io::{self, Read, Seek, Write},
     os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
     thread,
@@ -14,12 +14,13 @@ use anyhow::{Context, Result};
 
 use crate::{
     backup_file::PARTIAL_SUFFIX,
-    catalogue,
+    catalogue::{self, Backup},
     exit::{Code, Coded},
     output::{step, warning},
 };
 
 const LOCK_FILE: &str = ".hindsight.lock";
+const VERIFY_LOCK_FILE: &str = ".hindsight.verify.lock";
 
 pub struct BackupDir {
     path: PathBuf,
@@ -45,10 +46,26 @@ impl BackupDir {
         &self.path
     }
 
+    /// Bytes an unprivileged writer may still use on the directory's filesystem.
+    pub fn free_bytes(&self) -> Result<u64> {
+        let stat = rustix::fs::statvfs(&self.path).with_context(|| format!("cannot stat {}", self.path.display()))?;
+        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
+
     /// Takes the directory's lock, waiting up to `wait` for a run that holds it. The kernel
     /// drops the lock with its holder, so a killed run never leaves it stuck.
     pub fn lock(&self, task: &str, wait: Duration) -> Result<Lock> {
-        let path = self.path.join(LOCK_FILE);
+        self.take_lock(LOCK_FILE, task, wait)
+    }
+
+    /// The lock that keeps two db-verify runs from dropping each other's scratch
+    /// databases; a verification, which can take long, never holds up a backup.
+    pub fn lock_verify(&self, wait: Duration) -> Result<Lock> {
+        self.take_lock(VERIFY_LOCK_FILE, "db-verify", wait)
+    }
+
+    fn take_lock(&self, name: &str, task: &str, wait: Duration) -> Result<Lock> {
+        let path = self.path.join(name);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -101,6 +118,20 @@ impl BackupDir {
         Ok(())
     }
 
+    /// Removes a backup with the files beside it (checksum, verification record).
+    pub fn remove_backup(&self, backup: &Backup) -> Result<()> {
+        fs::remove_file(&backup.path).with_context(|| format!("cannot remove {}", backup.path.display()))?;
+        for extra in [backup.sidecar(), backup.verified_marker()] {
+            match fs::remove_file(&extra) {
+                Err(err) if err.kind() != io::ErrorKind::NotFound => {
+                    return Err(err).with_context(|| format!("cannot remove {}", extra.display()));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// A new `NAME.partial` (mode 0600), removed again unless committed.
     pub fn create_partial(&self, file_name: &str) -> Result<Partial> {
         let done = self.path.join(file_name);
@@ -141,6 +172,15 @@ pub struct Partial {
 impl Partial {
     pub fn file(&mut self) -> &mut File {
         &mut self.file
+    }
+
+    /// Fsyncs the data, then gives it its final name, replacing any file of that name: for
+    /// records that are rewritten (the `.verified` marker), never for backups.
+    pub fn commit_replacing(mut self) -> Result<PathBuf> {
+        self.file.sync_all().with_context(|| format!("cannot fsync {}", self.path.display()))?;
+        fs::rename(&self.path, &self.done).with_context(|| format!("cannot name {}", self.done.display()))?;
+        self.committed = true;
+        Ok(self.done.clone())
     }
 
     /// Fsyncs the data, then gives it its final name, never replacing an existing file

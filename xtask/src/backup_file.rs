@@ -7,6 +7,8 @@ use chrono::NaiveDateTime;
 
 pub const PARTIAL_SUFFIX: &str = ".partial";
 pub const SHA256_SUFFIX: &str = ".sha256";
+/// Beside a backup that `db-verify` restored successfully: when, and what it found.
+pub const VERIFIED_SUFFIX: &str = ".verified";
 const TIME_FORMAT: &str = "%Y%m%d_%H%M%S";
 
 /// How a dump is stored: plain SQL, or compressed on the host while it streams.
@@ -161,6 +163,58 @@ pub fn ends_complete(tail: &[u8]) -> bool {
             .all(|line| line.is_empty() || line.starts_with(b"--") || line.starts_with(b"\\unrestrict "))
 }
 
+/// Rows per table in a plain dump's `COPY ... FROM stdin;` blocks, counted as the dump
+/// streams past (COPY's text format escapes newlines, so a row is a line). Only a line's
+/// first bytes are kept: a multi-megabyte value costs nothing.
+#[derive(Default)]
+pub struct CopyRows {
+    line: Vec<u8>,
+    current: Option<(String, u64)>,
+    tables: Vec<(String, u64)>,
+}
+
+impl CopyRows {
+    /// Longer COPY header lines (thousands of columns) are not recognised.
+    const KEEP: usize = 64 * 1024;
+
+    pub fn push(&mut self, mut bytes: &[u8]) {
+        while let Some(end) = bytes.iter().position(|&b| b == b'\n') {
+            self.keep(&bytes[..end]);
+            self.end_line();
+            bytes = &bytes[end + 1..];
+        }
+        self.keep(bytes);
+    }
+
+    /// Tables with their row counts, in dump order.
+    pub fn tables(&self) -> &[(String, u64)] {
+        &self.tables
+    }
+
+    fn keep(&mut self, part: &[u8]) {
+        let room = Self::KEEP.saturating_sub(self.line.len());
+        self.line.extend_from_slice(&part[..part.len().min(room)]);
+    }
+
+    fn end_line(&mut self) {
+        let line = std::mem::take(&mut self.line);
+        match &mut self.current {
+            Some(_) if line == b"\\." => self.tables.extend(self.current.take()),
+            Some((_, rows)) => *rows += 1,
+            None => {
+                let header =
+                    std::str::from_utf8(&line).ok().and_then(|l| l.strip_prefix("COPY ")?.strip_suffix(" FROM stdin;"));
+                if let Some(header) = header {
+                    let table = header.split_once(" (").map_or(header, |(table, _)| table);
+                    self.current = Some((table.to_owned(), 0));
+                }
+            }
+        }
+        self.line = line;
+        self.line.clear();
+    }
+}
+
 /// The last `TAIL_LEN` bytes of a stream, kept while it passes so the marker check needs
 /// no second read.
 #[derive(Default)]
@@ -267,6 +321,28 @@ mod tests {
         assert!(!ends_complete(b"--\n-- PostgreSQL database dump complete"));
         assert!(!ends_complete(b"-- PostgreSQL database dump complete\n--\n\nCREATE TABLE late();\n"));
         assert!(!ends_complete(b"x-- PostgreSQL database dump complete\n"));
+    }
+
+    #[test]
+    fn copy_rows_are_counted_across_chunk_boundaries() {
+        let dump = "SET x;\nCOPY public.memories (id, body) FROM stdin;\n1\tone\n2\ttwo\\nlines\n3\t\\N\n\\.\n\
+                    COPY public.\"Empty Table\" (id) FROM stdin;\n\\.\n\
+                    COPY public.big (v) FROM stdin;\n"
+            .to_owned()
+            + &"x".repeat(200_000)
+            + "\n\\.\n-- COPY public.fake (x) FROM stdin;\n";
+        for chunk_size in [1, 7, 4096, dump.len()] {
+            let mut rows = CopyRows::default();
+            for chunk in dump.as_bytes().chunks(chunk_size) {
+                rows.push(chunk);
+            }
+            let expected = [
+                ("public.memories".to_owned(), 3),
+                ("public.\"Empty Table\"".to_owned(), 0),
+                ("public.big".to_owned(), 1),
+            ];
+            assert_eq!(rows.tables(), expected, "chunks of {chunk_size}");
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use chrono::NaiveDateTime;
 use walkdir::WalkDir;
 
 use crate::{
-    backup_file::{self, BackupName, Compression, PARTIAL_SUFFIX, SHA256_SUFFIX, TAIL_LEN, Tail},
+    backup_file::{self, BackupName, Compression, PARTIAL_SUFFIX, SHA256_SUFFIX, TAIL_LEN, Tail, VERIFIED_SUFFIX},
     codec::{self, Hashing},
     output::human_bytes,
 };
@@ -25,10 +25,40 @@ pub struct Backup {
 
 impl Backup {
     pub fn sidecar(&self) -> PathBuf {
-        let mut path = self.path.clone().into_os_string();
-        path.push(SHA256_SUFFIX);
-        path.into()
+        beside(&self.path, SHA256_SUFFIX)
     }
+
+    pub fn verified_marker(&self) -> PathBuf {
+        beside(&self.path, VERIFIED_SUFFIX)
+    }
+
+    /// What `db-verify` recorded for this backup, if it passed.
+    pub fn verified(&self) -> Option<String> {
+        std::fs::read_to_string(self.verified_marker()).ok().map(|text| text.trim().to_owned())
+    }
+}
+
+/// `PATH` + `suffix`: the files that travel with a backup.
+pub fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut path = path.as_os_str().to_owned();
+    path.push(suffix);
+    path.into()
+}
+
+/// A backup named by a person: `latest`, a file name in `dir`, or a path taken from the
+/// working directory.
+pub fn resolve(dir: &Path, db: &str, wanted: &str) -> Result<PathBuf> {
+    if wanted == "latest" {
+        return list(dir, db)?
+            .first()
+            .map(|b| b.path.clone())
+            .with_context(|| format!("there are no backups of `{db}` in {}", dir.display()));
+    }
+    let as_given = Path::new(wanted);
+    if as_given.components().count() == 1 && dir.join(as_given).exists() {
+        return Ok(dir.join(as_given));
+    }
+    Ok(std::env::current_dir()?.join(as_given))
 }
 
 /// `db`'s complete backups in `dir`, newest first. Symlinks and other databases' files are
@@ -59,7 +89,8 @@ pub fn partials(dir: &Path, db: &str) -> Result<Vec<PathBuf>> {
         let Some(complete) = file_name.strip_suffix(PARTIAL_SUFFIX) else {
             continue;
         };
-        let complete = complete.strip_suffix(SHA256_SUFFIX).unwrap_or(complete);
+        let complete =
+            [SHA256_SUFFIX, VERIFIED_SUFFIX].iter().find_map(|s| complete.strip_suffix(s)).unwrap_or(complete);
         if BackupName::parse(complete).is_some_and(|name| name.db == db) && entry.file_type().is_file() {
             found.push(entry.into_path());
         }
@@ -140,9 +171,7 @@ pub fn check(path: &Path) -> Result<Checked> {
 
 /// The checksum in `PATH.sha256`, if there is such a file.
 fn sidecar_sum(path: &Path) -> Result<Option<String>> {
-    let mut sidecar = path.as_os_str().to_owned();
-    sidecar.push(SHA256_SUFFIX);
-    let sidecar = PathBuf::from(sidecar);
+    let sidecar = beside(path, SHA256_SUFFIX);
     match std::fs::read_to_string(&sidecar) {
         Ok(text) => backup_file::parse_sidecar(&text)
             .map(|sum| Some(sum.to_owned()))

@@ -7,7 +7,7 @@ use std::{num::NonZeroUsize, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use xshell::Shell;
 
-use crate::{backup_file::Compression, cron_entry::Schedule};
+use crate::{backup_file::Compression, cron_entry::Schedule, retention::Policy};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,6 +27,12 @@ pub enum Task {
     DbRestore(DbRestore),
     /// Register the backup job in the user's crontab (hourly by default), or show or remove it.
     InstallCron(InstallCron),
+    /// List the backups, newest first: date, age, revision, compression, size, verification.
+    DbList(DbList),
+    /// Prove backups restore: checksum, marker, then a real restore into a scratch database.
+    DbVerify(DbVerify),
+    /// Apply the retention policy now (the one db-backup applies after each backup).
+    DbPrune(DbPrune),
     /// Measure db-backup and db-restore against a bare pg_dump pipe and psql, on a scratch database.
     Bench(Bench),
     /// Provision the Docker test bed (as root on Debian) and run the whole test suite against it.
@@ -40,6 +46,9 @@ impl Task {
             Task::DbRestore(task) => task.run(sh),
             Task::InstallCron(task) => task.run(sh),
             Task::Bench(task) => task.run(sh),
+            Task::DbList(task) => task.run(sh),
+            Task::DbVerify(task) => task.run(sh),
+            Task::DbPrune(task) => task.run(sh),
             Task::Test(task) => task.run(sh),
         }
     }
@@ -92,6 +101,43 @@ pub struct BackupDirArgs {
     pub lock_wait_secs: Duration,
 }
 
+/// Which backups to keep. Without age rules: the newest --max-backups. With them: every
+/// backup one of them keeps, at most --max-backups. The newest is always kept.
+#[derive(Debug, Args)]
+pub struct RetentionArgs {
+    /// How many complete backups to keep at most.
+    #[arg(long, env = "HINDSIGHT_MAX_BACKUPS", default_value = "100")]
+    pub max_backups: NonZeroUsize,
+
+    /// Keep the newest backup of each of the last N hours that have one.
+    #[arg(long, env = "HINDSIGHT_KEEP_HOURLY", default_value = "0")]
+    pub keep_hourly: usize,
+
+    /// Keep the newest backup of each of the last N days that have one.
+    #[arg(long, env = "HINDSIGHT_KEEP_DAILY", default_value = "0")]
+    pub keep_daily: usize,
+
+    /// Keep the newest backup of each of the last N ISO weeks that have one.
+    #[arg(long, env = "HINDSIGHT_KEEP_WEEKLY", default_value = "0")]
+    pub keep_weekly: usize,
+
+    /// Keep the newest backup of each of the last N months that have one.
+    #[arg(long, env = "HINDSIGHT_KEEP_MONTHLY", default_value = "0")]
+    pub keep_monthly: usize,
+}
+
+impl RetentionArgs {
+    pub fn policy(&self) -> Policy {
+        Policy {
+            max: self.max_backups.get(),
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct DbBackup {
     #[command(flatten)]
@@ -100,13 +146,67 @@ pub struct DbBackup {
     #[command(flatten)]
     pub dir: BackupDirArgs,
 
-    /// How many complete backups to keep; older ones are removed only after a new backup succeeded.
-    #[arg(long, env = "HINDSIGHT_MAX_BACKUPS", default_value = "100")]
-    pub max_backups: NonZeroUsize,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
 
     /// Compress on the host while the dump streams: `.sql`, `.sql.gz` or `.sql.zst`.
     #[arg(long, env = "HINDSIGHT_BACKUP_COMPRESS", value_enum, default_value_t = Compression::None)]
     pub compress: Compression,
+
+    /// Print the result as one JSON object on stdout, for scripts and monitoring.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DbList {
+    /// Database whose backups to list.
+    #[arg(long, env = "HINDSIGHT_DB_NAME", default_value = "hindsight_db", value_parser = parse_db_name)]
+    pub db_name: String,
+
+    #[command(flatten)]
+    pub dir: BackupDirArgs,
+
+    /// Print JSON on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DbVerify {
+    /// The backup: a path, a file name in the backup directory, or `latest` (the default).
+    pub backup: Option<String>,
+
+    /// Verify every backup in the directory.
+    #[arg(long, conflicts_with = "backup")]
+    pub all: bool,
+
+    #[command(flatten)]
+    pub db: DbArgs,
+
+    #[command(flatten)]
+    pub dir: BackupDirArgs,
+
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DbPrune {
+    /// Database whose backups to prune.
+    #[arg(long, env = "HINDSIGHT_DB_NAME", default_value = "hindsight_db", value_parser = parse_db_name)]
+    pub db_name: String,
+
+    #[command(flatten)]
+    pub dir: BackupDirArgs,
+
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+
+    /// Show what would be kept and removed, and why; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -251,6 +351,6 @@ mod tests {
         assert!(Cli::try_parse_from(["xtask", "db-backup", "--max-backups", "0"]).is_err());
         let cli = Cli::try_parse_from(["xtask", "db-backup", "--max-backups", "3"]).unwrap();
         let Task::DbBackup(backup) = cli.task else { panic!("expected db-backup") };
-        assert_eq!(backup.max_backups.get(), 3);
+        assert_eq!(backup.retention.max_backups.get(), 3);
     }
 }

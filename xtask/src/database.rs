@@ -73,16 +73,21 @@ impl Database {
 
     /// The Alembic revision recorded in the database, or `Unknown` with a warning saying why.
     pub fn alembic_revision(&self, sh: &Shell) -> Result<Revision> {
-        let has_table = self.query(sh, "SELECT to_regclass('alembic_version') IS NOT NULL")?;
-        let rows = if has_table.trim() == "t" {
-            Some(self.query(sh, "SELECT version_num FROM alembic_version")?)
-        } else {
-            None
-        };
-        Ok(Revision::from_rows(rows.as_deref()).unwrap_or_else(|why| {
+        Ok(self.read_revision(sh, &self.name)?.unwrap_or_else(|why| {
             warning!("Alembic revision unknown ({why}): the backup is named `unknown`");
             Revision::Unknown
         }))
+    }
+
+    /// The revision in `db`'s alembic_version; the inner `Err` says why there is none.
+    pub fn read_revision(&self, sh: &Shell, db: &str) -> Result<Result<Revision, String>> {
+        let has_table = self.query_in(sh, db, "SELECT to_regclass('alembic_version') IS NOT NULL")?;
+        let rows = if has_table.trim() == "t" {
+            Some(self.query_in(sh, db, "SELECT version_num FROM alembic_version")?)
+        } else {
+            None
+        };
+        Ok(Revision::from_rows(rows.as_deref()))
     }
 
     /// `pg_dump` of the database as plain SQL on stdout; never a TTY, which would corrupt it.
@@ -104,7 +109,7 @@ impl Database {
 
     /// Runs SQL in the database and returns its unaligned rows.
     pub fn sql(&self, sh: &Shell, sql: &str) -> Result<String> {
-        self.query(sh, sql)
+        self.query_in(sh, &self.name, sql)
     }
 
     /// `pgbench -i` at `scale` (about 15 MB of tables and indexes per unit).
@@ -182,10 +187,11 @@ impl Database {
         format!("{} exec {} psql -U {} -d postgres -c '{sql}'", self.compose.spelled(), self.service, self.user)
     }
 
-    fn query(&self, sh: &Shell, sql: &str) -> Result<String> {
-        let cmd = self.psql(sh, &self.name).args(["-t", "-A", "-c", sql]);
+    /// Runs SQL in `db` and returns its unaligned rows.
+    pub fn query_in(&self, sh: &Shell, db: &str, sql: &str) -> Result<String> {
+        let cmd = self.psql(sh, db).args(["-t", "-A", "-c", sql]);
         process::read("psql", cmd)
-            .with_context(|| format!("cannot query database `{}` in service `{}`", self.name, self.service))
+            .with_context(|| format!("cannot query database `{db}` in service `{}`", self.service))
     }
 
     /// Statements run one by one in the maintenance database, stopping at the first error.

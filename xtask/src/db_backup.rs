@@ -4,7 +4,7 @@
 use std::{
     fs::File,
     io::{self, BufWriter, Write},
-    path::Path,
+    path::{Path, PathBuf},
     thread,
     time::{Duration, Instant},
 };
@@ -17,31 +17,84 @@ use crate::{
     backup_dir::BackupDir,
     backup_file::{self, BackupName, Compression, Revision, Tail},
     catalogue,
+    catalogue::Backup,
     cli::DbBackup,
     codec::{Encoder, Hashing},
     database::Database,
+    db_prune,
+    exit::{Code, Coded},
+    json,
     output::{self, Progress, human_bytes, step},
     overlap::Overlapped,
-    process, retention,
+    process,
 };
 
 /// Big writes: a dump is gigabytes, and every write is a syscall.
 const WRITE_BUF: usize = 1024 * 1024;
+
+/// What a successful backup reports.
+struct Outcome {
+    path: PathBuf,
+    written: Written,
+    revision: Revision,
+    removed: Vec<PathBuf>,
+}
 
 impl DbBackup {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let started = Instant::now();
         // The header of each run in a cron log.
         step!("db-backup of `{}` started (pid {})", self.db.db_name, std::process::id());
+        let result = self.backup(sh);
+        let secs = started.elapsed().as_secs_f64();
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                if self.json {
+                    println!("{}", json::Object::new().raw("ok", false).str("error", &format!("{err:#}")).build());
+                }
+                return Err(err);
+            }
+        };
+        let Outcome { path, written, revision, removed } = outcome;
+        let stored = match self.compress {
+            Compression::None => human_bytes(written.stored_bytes),
+            _ => format!("{} from {} of SQL", human_bytes(written.stored_bytes), human_bytes(written.sql_bytes)),
+        };
+        let removed_note = if removed.is_empty() { String::new() } else { format!(", {} old removed", removed.len()) };
+        step!(
+            "backup complete: {} ({stored}, revision {revision}, {secs:.1} s, peak memory {}{removed_note})",
+            path.display(),
+            output::peak_memory(),
+        );
+        if self.json {
+            let removed = json::array(removed.iter().map(|p| json::string(&p.to_string_lossy())));
+            let report = json::Object::new()
+                .raw("ok", true)
+                .str("path", &path.to_string_lossy())
+                .raw("size", written.stored_bytes)
+                .raw("sql_bytes", written.sql_bytes)
+                .str("sha256", &written.sha256)
+                .str("revision", &revision.to_string())
+                .str("compression", self.compress.name())
+                .raw("duration_secs", format!("{secs:.3}"))
+                .raw("removed", removed);
+            println!("{}", report.build());
+        }
+        Ok(())
+    }
+
+    fn backup(&self, sh: &Shell) -> Result<Outcome> {
         let db = Database::open(sh, &self.db, "db-backup")?;
         let dir = BackupDir::open(sh.current_dir().join(&self.dir.backup_dir))?;
         let _lock = dir.lock("db-backup", self.dir.lock_wait_secs)?;
         dir.remove_partials(&db.name)?;
-        let keeping = catalogue::list(dir.path(), &db.name)?.len();
+        let existing = catalogue::list(dir.path(), &db.name)?;
 
         db.ensure_ready(sh, self.db.wait_secs)?;
+        self.check_free_space(sh, &db, &dir, &existing)?;
         let revision = db.alembic_revision(sh)?;
-        let name = fresh_name(dir.path(), &db.name, revision, self.compress);
+        let name = fresh_name(dir.path(), &db.name, revision.clone(), self.compress);
 
         let file_name = name.file_name();
         step!("dumping database `{}` into {}", db.name, dir.path().join(&file_name).display());
@@ -50,7 +103,7 @@ impl DbBackup {
         let mut overlapped = Overlapped::spawn(sink, DumpSink::finish);
         let dumped = process::stream_out("pg_dump", db.dump(sh), &mut overlapped);
         let written = overlapped.finish();
-        let nothing_lost = format!("no backup was written and every existing backup ({keeping}) is untouched");
+        let nothing_lost = format!("no backup was written and every existing backup ({}) is untouched", existing.len());
         // A failed write stops pg_dump, so its error is the one that says why.
         let written = written.with_context(|| {
             format!(
@@ -73,39 +126,40 @@ impl DbBackup {
         sidecar.file().write_all(backup_file::sidecar_line(&written.sha256, &file_name).as_bytes())?;
         sidecar.commit()?;
 
-        let removed = self.apply_retention(dir.path(), &db.name, &path)?;
-        let stored = match self.compress {
-            Compression::None => human_bytes(written.stored_bytes),
-            _ => format!("{} from {} of SQL", human_bytes(written.stored_bytes), human_bytes(written.sql_bytes)),
-        };
-        step!(
-            "backup complete: {} ({stored}, revision {}, {:.1} s, peak memory {}{})",
-            path.display(),
-            name.revision,
-            started.elapsed().as_secs_f64(),
-            output::peak_memory(),
-            if removed > 0 { format!(", {removed} old removed") } else { String::new() }
-        );
-        Ok(())
+        // Only now that a good new backup exists.
+        let removed = db_prune::apply(&dir, &db.name, &self.retention.policy(), Some(&path))
+            .context("the backup succeeded, but removing old backups failed")?;
+        Ok(Outcome { path, written, revision, removed })
     }
 
-    /// Runs only after a good new backup exists; removes a backup's sidecar with it.
-    fn apply_retention(&self, dir: &Path, db: &str, just_written: &Path) -> Result<usize> {
-        let backups = catalogue::list(dir, db)?;
-        let removed = retention::to_remove(&backups, self.max_backups.get(), just_written);
-        for backup in &removed {
-            std::fs::remove_file(&backup.path)
-                .with_context(|| format!("the backup succeeded, but removing old {} failed", backup.path.display()))?;
-            match std::fs::remove_file(backup.sidecar()) {
-                Err(err) if err.kind() != io::ErrorKind::NotFound => {
-                    return Err(err)
-                        .context(format!("the backup succeeded, but removing {} failed", backup.sidecar().display()));
-                }
-                _ => {}
+    /// Refuses before writing anything when the backup clearly will not fit: less free space
+    /// than the last backup of this compression took, or than the database's size when
+    /// there is no such backup (a compressed first backup has nothing to go by).
+    fn check_free_space(&self, sh: &Shell, db: &Database, dir: &BackupDir, existing: &[Backup]) -> Result<()> {
+        let last = existing.iter().find(|b| b.name.compression == self.compress);
+        let need = match (last, self.compress) {
+            (Some(last), _) => last.size,
+            (None, Compression::None) => db.sql(sh, "SELECT pg_database_size(current_database())")?.trim().parse()?,
+            (None, _) => return Ok(()),
+        };
+        let free = dir.free_bytes()?;
+        if free < need {
+            let basis = match last {
+                Some(last) => format!("the last {} backup took {}", self.compress.name(), human_bytes(last.size)),
+                None => format!("the database takes {}", human_bytes(need)),
+            };
+            return Err(Coded {
+                code: Code::NoSpace,
+                message: format!(
+                    "only {} free in {}, and {basis}: nothing was written; free some space (or remove old backups: \
+                     cargo xtask db-prune), then run db-backup again",
+                    human_bytes(free),
+                    dir.path().display()
+                ),
             }
-            step!("removed {} (keeping the newest {})", backup.path.display(), self.max_backups);
+            .into());
         }
-        Ok(removed.len())
+        Ok(())
     }
 }
 

@@ -109,7 +109,6 @@ impl DbRestore {
 
     /// A path, a file name in the backup directory, `latest`, or a pick on a terminal.
     fn choose(&self, dir: &BackupDir, db: &str) -> Result<PathBuf> {
-        let newest_first = || catalogue::list(dir.path(), db);
         let Some(wanted) = self.backup.as_deref() else {
             if !prompt::is_interactive() {
                 return Err(Coded {
@@ -121,7 +120,7 @@ impl DbRestore {
                 }
                 .into());
             }
-            let backups = newest_first()?;
+            let backups = catalogue::list(dir.path(), db)?;
             if backups.is_empty() {
                 bail!("there are no backups of `{db}` in {}", dir.path().display());
             }
@@ -133,19 +132,7 @@ impl DbRestore {
                 None => Err(refused("no backup chosen")),
             };
         };
-        if wanted == "latest" {
-            let backups = newest_first()?;
-            return backups
-                .first()
-                .map(|b| b.path.clone())
-                .with_context(|| format!("there are no backups of `{db}` in {}", dir.path().display()));
-        }
-        let as_given = Path::new(wanted);
-        if as_given.components().count() == 1 && dir.path().join(as_given).exists() {
-            return Ok(dir.path().join(as_given));
-        }
-        // A path the user typed is taken from where they typed it.
-        Ok(std::env::current_dir()?.join(as_given))
+        catalogue::resolve(dir.path(), db, wanted)
     }
 
     fn confirm(&self, db: &str, path: &Path) -> Result<()> {

@@ -11,6 +11,8 @@ pub enum Code {
     Busy = 3,
     /// The user did not confirm (or could not be asked): nothing was changed.
     Refused = 4,
+    /// Not enough free space for a backup, found before anything was written.
+    NoSpace = 5,
 }
 
 /// An error that ends the run with its own exit code.

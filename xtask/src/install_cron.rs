@@ -85,31 +85,26 @@ impl InstallCron {
 /// The job's db-backup flags, every one spelled out with paths made absolute, so the job
 /// depends on nothing in cron's environment.
 fn backup_args(backup: &DbBackup, root: &Path) -> Vec<String> {
-    let (db, dir) = (&backup.db, &backup.dir);
+    let (db, dir, keep) = (&backup.db, &backup.dir, &backup.retention);
     let flavor = db.compose.to_possible_value().expect("no skipped variants");
-    [
-        "db-backup",
-        "--compose-file",
-        &root.join(&db.compose_file).to_string_lossy(),
-        "--service",
-        &db.service,
-        "--db-name",
-        &db.db_name,
-        "--db-user",
-        &db.db_user,
-        "--compose",
-        flavor.get_name(),
-        "--wait-secs",
-        &db.wait_secs.as_secs().to_string(),
-        "--backup-dir",
-        &root.join(&dir.backup_dir).to_string_lossy(),
-        "--lock-wait-secs",
-        &dir.lock_wait_secs.as_secs().to_string(),
-        "--max-backups",
-        &backup.max_backups.to_string(),
-    ]
-    .map(str::to_owned)
-    .to_vec()
+    let flags = [
+        ("--compose-file", root.join(&db.compose_file).display().to_string()),
+        ("--service", db.service.clone()),
+        ("--db-name", db.db_name.clone()),
+        ("--db-user", db.db_user.clone()),
+        ("--compose", flavor.get_name().to_owned()),
+        ("--wait-secs", db.wait_secs.as_secs().to_string()),
+        ("--backup-dir", root.join(&dir.backup_dir).display().to_string()),
+        ("--lock-wait-secs", dir.lock_wait_secs.as_secs().to_string()),
+        ("--max-backups", keep.max_backups.to_string()),
+        ("--keep-hourly", keep.keep_hourly.to_string()),
+        ("--keep-daily", keep.keep_daily.to_string()),
+        ("--keep-weekly", keep.keep_weekly.to_string()),
+        ("--keep-monthly", keep.keep_monthly.to_string()),
+        ("--compress", backup.compress.name().to_owned()),
+    ];
+    let flags = flags.into_iter().flat_map(|(flag, value)| [flag.to_owned(), value]);
+    std::iter::once("db-backup".to_owned()).chain(flags).collect()
 }
 
 /// The directories where `which` finds the job's tools now, then the usual system ones.

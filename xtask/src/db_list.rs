@@ -1,0 +1,50 @@
+//! `cargo xtask db-list`: the backups, newest first, as a table or as JSON.
+
+use anyhow::Result;
+use xshell::Shell;
+
+use crate::{catalogue, cli::DbList, json};
+
+impl DbList {
+    pub fn run(self, sh: &Shell) -> Result<()> {
+        let dir = sh.current_dir().join(&self.dir.backup_dir);
+        let backups = if dir.exists() { catalogue::list(&dir, &self.db_name)? } else { Vec::new() };
+        let now = chrono::Local::now().naive_local();
+        if self.json {
+            let items = backups.iter().map(|backup| {
+                json::Object::new()
+                    .str("file", &backup.path.file_name().unwrap_or_default().to_string_lossy())
+                    .str("path", &backup.path.to_string_lossy())
+                    .str("taken", &backup.name.taken.format("%Y-%m-%dT%H:%M:%S").to_string())
+                    .raw("age_secs", (now - backup.name.taken).num_seconds())
+                    .str("revision", &backup.name.revision.to_string())
+                    .str("compression", backup.name.compression.name())
+                    .raw("size", backup.size)
+                    .raw("checksum_file", backup.sidecar().exists())
+                    .opt_str("verified", backup.verified().as_deref())
+                    .build()
+            });
+            let report = json::Object::new()
+                .str("database", &self.db_name)
+                .str("backup_dir", &dir.to_string_lossy())
+                .raw("backups", json::array(items));
+            println!("{}", report.build());
+            return Ok(());
+        }
+        if backups.is_empty() {
+            println!("no backups of `{}` in {}", self.db_name, dir.display());
+            return Ok(());
+        }
+        println!("backups of `{}` in {}, newest first:", self.db_name, dir.display());
+        for backup in &backups {
+            let verified = match backup.verified() {
+                Some(record) => {
+                    record.split_whitespace().nth(1).map_or("verified".to_owned(), |at| format!("verified {at}"))
+                }
+                None => "not verified".to_owned(),
+            };
+            println!("  {}  {verified}", catalogue::describe(backup, now));
+        }
+        Ok(())
+    }
+}

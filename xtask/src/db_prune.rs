@@ -1,0 +1,52 @@
+//! `cargo xtask db-prune`: the retention policy db-backup applies after each good backup,
+//! run on demand, saying what it keeps and why.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use xshell::Shell;
+
+use crate::{
+    backup_dir::BackupDir,
+    catalogue,
+    cli::DbPrune,
+    output::step,
+    retention::{self, Policy},
+};
+
+impl DbPrune {
+    pub fn run(self, sh: &Shell) -> Result<()> {
+        let dir = BackupDir::open(sh.current_dir().join(&self.dir.backup_dir))?;
+        let _lock = dir.lock("db-prune", self.dir.lock_wait_secs)?;
+        let policy = self.retention.policy();
+        let backups = catalogue::list(dir.path(), &self.db_name)?;
+        for decision in retention::decide(&backups, &policy, None) {
+            let name = decision.backup.path.file_name().unwrap_or_default().to_string_lossy();
+            if decision.keep() {
+                println!("keep    {name}  ({})", decision.reasons.join(", "));
+            } else {
+                println!("{} {name}", if self.dry_run { "would remove" } else { "remove " });
+            }
+        }
+        if self.dry_run {
+            step!("dry run: nothing was removed");
+            return Ok(());
+        }
+        let removed = apply(&dir, &self.db_name, &policy, None)?;
+        step!("removed {} of {} backups", removed.len(), backups.len());
+        Ok(())
+    }
+}
+
+/// Removes the backups `policy` does not keep, with the files beside them, and returns
+/// their paths. db-backup calls it only after a good new backup, `just_written`.
+pub fn apply(dir: &BackupDir, db: &str, policy: &Policy, just_written: Option<&Path>) -> Result<Vec<PathBuf>> {
+    let backups = catalogue::list(dir.path(), db)?;
+    let mut removed = Vec::new();
+    for decision in retention::decide(&backups, policy, just_written).iter().filter(|d| !d.keep()) {
+        dir.remove_backup(decision.backup)?;
+        step!("removed {}: no retention rule keeps it", decision.backup.path.display());
+        removed.push(decision.backup.path.clone());
+    }
+    Ok(removed)
+}

@@ -1,0 +1,194 @@
+//! `cargo xtask db-verify`: a backup nobody has restored is a hope. This checks the
+//! checksum and the completion marker, restores into a scratch database (never the live
+//! one), compares the revision and every table's row count with the dump, drops the
+//! scratch database, and records the result beside the backup.
+
+use std::{
+    fs::File,
+    io::{self, Read, Write},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result, bail};
+use xshell::Shell;
+
+use crate::{
+    backup_dir::BackupDir,
+    backup_file::{BackupName, CopyRows, Revision, VERIFIED_SUFFIX},
+    catalogue::{self, beside},
+    cli::DbVerify,
+    codec,
+    database::Database,
+    json,
+    output::{human_bytes, step},
+    process,
+};
+
+struct Verified {
+    checksum_verified: bool,
+    revision: String,
+    tables: Vec<(String, u64)>,
+}
+
+impl DbVerify {
+    pub fn run(self, sh: &Shell) -> Result<()> {
+        let db = Database::open(sh, &self.db, "db-verify")?;
+        let dir = BackupDir::open(sh.current_dir().join(&self.dir.backup_dir))?;
+        let targets: Vec<PathBuf> = if self.all {
+            catalogue::list(dir.path(), &db.name)?.into_iter().map(|b| b.path).collect()
+        } else {
+            vec![catalogue::resolve(dir.path(), &db.name, self.backup.as_deref().unwrap_or("latest"))?]
+        };
+        if targets.is_empty() {
+            bail!("there are no backups of `{}` in {} to verify", db.name, dir.path().display());
+        }
+        let _lock = dir.lock_verify(self.dir.lock_wait_secs)?;
+        db.ensure_ready(sh, self.db.wait_secs)?;
+        let prefix = format!("{}__verify_", db.name);
+        for leftover in db.databases_with_prefix(sh, &prefix)? {
+            step!("dropping `{leftover}`, left by an interrupted db-verify");
+            db.drop_database(sh, &leftover)?;
+        }
+
+        let stamp = chrono::Local::now().format("%Y%m%d_%H%M%S");
+        let mut reports = Vec::new();
+        for (i, path) in targets.iter().enumerate() {
+            step!("verifying {}", path.display());
+            let result = verify(sh, &db, path, &format!("{prefix}{stamp}_{i}"));
+            record(&dir, path, &result)?;
+            match &result {
+                Ok(v) => step!(
+                    "verified {}: {}, revision {}, {} tables with {} rows restored and counted",
+                    path.display(),
+                    if v.checksum_verified { "checksum matches" } else { "no .sha256 to compare" },
+                    v.revision,
+                    v.tables.len(),
+                    v.tables.iter().map(|(_, n)| n).sum::<u64>()
+                ),
+                Err(err) => step!("FAILED {}: {err:#}", path.display()),
+            }
+            reports.push((path, result));
+        }
+
+        let failed = reports.iter().filter(|(_, r)| r.is_err()).count();
+        if self.json {
+            let items =
+                reports.iter().map(|(path, result)| {
+                    let object = json::Object::new().str("path", &path.to_string_lossy()).raw("ok", result.is_ok());
+                    match result {
+                        Ok(v) => object
+                            .raw("checksum_verified", v.checksum_verified)
+                            .str("revision", &v.revision)
+                            .raw(
+                                "tables",
+                                json::array(v.tables.iter().map(|(name, rows)| {
+                                    json::Object::new().str("table", name).raw("rows", rows).build()
+                                })),
+                            )
+                            .raw("error", "null"),
+                        Err(err) => object.str("error", &format!("{err:#}")),
+                    }
+                    .build()
+                });
+            println!("{}", json::Object::new().raw("ok", failed == 0).raw("backups", json::array(items)).build());
+        }
+        if failed > 0 {
+            bail!(
+                "{failed} of {} backups failed verification (see FAILED above); the live database was not touched",
+                reports.len()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Restores `path` into `scratch` and compares it with the dump; the scratch database is
+/// dropped whatever happens.
+fn verify(sh: &Shell, db: &Database, path: &Path, scratch: &str) -> Result<Verified> {
+    let checked = catalogue::check(path)?;
+    db.create_database(sh, scratch)?;
+    let result = restore_and_compare(sh, db, path, scratch, checked.compression);
+    let dropped = db.drop_database(sh, scratch);
+    let mut verified = result?;
+    dropped?;
+    verified.checksum_verified = checked.checksum_verified;
+    step!("restored {} into `{scratch}` and dropped it again", human_bytes(checked.size));
+    Ok(verified)
+}
+
+fn restore_and_compare(
+    sh: &Shell,
+    db: &Database,
+    path: &Path,
+    scratch: &str,
+    compression: crate::backup_file::Compression,
+) -> Result<Verified> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut counted = Counting { inner: codec::decoder(compression, file)?, rows: CopyRows::default() };
+    process::stream_in("psql", db.load(sh, scratch), &mut counted).context("the test restore failed")?;
+
+    let named = path.file_name().and_then(|n| n.to_str()).and_then(BackupName::parse).map(|n| n.revision);
+    let restored = db.read_revision(sh, scratch)?;
+    let revision = match (named, restored) {
+        (Some(Revision::Known(want)), Ok(Revision::Known(got))) if want == got => want,
+        (Some(Revision::Known(want)), got) => {
+            let got = got.map_or_else(|why| why, |r| r.to_string());
+            bail!("the file name says revision {want}, the restored alembic_version says {got}");
+        }
+        (_, Ok(got)) => got.to_string(),
+        (_, Err(_)) => "unknown".to_owned(),
+    };
+
+    let tables = counted.rows.tables().to_vec();
+    let with_rows: Vec<&(String, u64)> = tables.iter().filter(|(_, rows)| *rows > 0).collect();
+    if !with_rows.is_empty() {
+        let counts: Vec<String> =
+            with_rows.iter().map(|(table, _)| format!("(SELECT count(*) FROM {table})")).collect();
+        let got = db.query_in(sh, scratch, &format!("SELECT {}", counts.join(", ")))?;
+        for ((table, want), got) in with_rows.iter().zip(got.trim().split('|')) {
+            if got.trim() != want.to_string() {
+                bail!("table {table} has {} rows after the restore, the dump holds {want}", got.trim());
+            }
+        }
+    }
+    Ok(Verified { checksum_verified: false, revision, tables })
+}
+
+/// Records a pass as `NAME.verified` beside a backup in the backup directory; a failure
+/// removes an earlier record, which no longer holds.
+fn record(dir: &BackupDir, path: &Path, result: &Result<Verified>) -> Result<()> {
+    let in_dir = path.parent() == Some(dir.path());
+    let marker = beside(path, VERIFIED_SUFFIX);
+    match result {
+        Ok(v) if in_dir && path.exists() => {
+            let name = marker.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let mut partial = dir.create_partial(&name)?;
+            let rows: u64 = v.tables.iter().map(|(_, n)| n).sum();
+            let now = chrono::Local::now().format("%Y-%m-%dT%H:%M:%S");
+            writeln!(partial.file(), "verified {now} revision={} tables={} rows={rows}", v.revision, v.tables.len())?;
+            partial.commit_replacing()?;
+        }
+        Ok(_) => {}
+        Err(_) => match std::fs::remove_file(&marker) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => {
+                return Err(err).with_context(|| format!("cannot remove {}", marker.display()));
+            }
+            _ => {}
+        },
+    }
+    Ok(())
+}
+
+/// Counts the dump's COPY rows as psql reads it: the dump is read once.
+struct Counting<R> {
+    inner: R,
+    rows: CopyRows,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.rows.push(&buf[..n]);
+        Ok(n)
+    }
+}
