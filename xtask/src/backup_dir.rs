@@ -174,6 +174,10 @@ impl Partial {
         &mut self.file
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Fsyncs the data, then gives it its final name, replacing any file of that name: for
     /// records that are rewritten (the `.verified` marker), never for backups.
     pub fn commit_replacing(mut self) -> Result<PathBuf> {

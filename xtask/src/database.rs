@@ -14,9 +14,16 @@ use crate::{
     backup_file::Revision,
     cli::DbArgs,
     compose::Compose,
-    output::{step, warning},
+    output::step,
     process,
 };
+
+/// What a backup needs to know before it starts.
+pub struct Inspection {
+    pub size: u64,
+    /// The recorded revision, or why there is none.
+    pub revision: Result<Revision, String>,
+}
 
 pub struct Database {
     compose: Compose,
@@ -38,6 +45,10 @@ impl Database {
 
     /// Starts the service when it is not running and waits until PostgreSQL accepts connections.
     pub fn ensure_ready(&self, sh: &Shell, wait: Duration) -> Result<()> {
+        // The hourly case, in one exec: already up and ready.
+        if self.is_ready(sh) {
+            return Ok(());
+        }
         let service = &self.service;
         let running = process::read(
             "compose ps",
@@ -52,12 +63,9 @@ impl Database {
                 format!("cannot start service `{service}`: see `{} logs {service}`", self.compose.spelled())
             })?;
         }
-        // Over TCP: on a fresh volume the image first runs a socket-only server, which the
-        // socket check would mistake for the real one just before it restarts.
         let deadline = Instant::now() + wait;
-        let user = &self.user;
         loop {
-            if process::succeeds(self.exec(sh).args(["pg_isready", "-q", "-h", "127.0.0.1", "-U", user])) {
+            if self.is_ready(sh) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -71,23 +79,26 @@ impl Database {
         }
     }
 
-    /// The Alembic revision recorded in the database, or `Unknown` with a warning saying why.
-    pub fn alembic_revision(&self, sh: &Shell) -> Result<Revision> {
-        Ok(self.read_revision(sh, &self.name)?.unwrap_or_else(|why| {
-            warning!("Alembic revision unknown ({why}): the backup is named `unknown`");
-            Revision::Unknown
-        }))
+    /// Over TCP: on a fresh volume the image first runs a socket-only server, which a
+    /// socket check would mistake for the real one just before it restarts.
+    fn is_ready(&self, sh: &Shell) -> bool {
+        process::succeeds(self.exec(sh).args(["pg_isready", "-q", "-h", "127.0.0.1", "-U", &self.user]))
     }
 
-    /// The revision in `db`'s alembic_version; the inner `Err` says why there is none.
-    pub fn read_revision(&self, sh: &Shell, db: &str) -> Result<Result<Revision, String>> {
-        let has_table = self.query_in(sh, db, "SELECT to_regclass('alembic_version') IS NOT NULL")?;
-        let rows = if has_table.trim() == "t" {
-            Some(self.query_in(sh, db, "SELECT version_num FROM alembic_version")?)
-        } else {
-            None
-        };
-        Ok(Revision::from_rows(rows.as_deref()))
+    /// `db`'s size and Alembic revision, in one round trip: `query_to_xml` runs the
+    /// revision query only when the table exists (`CASE` decides at run time, and the
+    /// function is volatile, so the planner cannot run it early).
+    pub fn inspect(&self, sh: &Shell, db: &str) -> Result<Inspection> {
+        const SQL: &str = "SELECT pg_database_size(current_database()), \
+            CASE WHEN to_regclass('alembic_version') IS NULL THEN 'no table' ELSE 'rows:' || coalesce(array_to_string(\
+            xpath('/table/row/version_num/text()', query_to_xml('SELECT version_num FROM alembic_version', false, false, '')), \
+            E'\\n'), '') END";
+        let out = self.query_in(sh, db, SQL)?;
+        let (size, revision) = out.trim_end_matches('\n').split_once('|').with_context(|| format!("unexpected psql output `{out}`"))?;
+        Ok(Inspection {
+            size: size.parse().with_context(|| format!("unexpected database size `{size}`"))?,
+            revision: Revision::from_rows(revision.strip_prefix("rows:")),
+        })
     }
 
     /// `pg_dump` of the database as plain SQL on stdout; never a TTY, which would corrupt it.

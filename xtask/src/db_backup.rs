@@ -24,7 +24,7 @@ use crate::{
     db_prune,
     exit::{Code, Coded},
     json,
-    output::{self, Progress, human_bytes, step},
+    output::{self, Progress, human_bytes, step, warning},
     overlap::Overlapped,
     process,
 };
@@ -92,17 +92,34 @@ impl DbBackup {
         let existing = catalogue::list(dir.path(), &db.name)?;
 
         db.ensure_ready(sh, self.db.wait_secs)?;
-        self.check_free_space(sh, &db, &dir, &existing)?;
-        let revision = db.alembic_revision(sh)?;
+        let inspection = db.inspect(sh, &db.name)?;
+        self.check_free_space(inspection.size, &dir, &existing)?;
+        let revision = inspection.revision.unwrap_or_else(|why| {
+            warning!("Alembic revision unknown ({why}): the backup is named `unknown`");
+            Revision::Unknown
+        });
         let name = fresh_name(dir.path(), &db.name, revision.clone(), self.compress);
 
         let file_name = name.file_name();
         step!("dumping database `{}` into {}", db.name, dir.path().join(&file_name).display());
         let mut partial = dir.create_partial(&file_name)?;
-        let sink = DumpSink::new(self.compress, partial.file().try_clone()?)?;
-        let mut overlapped = Overlapped::spawn(sink, DumpSink::finish);
-        let dumped = process::stream_out("pg_dump", db.dump(sh), &mut overlapped);
-        let written = overlapped.finish();
+        let (dumped, written) = match self.compress {
+            // Plain SQL goes into the file untouched: the docker CLI writes it there itself
+            // and this process reads it back as it lands, to hash and check it.
+            Compression::None => {
+                let mut follow = File::open(partial.path())?;
+                let mut sink = DumpSink::new(Compression::None, io::sink(), Some(partial.file().try_clone()?))?;
+                let dumped = process::stream_into_file("pg_dump", db.dump(sh), partial.file(), &mut follow, &mut sink);
+                (dumped, sink.finish())
+            }
+            // Compressed: pg_dump's pipe is read here and compressed on another thread.
+            _ => {
+                let file = BufWriter::with_capacity(WRITE_BUF, partial.file().try_clone()?);
+                let mut overlapped = Overlapped::spawn(DumpSink::new(self.compress, file, None)?, DumpSink::finish);
+                let dumped = process::stream_out("pg_dump", db.dump(sh), &mut overlapped);
+                (dumped, overlapped.finish())
+            }
+        };
         let nothing_lost = format!("no backup was written and every existing backup ({}) is untouched", existing.len());
         // A failed write stops pg_dump, so its error is the one that says why.
         let written = written.with_context(|| {
@@ -135,11 +152,11 @@ impl DbBackup {
     /// Refuses before writing anything when the backup clearly will not fit: less free space
     /// than the last backup of this compression took, or than the database's size when
     /// there is no such backup (a compressed first backup has nothing to go by).
-    fn check_free_space(&self, sh: &Shell, db: &Database, dir: &BackupDir, existing: &[Backup]) -> Result<()> {
+    fn check_free_space(&self, db_size: u64, dir: &BackupDir, existing: &[Backup]) -> Result<()> {
         let last = existing.iter().find(|b| b.name.compression == self.compress);
         let need = match (last, self.compress) {
             (Some(last), _) => last.size,
-            (None, Compression::None) => db.sql(sh, "SELECT pg_database_size(current_database())")?.trim().parse()?,
+            (None, Compression::None) => db_size,
             (None, _) => return Ok(()),
         };
         let free = dir.free_bytes()?;
@@ -177,14 +194,19 @@ fn fresh_name(dir: &Path, db: &str, revision: Revision, compression: Compression
     }
 }
 
-/// Where the dump's bytes go, on the writer thread, in one pass: the tail of the plain
-/// SQL for the marker check, the progress line, the encoder, the hash of what is stored,
-/// and the file.
-struct DumpSink {
+/// Where the dump's bytes go, in one pass: the tail of the plain SQL for the marker check,
+/// the progress line, the encoder, the hash of what is stored, and `W` (the file, or
+/// nothing when the file is written by pg_dump's side).
+struct DumpSink<W: Write> {
     tail: Tail,
     progress: Progress,
-    encoder: Encoder<Hashing<BufWriter<File>>>,
+    encoder: Encoder<Hashing<W>>,
+    /// Flushed to disk every `SYNC_EVERY` bytes, so the final fsync has little left to do.
+    writeback: Option<(File, u64)>,
 }
+
+/// How often the file's written part is flushed to disk while the dump goes on.
+const SYNC_EVERY: u64 = 64 * 1024 * 1024;
 
 struct Written {
     tail: Vec<u8>,
@@ -193,29 +215,35 @@ struct Written {
     sha256: String,
 }
 
-impl DumpSink {
-    fn new(compression: Compression, file: File) -> io::Result<DumpSink> {
-        let file = Hashing::new(BufWriter::with_capacity(WRITE_BUF, file));
+impl<W: Write> DumpSink<W> {
+    fn new(compression: Compression, out: W, writeback: Option<File>) -> io::Result<DumpSink<W>> {
         Ok(DumpSink {
             tail: Tail::default(),
             progress: Progress::new("dumped"),
-            encoder: Encoder::new(compression, file)?,
+            encoder: Encoder::new(compression, Hashing::new(out))?,
+            writeback: writeback.map(|file| (file, SYNC_EVERY)),
         })
     }
 
     fn finish(self) -> io::Result<Written> {
         self.progress.finish();
-        let (file, sha256, stored_bytes) = self.encoder.finish()?.finish();
-        file.into_inner().map_err(|err| err.into_error())?;
+        let (mut out, sha256, stored_bytes) = self.encoder.finish()?.finish();
+        out.flush()?;
         Ok(Written { tail: self.tail.bytes().to_vec(), sql_bytes: self.progress.bytes(), stored_bytes, sha256 })
     }
 }
 
-impl Write for DumpSink {
+impl<W: Write> Write for DumpSink<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.encoder.write_all(buf)?;
         self.tail.push(buf);
         self.progress.add(buf.len());
+        if let Some((file, next)) = &mut self.writeback
+            && self.progress.bytes() >= *next
+        {
+            file.sync_data()?;
+            *next += SYNC_EVERY;
+        }
         Ok(buf.len())
     }
 

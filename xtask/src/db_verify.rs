@@ -128,7 +128,7 @@ fn restore_and_compare(
     process::stream_in("psql", db.load(sh, scratch), &mut counted).context("the test restore failed")?;
 
     let named = path.file_name().and_then(|n| n.to_str()).and_then(BackupName::parse).map(|n| n.revision);
-    let restored = db.read_revision(sh, scratch)?;
+    let restored = db.inspect(sh, scratch)?.revision;
     let revision = match (named, restored) {
         (Some(Revision::Known(want)), Ok(Revision::Known(got))) if want == got => want,
         (Some(Revision::Known(want)), got) => {

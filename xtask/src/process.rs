@@ -4,9 +4,11 @@
 //! a failed exit into an error that carries the program's own message.
 
 use std::{
+    fs::File,
     io::{self, Read, Write},
     process::{Child, ChildStderr, Command, ExitStatus, Stdio},
     thread::{self, JoinHandle},
+    time::Duration,
 };
 
 use anyhow::{Context, Result, anyhow};
@@ -74,6 +76,44 @@ pub fn stream_out(what: &str, cmd: Cmd<'_>, sink: &mut dyn Write) -> Result<u64>
             Err(anyhow!("{err}"))
         }
     }
+}
+
+/// Runs the command with its stdout going straight into `file` (the program writes it
+/// itself, as with a shell's `>`, which spares a pipe hop through this process), while
+/// `sink` sees every byte as it lands, read back through `follow`, another handle on the
+/// same file: one pass from the page cache, memory flat. Returns the byte count.
+pub fn stream_into_file(what: &str, cmd: Cmd<'_>, file: &File, follow: &mut File, sink: &mut dyn Write) -> Result<u64> {
+    let mut running = Running::spawn(what, cmd, Stdio::null(), Stdio::from(file.try_clone()?))?;
+    let mut buf = vec![0u8; BUF_SIZE];
+    let mut total = 0u64;
+    let mut exited = false;
+    loop {
+        let n = match follow.read(&mut buf) {
+            Ok(0) if exited => break,
+            Ok(0) => {
+                // Caught up: once the program has exited, one more read takes the rest.
+                exited = running.child.try_wait()?.is_some();
+                if !exited {
+                    thread::sleep(Duration::from_millis(2));
+                }
+                continue;
+            }
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => {
+                running.abandon();
+                return Err(anyhow!("reading back failed: {err}"));
+            }
+        };
+        if let Err(err) = sink.write_all(&buf[..n]) {
+            running.abandon();
+            return Err(anyhow!("{err}"));
+        }
+        total += n as u64;
+    }
+    running.finish_shown()?;
+    sink.flush()?;
+    Ok(total)
 }
 
 /// Streams `source` into the command's stdin, returning the byte count.
