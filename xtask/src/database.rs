@@ -10,13 +10,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use xshell::{Cmd, Shell};
 
-use crate::{
-    backup_file::Revision,
-    cli::DbArgs,
-    compose::Compose,
-    output::step,
-    process,
-};
+use crate::{backup_file::Revision, cli::DbArgs, compose::Compose, output::step, process};
 
 /// What a backup needs to know before it starts.
 pub struct Inspection {
@@ -94,7 +88,8 @@ impl Database {
             xpath('/table/row/version_num/text()', query_to_xml('SELECT version_num FROM alembic_version', false, false, '')), \
             E'\\n'), '') END";
         let out = self.query_in(sh, db, SQL)?;
-        let (size, revision) = out.trim_end_matches('\n').split_once('|').with_context(|| format!("unexpected psql output `{out}`"))?;
+        let (size, revision) =
+            out.trim_end_matches('\n').split_once('|').with_context(|| format!("unexpected psql output `{out}`"))?;
         Ok(Inspection {
             size: size.parse().with_context(|| format!("unexpected database size `{size}`"))?,
             revision: Revision::from_rows(revision.strip_prefix("rows:")),
@@ -149,8 +144,8 @@ impl Database {
     /// New connections are refused and the other sessions ended first, because a database
     /// in use cannot be renamed; the two renames are one transaction, so either both
     /// happen or neither does.
-    pub fn swap_in(&self, sh: &Shell, restored: &str, previous: &str) -> Result<()> {
-        let (live, restored, previous) = (ident(&self.name), ident(restored), ident(previous));
+    pub fn swap_in(&self, sh: &Shell, restored: &str, previous_name: &str) -> Result<()> {
+        let (live, restored, previous) = (ident(&self.name), ident(restored), ident(previous_name));
         let swapped = self.admin(
             sh,
             &[
@@ -161,13 +156,17 @@ impl Database {
                     literal(&self.name)
                 ),
                 &format!("ALTER DATABASE {live} RENAME TO {previous}; ALTER DATABASE {restored} RENAME TO {live}"),
+                // The kept data stays connectable, for a look or a swap back.
+                &format!("ALTER DATABASE {previous} WITH ALLOW_CONNECTIONS true"),
             ],
         );
-        // Whichever name the old data has now, it must accept connections again.
-        let reopen = if swapped.is_ok() { &previous } else { &live };
-        let reopened = self.admin(sh, &[&format!("ALTER DATABASE {reopen} WITH ALLOW_CONNECTIONS true")]);
-        swapped?;
-        reopened.map(drop)
+        let Err(err) = swapped else { return Ok(()) };
+        // psql stopped at the failing statement; whichever name the old data has now, it
+        // must accept connections again.
+        let renamed = self.databases_with_prefix(sh, previous_name)?.iter().any(|name| name == previous_name);
+        let old = if renamed { &previous } else { &live };
+        self.admin(sh, &[&format!("ALTER DATABASE {old} WITH ALLOW_CONNECTIONS true")])?;
+        if renamed { Ok(()) } else { Err(err) }
     }
 
     /// `postgresql://USER:PASSWORD@127.0.0.1:PORT/DB` for a program on this host, such as

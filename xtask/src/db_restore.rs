@@ -181,20 +181,27 @@ fn refused(why: &str) -> anyhow::Error {
 
 /// Streams the dump from the file into psql, decompressing on the way: the file is never
 /// read into memory.
-fn load(sh: &Shell, db: &Database, into: &str, path: &Path, compression: Compression) -> Result<u64> {
+fn load(sh: &Shell, db: &Database, into: &str, path: &Path, compression: Compression) -> Result<()> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut stored = ProgressReader { inner: file, progress: Progress::new("read") };
-    let loaded = process::stream_in("psql", db.load(sh, into), &mut codec::decoder(compression, &mut stored)?);
-    stored.progress.finish();
+    let mut progress = Progress::new("read");
+    let loaded = match compression {
+        // Plain SQL needs nothing from this process: psql's side reads the file itself.
+        Compression::None => process::stream_from_file("psql", db.load(sh, into), file, &mut progress),
+        _ => {
+            let mut stored = ProgressReader { inner: file, progress: &mut progress };
+            process::stream_in("psql", db.load(sh, into), &mut codec::decoder(compression, &mut stored)?).map(drop)
+        }
+    };
+    progress.finish();
     loaded
 }
 
-struct ProgressReader<R> {
+struct ProgressReader<'a, R> {
     inner: R,
-    progress: Progress,
+    progress: &'a mut Progress,
 }
 
-impl<R: Read> Read for ProgressReader<R> {
+impl<R: Read> Read for ProgressReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.progress.add(n);

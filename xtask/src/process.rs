@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context, Result, anyhow};
 use xshell::Cmd;
 
-use crate::output::{self, step};
+use crate::output::{self, Progress, step};
 
 /// Copy buffer for dumps: large enough that a pipe read never has to be split.
 const BUF_SIZE: usize = 256 * 1024;
@@ -114,6 +114,24 @@ pub fn stream_into_file(what: &str, cmd: Cmd<'_>, file: &File, follow: &mut File
     running.finish_shown()?;
     sink.flush()?;
     Ok(total)
+}
+
+/// Runs the command with `file` as its stdin, as a shell's `<` would: no pipe hop through
+/// this process. `progress` learns how far it has read from the kernel's record of the
+/// file offset.
+pub fn stream_from_file(what: &str, cmd: Cmd<'_>, file: File, progress: &mut Progress) -> Result<()> {
+    let mut running = Running::spawn(what, cmd, Stdio::from(file), Stdio::null())?;
+    let fdinfo = format!("/proc/{}/fdinfo/0", running.child.id());
+    while running.child.try_wait()?.is_none() {
+        let pos = std::fs::read_to_string(&fdinfo)
+            .ok()
+            .and_then(|info| info.lines().find_map(|line| line.strip_prefix("pos:")?.trim().parse::<u64>().ok()));
+        if let Some(pos) = pos {
+            progress.add(pos.saturating_sub(progress.bytes()) as usize);
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    running.finish_shown().map(drop)
 }
 
 /// Streams `source` into the command's stdin, returning the byte count.
