@@ -83,6 +83,8 @@ impl Bench {
         for round in 1..=self.rounds.get() {
             step!("round {round} of {}", self.rounds);
             let bare = work.join("bare.sql");
+            // Every measurement starts with nothing left for PostgreSQL to write out.
+            db.sql(sh, "CHECKPOINT")?;
             let started = Instant::now();
             let stdout = File::create(&bare)?;
             process::run_redirected("pg_dump", db.dump(sh), Stdio::null(), stdout.into())?;
@@ -96,6 +98,7 @@ impl Bench {
                 let dir = work.join(format!("backups-{compress}"));
                 let _ = fs::remove_dir_all(&dir);
                 let backup_dir = dir.as_path();
+                db.sql(sh, "CHECKPOINT")?;
                 let run = cmd!(sh, "{exe} db-backup --compress {compress} --backup-dir {backup_dir} --max-backups 1");
                 let (secs, peak_kib) = timed(run)?;
                 let file = only_backup(&dir)?;
@@ -103,15 +106,24 @@ impl Bench {
                 made.push(file);
             }
 
+            // A restore is timed until its data is durable: db-restore's DROP of the older
+            // replaced database forces a checkpoint, which bare psql would otherwise leave
+            // to whatever runs next.
+            db.sql(sh, "CHECKPOINT")?;
             let started = Instant::now();
             db.drop_database(sh, "bench_bare")?;
             db.create_database(sh, "bench_bare")?;
             process::run_redirected("psql", db.bare_load(sh, "bench_bare"), File::open(&bare)?.into(), Stdio::null())?;
+            db.sql(sh, "CHECKPOINT")?;
             samples[4].push(Sample { secs: started.elapsed().as_secs_f64(), bytes: None, peak_kib: None });
             for (slot, file) in [(5, &made[0]), (6, &made[2])] {
                 // Without the Alembic step, which the comparison leaves out.
                 let restore = cmd!(sh, "{exe} db-restore {file} --yes").env_remove("HINDSIGHT_ALEMBIC_DIR");
-                let (secs, peak_kib) = timed(restore)?;
+                db.sql(sh, "CHECKPOINT")?;
+                let started = Instant::now();
+                let (_, peak_kib) = timed(restore)?;
+                db.sql(sh, "CHECKPOINT")?;
+                let secs = started.elapsed().as_secs_f64();
                 samples[slot].push(Sample { secs, bytes: None, peak_kib });
             }
         }
@@ -202,7 +214,8 @@ fn report(names: &[&str], samples: &[Vec<Sample>], db_bytes: u64, rounds: usize)
     let medians: Vec<f64> = samples.iter().map(|s| median(&mut s.iter().map(|s| s.secs).collect::<Vec<_>>())).collect();
     let mut md = format!(
         "Database: {} (pg_database_size), {rounds} rounds, medians. Backups are compared with the bare \
-         pg_dump pipe, restores with the bare drop, create and `psql < file`.\n\n\
+         pg_dump pipe, restores with the bare drop, create and `psql < file`; every run starts after a \
+         CHECKPOINT, and restores are timed until a CHECKPOINT has made their data durable.\n\n\
          | what | median s | × bare | output | peak RSS of the xtask |\n| --- | ---: | ---: | ---: | ---: |\n",
         human_bytes(db_bytes)
     );

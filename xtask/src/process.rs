@@ -18,6 +18,8 @@ use crate::output::{self, Progress, step};
 
 /// Copy buffer for dumps: large enough that a pipe read never has to be split.
 const BUF_SIZE: usize = 256 * 1024;
+/// The pipe from a dump, when the kernel allows (`/proc/sys/fs/pipe-max-size`, 1 MiB by default).
+const PIPE_SIZE: usize = 1024 * 1024;
 /// How much of a program's stderr is kept for the error message; the rest scrolls away.
 const STDERR_TAIL: usize = 16 * 1024;
 
@@ -65,6 +67,9 @@ pub fn succeeds(cmd: Cmd<'_>) -> bool {
 pub fn stream_out(what: &str, cmd: Cmd<'_>, sink: &mut dyn Write) -> Result<u64> {
     let mut running = Running::spawn(what, cmd, Stdio::null(), Stdio::piped())?;
     let mut stdout = running.child.stdout.take().expect("piped");
+    // A 64 KiB pipe wakes both sides sixteen times per MiB; a larger one lets the program
+    // write on while this side is busy. Best effort: the kernel may cap it.
+    let _ = rustix::pipe::fcntl_setpipe_size(&stdout, PIPE_SIZE);
     match copy(&mut stdout, sink) {
         Ok(total) => {
             drop(stdout);
