@@ -121,15 +121,8 @@ impl BackupDir {
     /// Removes a backup with the files beside it (checksum, verification record).
     pub fn remove_backup(&self, backup: &Backup) -> Result<()> {
         fs::remove_file(&backup.path).with_context(|| format!("cannot remove {}", backup.path.display()))?;
-        for extra in [backup.sidecar(), backup.verified_marker()] {
-            match fs::remove_file(&extra) {
-                Err(err) if err.kind() != io::ErrorKind::NotFound => {
-                    return Err(err).with_context(|| format!("cannot remove {}", extra.display()));
-                }
-                _ => {}
-            }
-        }
-        Ok(())
+        remove_if_exists(&backup.sidecar())?;
+        remove_if_exists(&backup.verified_marker())
     }
 
     /// A new `NAME.partial` (mode 0600), removed again unless committed.
@@ -146,11 +139,44 @@ impl BackupDir {
     }
 }
 
+/// `rename` that fails rather than replace `to`: `RENAME_NOREPLACE` where the filesystem
+/// has it, else a hard link and an unlink (also atomic and no-clobber), else, on
+/// filesystems with neither (exFAT, some network mounts), a check and a plain rename,
+/// safe here because every writer of the directory holds its lock.
+fn rename_no_clobber(from: &Path, to: &Path) -> io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => return Ok(()),
+        Err(err) if err == rustix::io::Errno::EXIST => return Err(err.into()),
+        Err(_) => {}
+    }
+    match fs::hard_link(from, to) {
+        Ok(()) => return fs::remove_file(from),
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => return Err(err),
+        Err(_) => {}
+    }
+    if to.exists() {
+        return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} already exists", to.display())));
+    }
+    fs::rename(from, to)
+}
+
+/// Removes a file that may not be there.
+pub fn remove_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => {
+            Err(err).with_context(|| format!("cannot remove {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Who holds a lock, as its holder wrote it.
 fn holder(file: &mut File) -> String {
     let mut text = String::new();
     let _ = file.rewind().and_then(|()| file.read_to_string(&mut text));
     match text.trim() {
-        "" => "another db-backup or db-restore".to_owned(),
+        "" => "another run".to_owned(),
         who => format!("another run, {who},"),
     }
 }
@@ -187,14 +213,12 @@ impl Partial {
         Ok(self.done.clone())
     }
 
-    /// Fsyncs the data, then gives it its final name, never replacing an existing file
-    /// (a hard link fails where a rename would clobber), then fsyncs the directory so the
-    /// name survives a crash.
+    /// Fsyncs the data, then gives it its final name, never replacing an existing file,
+    /// then fsyncs the directory so the name survives a crash.
     pub fn commit(mut self) -> Result<PathBuf> {
         self.file.sync_all().with_context(|| format!("cannot fsync {}", self.path.display()))?;
-        fs::hard_link(&self.path, &self.done).with_context(|| format!("cannot name {}", self.done.display()))?;
+        rename_no_clobber(&self.path, &self.done).with_context(|| format!("cannot name {}", self.done.display()))?;
         self.committed = true;
-        fs::remove_file(&self.path).with_context(|| format!("cannot remove {}", self.path.display()))?;
         File::open(&self.dir)
             .and_then(|dir| dir.sync_all())
             .with_context(|| format!("cannot fsync directory {}", self.dir.display()))?;

@@ -9,7 +9,8 @@ pub const PARTIAL_SUFFIX: &str = ".partial";
 pub const SHA256_SUFFIX: &str = ".sha256";
 /// Beside a backup that `db-verify` restored successfully: when, and what it found.
 pub const VERIFIED_SUFFIX: &str = ".verified";
-const TIME_FORMAT: &str = "%Y%m%d_%H%M%S";
+/// Timestamps in file and database names: `YYYYMMDD_HHMMSS`.
+pub const TIME_FORMAT: &str = "%Y%m%d_%H%M%S";
 
 /// How a dump is stored: plain SQL, or compressed on the host while it streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -105,6 +106,11 @@ impl BackupName {
     pub fn file_name(&self) -> String {
         let (db, taken, revision) = (&self.db, self.taken.format(TIME_FORMAT), &self.revision);
         format!("{db}_backup_{taken}_{revision}{}", self.compression.extension())
+    }
+
+    /// The name of the backup at `path`, if its file name is one.
+    pub fn of_path(path: &std::path::Path) -> Option<BackupName> {
+        BackupName::parse(path.file_name()?.to_str()?)
     }
 
     /// Parses a complete backup's file name; anything else (a `.partial`, a sidecar, a

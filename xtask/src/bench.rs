@@ -62,7 +62,18 @@ struct Sample {
 impl Bench {
     pub fn run(self, sh: &Shell) -> Result<()> {
         // Never the user's database: every Compose command of this task, and of the
-        // xtask runs it measures, is in the scratch project.
+        // xtask runs it measures, is in the scratch project, which must not be theirs.
+        let theirs = std::env::var("COMPOSE_PROJECT_NAME").ok().unwrap_or_else(|| {
+            let file = sh.current_dir().join(&self.db.compose_file);
+            let dir = file.parent().and_then(|d| d.file_name()).unwrap_or_default();
+            dir.to_string_lossy().into_owned()
+        });
+        if self.project == theirs {
+            bail!(
+                "--project {} is the project your database runs in: the benchmark fills and destroys its project; pick another name",
+                self.project
+            );
+        }
         sh.set_var("COMPOSE_PROJECT_NAME", &self.project);
         sh.set_var("HINDSIGHT_DB_PORT", self.port.to_string());
         let out = sh.current_dir().join("target/bench");
@@ -118,7 +129,7 @@ impl Bench {
             samples[4].push(Sample { secs: started.elapsed().as_secs_f64(), bytes: None, peak_kib: None });
             for (slot, file) in [(5, &made[0]), (6, &made[2])] {
                 // Without the Alembic step, which the comparison leaves out.
-                let restore = cmd!(sh, "{exe} db-restore {file} --yes").env_remove("HINDSIGHT_ALEMBIC_DIR");
+                let restore = cmd!(sh, "{exe} db-restore {file} --yes --no-migrate");
                 db.sql(sh, "CHECKPOINT")?;
                 let started = Instant::now();
                 let (_, peak_kib) = timed(restore)?;

@@ -65,9 +65,8 @@ pub struct DbArgs {
     #[arg(long, env = "HINDSIGHT_DB_SERVICE", default_value = "db")]
     pub service: String,
 
-    /// Name of the database; it also prefixes the backup files' names.
-    #[arg(long, env = "HINDSIGHT_DB_NAME", default_value = "hindsight_db", value_parser = parse_db_name)]
-    pub db_name: String,
+    #[command(flatten)]
+    pub name: DbName,
 
     /// PostgreSQL role that pg_dump and psql connect as, over the container's local socket.
     #[arg(long, env = "HINDSIGHT_DB_USER", default_value = "user")]
@@ -80,6 +79,14 @@ pub struct DbArgs {
     /// Seconds to wait for the database to accept connections after starting its service.
     #[arg(long, env = "HINDSIGHT_WAIT_SECS", default_value = "60", value_parser = parse_secs)]
     pub wait_secs: Duration,
+}
+
+/// Which database: the tasks that only read the backup directory need nothing more.
+#[derive(Debug, Args)]
+pub struct DbName {
+    /// Name of the database; it also prefixes the backup files' names.
+    #[arg(long, env = "HINDSIGHT_DB_NAME", default_value = "hindsight_db", value_parser = parse_db_name)]
+    pub db_name: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -160,9 +167,8 @@ pub struct DbBackup {
 
 #[derive(Debug, Args)]
 pub struct DbList {
-    /// Database whose backups to list.
-    #[arg(long, env = "HINDSIGHT_DB_NAME", default_value = "hindsight_db", value_parser = parse_db_name)]
-    pub db_name: String,
+    #[command(flatten)]
+    pub name: DbName,
 
     #[command(flatten)]
     pub dir: BackupDirArgs,
@@ -194,9 +200,8 @@ pub struct DbVerify {
 
 #[derive(Debug, Args)]
 pub struct DbPrune {
-    /// Database whose backups to prune.
-    #[arg(long, env = "HINDSIGHT_DB_NAME", default_value = "hindsight_db", value_parser = parse_db_name)]
-    pub db_name: String,
+    #[command(flatten)]
+    pub name: DbName,
 
     #[command(flatten)]
     pub dir: BackupDirArgs,
@@ -236,8 +241,12 @@ pub struct DbRestore {
 
     /// Alembic revision to migrate to after the restore, or `head`. Default: the revision in
     /// the backup's name (`head` when it is `unknown`).
-    #[arg(long, env = "HINDSIGHT_MIGRATE_TO", value_parser = parse_migration_target)]
+    #[arg(long, env = "HINDSIGHT_MIGRATE_TO", value_parser = parse_migration_target, conflicts_with = "no_migrate")]
     pub migrate_to: Option<String>,
+
+    /// Skip the Alembic migration after the restore.
+    #[arg(long)]
+    pub no_migrate: bool,
 }
 
 #[derive(Debug, Args)]
@@ -309,12 +318,13 @@ fn parse_migration_target(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
-/// The name goes into file names and into `<name>__pre_restore_<timestamp>`, which must
-/// fit PostgreSQL's 63-byte identifiers.
+/// The name goes into file names and into `<name>__pre_restore_YYYYMMDD_HHMMSS` (29 more
+/// bytes), which must fit PostgreSQL's 63-byte identifiers: longer ones are cut, and
+/// two cut names would collide.
 fn parse_db_name(text: &str) -> Result<String, String> {
     let ok_chars = text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if text.is_empty() || !ok_chars || text.len() > 40 {
-        return Err(format!("`{text}`: use 1 to 40 ASCII letters, digits, `_` or `-`"));
+    if text.is_empty() || !ok_chars || text.len() > 34 {
+        return Err(format!("`{text}`: use 1 to 34 ASCII letters, digits, `_` or `-`"));
     }
     Ok(text.to_owned())
 }
@@ -339,7 +349,8 @@ mod tests {
         assert!(parse_db_name("").is_err());
         assert!(parse_db_name("a b").is_err());
         assert!(parse_db_name("x;drop").is_err());
-        assert!(parse_db_name(&"a".repeat(41)).is_err());
+        assert!(parse_db_name(&"a".repeat(34)).is_ok());
+        assert!(parse_db_name(&"a".repeat(35)).is_err());
         assert!(parse_migration_target("head").is_ok());
         assert!(parse_migration_target("1a2b3c4d5e6f").is_ok());
         assert!(parse_migration_target("--sql").is_err());

@@ -32,7 +32,7 @@ impl Database {
         Ok(Database {
             compose: Compose::find(sh, args.compose, &args.compose_file, task)?,
             service: args.service.clone(),
-            name: args.db_name.clone(),
+            name: args.name.db_name.clone(),
             user: args.db_user.clone(),
         })
     }
@@ -131,6 +131,16 @@ impl Database {
         Ok(self.admin(sh, &[&sql])?.lines().map(str::to_owned).filter(|l| !l.is_empty()).collect())
     }
 
+    /// Drops the scratch databases an interrupted `task` left: nothing else has names
+    /// starting with `prefix`. Call with the task's lock held.
+    pub fn drop_leftovers(&self, sh: &Shell, prefix: &str, task: &str) -> Result<()> {
+        for leftover in self.databases_with_prefix(sh, prefix)? {
+            step!("dropping `{leftover}`, left by an interrupted {task}");
+            self.drop_database(sh, &leftover)?;
+        }
+        Ok(())
+    }
+
     /// An empty database for a plain dump: from template0, so nothing in template1 collides.
     pub fn create_database(&self, sh: &Shell, name: &str) -> Result<()> {
         self.admin(sh, &[&format!("CREATE DATABASE {} TEMPLATE template0", ident(name))]).map(drop)
@@ -141,32 +151,31 @@ impl Database {
     }
 
     /// Puts `restored` in the live database's place and keeps the live one as `previous`.
-    /// New connections are refused and the other sessions ended first, because a database
-    /// in use cannot be renamed; the two renames are one transaction, so either both
-    /// happen or neither does.
-    pub fn swap_in(&self, sh: &Shell, restored: &str, previous_name: &str) -> Result<()> {
-        let (live, restored, previous) = (ident(&self.name), ident(restored), ident(previous_name));
-        let swapped = self.admin(
-            sh,
-            &[
-                &format!("ALTER DATABASE {live} WITH ALLOW_CONNECTIONS false"),
-                &format!(
-                    "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity \
-                     WHERE datname = {} AND pid <> pg_backend_pid()",
-                    literal(&self.name)
-                ),
-                &format!("ALTER DATABASE {live} RENAME TO {previous}; ALTER DATABASE {restored} RENAME TO {live}"),
-                // The kept data stays connectable, for a look or a swap back.
-                &format!("ALTER DATABASE {previous} WITH ALLOW_CONNECTIONS true"),
-            ],
+    /// A database in use cannot be renamed: the other sessions are ended in the same psql
+    /// call as the renames, and again if an application reconnected in between. The two
+    /// renames are one transaction, so either both happen or neither does, and a killed
+    /// run leaves nothing half-done. A live database that is gone (dropped by accident) is
+    /// simply replaced.
+    pub fn swap_in(&self, sh: &Shell, restored: &str, previous: &str) -> Result<()> {
+        let (live, restored, previous) = (ident(&self.name), ident(restored), ident(previous));
+        if !self.databases_with_prefix(sh, &self.name)?.contains(&self.name) {
+            return self.admin(sh, &[&format!("ALTER DATABASE {restored} RENAME TO {live}")]).map(drop);
+        }
+        let terminate = format!(
+            "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid()",
+            literal(&self.name)
         );
-        let Err(err) = swapped else { return Ok(()) };
-        // psql stopped at the failing statement; whichever name the old data has now, it
-        // must accept connections again.
-        let renamed = self.databases_with_prefix(sh, previous_name)?.iter().any(|name| name == previous_name);
-        let old = if renamed { &previous } else { &live };
-        self.admin(sh, &[&format!("ALTER DATABASE {old} WITH ALLOW_CONNECTIONS true")])?;
-        if renamed { Ok(()) } else { Err(err) }
+        let renames = format!("ALTER DATABASE {live} RENAME TO {previous}; ALTER DATABASE {restored} RENAME TO {live}");
+        for attempt in 1.. {
+            match self.admin(sh, &[&terminate, &renames]) {
+                Ok(_) => break,
+                Err(err) if attempt < 5 && format!("{err:#}").contains("is being accessed by other users") => {
+                    thread::sleep(Duration::from_millis(200 * attempt));
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
     }
 
     /// `postgresql://USER:PASSWORD@127.0.0.1:PORT/DB` for a program on this host, such as

@@ -44,7 +44,7 @@ impl DbBackup {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let started = Instant::now();
         // The header of each run in a cron log.
-        step!("db-backup of `{}` started (pid {})", self.db.db_name, std::process::id());
+        step!("db-backup of `{}` started (pid {})", self.db.name.db_name, std::process::id());
         let result = self.backup(sh);
         let secs = started.elapsed().as_secs_f64();
         let outcome = match result {
@@ -91,8 +91,15 @@ impl DbBackup {
         dir.remove_partials(&db.name)?;
         let existing = catalogue::list(dir.path(), &db.name)?;
 
-        db.ensure_ready(sh, self.db.wait_secs)?;
-        let inspection = db.inspect(sh, &db.name)?;
+        // The hourly case costs one exec: a database that answers is up. Anything else
+        // gets the full treatment (start the service, wait), then one more try.
+        let inspection = match db.inspect(sh, &db.name) {
+            Ok(inspection) => inspection,
+            Err(_) => {
+                db.ensure_ready(sh, self.db.wait_secs)?;
+                db.inspect(sh, &db.name)?
+            }
+        };
         self.check_free_space(inspection.size, &dir, &existing)?;
         let revision = inspection.revision.unwrap_or_else(|why| {
             warning!("Alembic revision unknown ({why}): the backup is named `unknown`");
@@ -139,9 +146,17 @@ impl DbBackup {
         }
 
         let path = partial.commit()?;
-        let mut sidecar = dir.create_partial(&format!("{file_name}{}", backup_file::SHA256_SUFFIX))?;
-        sidecar.file().write_all(backup_file::sidecar_line(&written.sha256, &file_name).as_bytes())?;
-        sidecar.commit()?;
+        let write_sidecar = || -> Result<()> {
+            let mut sidecar = dir.create_partial(&format!("{file_name}{}", backup_file::SHA256_SUFFIX))?;
+            sidecar.file().write_all(backup_file::sidecar_line(&written.sha256, &file_name).as_bytes())?;
+            sidecar.commit().map(drop)
+        };
+        write_sidecar().with_context(|| {
+            format!(
+                "{} is complete, but writing its .sha256 failed: free some space, then run db-backup again",
+                path.display()
+            )
+        })?;
 
         // Only now that a good new backup exists.
         let removed = db_prune::apply(&dir, &db.name, &self.retention.policy(), Some(&path))
@@ -150,20 +165,23 @@ impl DbBackup {
     }
 
     /// Refuses before writing anything when the backup clearly will not fit: less free space
-    /// than the last backup of this compression took, or than the database's size when
-    /// there is no such backup (a compressed first backup has nothing to go by).
+    /// than the last backup of this compression took, or, with no such backup, than half
+    /// the database's size (a plain dump leaves out index data; a compressed first backup
+    /// has nothing to go by).
     fn check_free_space(&self, db_size: u64, dir: &BackupDir, existing: &[Backup]) -> Result<()> {
         let last = existing.iter().find(|b| b.name.compression == self.compress);
         let need = match (last, self.compress) {
             (Some(last), _) => last.size,
-            (None, Compression::None) => db_size,
+            (None, Compression::None) => db_size / 2,
             (None, _) => return Ok(()),
         };
         let free = dir.free_bytes()?;
         if free < need {
             let basis = match last {
                 Some(last) => format!("the last {} backup took {}", self.compress.name(), human_bytes(last.size)),
-                None => format!("the database takes {}", human_bytes(need)),
+                None => {
+                    format!("a plain dump of a {} database needs at least {}", human_bytes(db_size), human_bytes(need))
+                }
             };
             return Err(Coded {
                 code: Code::NoSpace,

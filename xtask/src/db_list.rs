@@ -8,7 +8,7 @@ use crate::{catalogue, cli::DbList, json};
 impl DbList {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let dir = sh.current_dir().join(&self.dir.backup_dir);
-        let backups = if dir.exists() { catalogue::list(&dir, &self.db_name)? } else { Vec::new() };
+        let backups = if dir.exists() { catalogue::list(&dir, &self.name.db_name)? } else { Vec::new() };
         let now = chrono::Local::now().naive_local();
         if self.json {
             let items = backups.iter().map(|backup| {
@@ -25,17 +25,17 @@ impl DbList {
                     .build()
             });
             let report = json::Object::new()
-                .str("database", &self.db_name)
+                .str("database", &self.name.db_name)
                 .str("backup_dir", &dir.to_string_lossy())
                 .raw("backups", json::array(items));
             println!("{}", report.build());
             return Ok(());
         }
         if backups.is_empty() {
-            println!("no backups of `{}` in {}", self.db_name, dir.display());
+            println!("no backups of `{}` in {}", self.name.db_name, dir.display());
             return Ok(());
         }
-        println!("backups of `{}` in {}, newest first:", self.db_name, dir.display());
+        println!("backups of `{}` in {}, newest first:", self.name.db_name, dir.display());
         for backup in &backups {
             let verified = match backup.verified() {
                 Some(record) => {

@@ -11,16 +11,16 @@ use crate::{
     catalogue,
     cli::DbPrune,
     output::step,
-    retention::{self, Policy},
+    retention::{self, Decision, Policy},
 };
 
 impl DbPrune {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let dir = BackupDir::open(sh.current_dir().join(&self.dir.backup_dir))?;
         let _lock = dir.lock("db-prune", self.dir.lock_wait_secs)?;
-        let policy = self.retention.policy();
-        let backups = catalogue::list(dir.path(), &self.db_name)?;
-        for decision in retention::decide(&backups, &policy, None) {
+        let backups = catalogue::list(dir.path(), &self.name.db_name)?;
+        let decisions = retention::decide(&backups, &self.retention.policy(), None);
+        for decision in &decisions {
             let name = decision.backup.path.file_name().unwrap_or_default().to_string_lossy();
             if decision.keep() {
                 println!("keep    {name}  ({})", decision.reasons.join(", "));
@@ -32,7 +32,7 @@ impl DbPrune {
             step!("dry run: nothing was removed");
             return Ok(());
         }
-        let removed = apply(&dir, &self.db_name, &policy, None)?;
+        let removed = remove_unkept(&dir, &decisions)?;
         step!("removed {} of {} backups", removed.len(), backups.len());
         Ok(())
     }
@@ -42,8 +42,13 @@ impl DbPrune {
 /// their paths. db-backup calls it only after a good new backup, `just_written`.
 pub fn apply(dir: &BackupDir, db: &str, policy: &Policy, just_written: Option<&Path>) -> Result<Vec<PathBuf>> {
     let backups = catalogue::list(dir.path(), db)?;
+    remove_unkept(dir, &retention::decide(&backups, policy, just_written))
+}
+
+/// Removes the backups no rule keeps, with the files beside them.
+fn remove_unkept(dir: &BackupDir, decisions: &[Decision<'_>]) -> Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
-    for decision in retention::decide(&backups, policy, just_written).iter().filter(|d| !d.keep()) {
+    for decision in decisions.iter().filter(|d| !d.keep()) {
         dir.remove_backup(decision.backup)?;
         step!("removed {}: no retention rule keeps it", decision.backup.path.display());
         removed.push(decision.backup.path.clone());

@@ -3,7 +3,6 @@
 
 use std::{
     fs::File,
-    io::{self, Read},
     path::{Path, PathBuf},
     time::Instant,
 };
@@ -14,10 +13,10 @@ use xshell::Shell;
 use crate::{
     alembic::Alembic,
     backup_dir::BackupDir,
-    backup_file::{BackupName, Compression, Revision},
+    backup_file::{self, BackupName, Compression, Revision},
     catalogue,
     cli::DbRestore,
-    codec,
+    codec::{self, Tap},
     database::Database,
     exit::{Code, Coded},
     output::{self, Progress, human_bytes, step, warning},
@@ -27,7 +26,7 @@ use crate::{
 impl DbRestore {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let started = Instant::now();
-        step!("db-restore of `{}` started (pid {})", self.db.db_name, std::process::id());
+        step!("db-restore of `{}` started (pid {})", self.db.name.db_name, std::process::id());
         let db = Database::open(sh, &self.db, "db-restore")?;
         let alembic = Alembic::find(sh, self.alembic_dir.as_deref(), "db-restore")?;
         let dir = BackupDir::open(sh.current_dir().join(&self.dir.backup_dir))?;
@@ -44,13 +43,10 @@ impl DbRestore {
         let _lock = dir.lock("db-restore", self.dir.lock_wait_secs)?;
         db.ensure_ready(sh, self.db.wait_secs)?;
         let prefix = |what: &str| format!("{}__{what}_", db.name);
-        // A killed restore leaves its scratch database; nothing else may hold that name.
-        for leftover in db.databases_with_prefix(sh, &prefix("restore"))? {
-            step!("dropping `{leftover}`, left by an interrupted restore");
-            db.drop_database(sh, &leftover)?;
-        }
+        db.drop_leftovers(sh, &prefix("restore"), "db-restore")?;
 
-        let stamp = chrono::Local::now().format("%Y%m%d_%H%M%S").to_string();
+        // UTC: the names sort by age whatever the clock's zone or daylight saving did.
+        let stamp = chrono::Utc::now().format(backup_file::TIME_FORMAT).to_string();
         let scratch = format!("{}{stamp}", prefix("restore"));
         let previous = format!("{}{stamp}", prefix("pre_restore"));
         step!("restoring into new database `{scratch}`; `{}` stays as it is until it succeeds", db.name);
@@ -80,27 +76,37 @@ impl DbRestore {
             db.name
         );
         step!("the replaced data is kept as `{previous}`; to swap back: {}", db.psql_hint(&back));
-        self.drop_old_previous(sh, &db, &prefix("pre_restore"))?;
 
+        // From here on the restored data is live: every failure says how to go back.
         let target = self.migration_target(&path);
-        match &alembic {
-            None => step!("no alembic.ini found: skipping the migration (pass --alembic-dir to run it)"),
-            Some(alembic) => {
-                step!("migrating `{}` to {target} with Alembic in {}", db.name, alembic.dir().display());
-                alembic.upgrade(sh, &target, &db.host_url(sh)?).with_context(|| {
-                    format!(
-                        "the data was restored, but the migration to {target} failed; to roll back to the previous database: {}",
-                        db.psql_hint(&back)
-                    )
-                })?;
+        let after_swap = || -> Result<()> {
+            self.drop_old_previous(sh, &db, &prefix("pre_restore"), &previous)?;
+            match &alembic {
+                _ if self.no_migrate => step!("--no-migrate: skipping the Alembic migration"),
+                None => step!("no alembic.ini found: skipping the migration (pass --alembic-dir to run it)"),
+                Some(alembic) => {
+                    step!("migrating `{}` to {target} with Alembic in {}", db.name, alembic.dir().display());
+                    alembic
+                        .upgrade(sh, &target, &db.host_url(sh)?)
+                        .with_context(|| format!("the migration to {target} failed"))?;
+                }
             }
-        }
+            Ok(())
+        };
+        after_swap().with_context(|| {
+            format!(
+                "the backup was restored into `{}` (the replaced data is `{previous}`), but a later step failed; \
+                 to roll back to the previous database: {}",
+                db.name,
+                db.psql_hint(&back)
+            )
+        })?;
         step!(
             "restore complete: `{}` now holds {} ({}, migrated to {}, {:.1} s, peak memory {})",
             db.name,
             path.file_name().unwrap_or_default().to_string_lossy(),
             human_bytes(checked.size),
-            if alembic.is_some() { target.as_str() } else { "-" },
+            if alembic.is_some() && !self.no_migrate { target.as_str() } else { "-" },
             started.elapsed().as_secs_f64(),
             output::peak_memory()
         );
@@ -154,18 +160,20 @@ impl DbRestore {
         if let Some(target) = &self.migrate_to {
             return target.clone();
         }
-        let name = path.file_name().and_then(|n| n.to_str()).and_then(BackupName::parse);
-        match name.map(|n| n.revision) {
+        match BackupName::of_path(path).map(|n| n.revision) {
             Some(Revision::Known(id)) => id,
             _ => "head".to_owned(),
         }
     }
 
-    fn drop_old_previous(&self, sh: &Shell, db: &Database, prefix: &str) -> Result<()> {
-        let mut previous = db.databases_with_prefix(sh, prefix)?;
-        // The timestamp in the names sorts them by age.
-        previous.reverse();
-        for old in previous.iter().skip(self.keep_previous.get()) {
+    /// Keeps the newest `--keep-previous` replaced databases, the one just made always
+    /// among them.
+    fn drop_old_previous(&self, sh: &Shell, db: &Database, prefix: &str, just_made: &str) -> Result<()> {
+        let mut older = db.databases_with_prefix(sh, prefix)?;
+        older.retain(|name| name != just_made);
+        // The UTC timestamp in the names sorts them by age.
+        older.reverse();
+        for old in older.iter().skip(self.keep_previous.get() - 1) {
             step!("dropping `{old}` (keeping the newest {} replaced databases)", self.keep_previous);
             if let Err(err) = db.drop_database(sh, old) {
                 warning!("could not drop `{old}`: {err:#}");
@@ -188,23 +196,10 @@ fn load(sh: &Shell, db: &Database, into: &str, path: &Path, compression: Compres
         // Plain SQL needs nothing from this process: psql's side reads the file itself.
         Compression::None => process::stream_from_file("psql", db.load(sh, into), file, &mut progress),
         _ => {
-            let mut stored = ProgressReader { inner: file, progress: &mut progress };
-            process::stream_in("psql", db.load(sh, into), &mut codec::decoder(compression, &mut stored)?).map(drop)
+            let stored = Tap::new(file, |chunk| progress.add(chunk.len()));
+            process::stream_in("psql", db.load(sh, into), &mut codec::decoder(compression, stored)?)
         }
     };
     progress.finish();
     loaded
-}
-
-struct ProgressReader<'a, R> {
-    inner: R,
-    progress: &'a mut Progress,
-}
-
-impl<R: Read> Read for ProgressReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.progress.add(n);
-        Ok(n)
-    }
 }

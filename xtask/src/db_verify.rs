@@ -5,7 +5,7 @@
 
 use std::{
     fs::File,
-    io::{self, Read, Write},
+    io::Write,
     path::{Path, PathBuf},
 };
 
@@ -13,14 +13,14 @@ use anyhow::{Context, Result, bail};
 use xshell::Shell;
 
 use crate::{
-    backup_dir::BackupDir,
-    backup_file::{BackupName, CopyRows, Revision, VERIFIED_SUFFIX},
-    catalogue::{self, beside},
+    backup_dir::{BackupDir, remove_if_exists},
+    backup_file::{BackupName, CopyRows, PARTIAL_SUFFIX, Revision, TIME_FORMAT, VERIFIED_SUFFIX},
+    catalogue::{self, Checked, beside},
     cli::DbVerify,
-    codec,
+    codec::{self, Tap},
     database::Database,
     json,
-    output::{human_bytes, step},
+    output::{human_bytes, step, warning},
     process,
 };
 
@@ -45,16 +45,17 @@ impl DbVerify {
         let _lock = dir.lock_verify(self.dir.lock_wait_secs)?;
         db.ensure_ready(sh, self.db.wait_secs)?;
         let prefix = format!("{}__verify_", db.name);
-        for leftover in db.databases_with_prefix(sh, &prefix)? {
-            step!("dropping `{leftover}`, left by an interrupted db-verify");
-            db.drop_database(sh, &leftover)?;
-        }
+        db.drop_leftovers(sh, &prefix, "db-verify")?;
 
-        let stamp = chrono::Local::now().format("%Y%m%d_%H%M%S");
+        let stamp = chrono::Utc::now().format(TIME_FORMAT);
         let mut reports = Vec::new();
         for (i, path) in targets.iter().enumerate() {
             step!("verifying {}", path.display());
             let result = verify(sh, &db, path, &format!("{prefix}{stamp}_{i}"));
+            if result.is_err() && !path.exists() {
+                step!("skipped {}: it was removed (by retention?) while being verified", path.display());
+                continue;
+            }
             record(&dir, path, &result)?;
             match &result {
                 Ok(v) => step!(
@@ -107,27 +108,23 @@ impl DbVerify {
 fn verify(sh: &Shell, db: &Database, path: &Path, scratch: &str) -> Result<Verified> {
     let checked = catalogue::check(path)?;
     db.create_database(sh, scratch)?;
-    let result = restore_and_compare(sh, db, path, scratch, checked.compression);
-    let dropped = db.drop_database(sh, scratch);
-    let mut verified = result?;
-    dropped?;
-    verified.checksum_verified = checked.checksum_verified;
+    let result = restore_and_compare(sh, db, path, scratch, &checked);
+    if let Err(err) = db.drop_database(sh, scratch) {
+        // The verdict stands; the next db-verify drops what is left.
+        warning!("could not drop `{scratch}`: {err:#}");
+    }
+    let verified = result?;
     step!("restored {} into `{scratch}` and dropped it again", human_bytes(checked.size));
     Ok(verified)
 }
 
-fn restore_and_compare(
-    sh: &Shell,
-    db: &Database,
-    path: &Path,
-    scratch: &str,
-    compression: crate::backup_file::Compression,
-) -> Result<Verified> {
+fn restore_and_compare(sh: &Shell, db: &Database, path: &Path, scratch: &str, checked: &Checked) -> Result<Verified> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut counted = Counting { inner: codec::decoder(compression, file)?, rows: CopyRows::default() };
+    let mut rows = CopyRows::default();
+    let mut counted = Tap::new(codec::decoder(checked.compression, file)?, |chunk| rows.push(chunk));
     process::stream_in("psql", db.load(sh, scratch), &mut counted).context("the test restore failed")?;
 
-    let named = path.file_name().and_then(|n| n.to_str()).and_then(BackupName::parse).map(|n| n.revision);
+    let named = BackupName::of_path(path).map(|n| n.revision);
     let restored = db.inspect(sh, scratch)?.revision;
     let revision = match (named, restored) {
         (Some(Revision::Known(want)), Ok(Revision::Known(got))) if want == got => want,
@@ -139,11 +136,12 @@ fn restore_and_compare(
         (_, Err(_)) => "unknown".to_owned(),
     };
 
-    let tables = counted.rows.tables().to_vec();
+    let tables = rows.tables().to_vec();
     let with_rows: Vec<&(String, u64)> = tables.iter().filter(|(_, rows)| *rows > 0).collect();
     if !with_rows.is_empty() {
+        // ONLY: COPY holds a table's own rows, count(*) would add its children's.
         let counts: Vec<String> =
-            with_rows.iter().map(|(table, _)| format!("(SELECT count(*) FROM {table})")).collect();
+            with_rows.iter().map(|(table, _)| format!("(SELECT count(*) FROM ONLY {table})")).collect();
         let got = db.query_in(sh, scratch, &format!("SELECT {}", counts.join(", ")))?;
         for ((table, want), got) in with_rows.iter().zip(got.trim().split('|')) {
             if got.trim() != want.to_string() {
@@ -151,44 +149,28 @@ fn restore_and_compare(
             }
         }
     }
-    Ok(Verified { checksum_verified: false, revision, tables })
+    Ok(Verified { checksum_verified: checked.checksum_verified, revision, tables })
 }
 
 /// Records a pass as `NAME.verified` beside a backup in the backup directory; a failure
-/// removes an earlier record, which no longer holds.
+/// removes an earlier record, which no longer holds. Runs under the verify lock, so a
+/// partial record left by a killed db-verify is this task's to remove.
 fn record(dir: &BackupDir, path: &Path, result: &Result<Verified>) -> Result<()> {
-    let in_dir = path.parent() == Some(dir.path());
     let marker = beside(path, VERIFIED_SUFFIX);
-    match result {
-        Ok(v) if in_dir && path.exists() => {
-            let name = marker.file_name().unwrap_or_default().to_string_lossy().into_owned();
-            let mut partial = dir.create_partial(&name)?;
-            let rows: u64 = v.tables.iter().map(|(_, n)| n).sum();
-            let now = chrono::Local::now().format("%Y-%m-%dT%H:%M:%S");
-            writeln!(partial.file(), "verified {now} revision={} tables={} rows={rows}", v.revision, v.tables.len())?;
-            partial.commit_replacing()?;
-        }
-        Ok(_) => {}
-        Err(_) => match std::fs::remove_file(&marker) {
-            Err(err) if err.kind() != io::ErrorKind::NotFound => {
-                return Err(err).with_context(|| format!("cannot remove {}", marker.display()));
-            }
-            _ => {}
-        },
+    let Ok(v) = result else { return remove_if_exists(&marker) };
+    if path.parent() != Some(dir.path()) {
+        return Ok(());
+    }
+    let name = marker.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    remove_if_exists(&beside(&marker, PARTIAL_SUFFIX))?;
+    let mut partial = dir.create_partial(&name)?;
+    let rows: u64 = v.tables.iter().map(|(_, n)| n).sum();
+    let now = chrono::Local::now().format("%Y-%m-%dT%H:%M:%S");
+    writeln!(partial.file(), "verified {now} revision={} tables={} rows={rows}", v.revision, v.tables.len())?;
+    partial.commit_replacing()?;
+    // Retention may have removed the backup meanwhile: no record without its backup.
+    if !path.exists() {
+        remove_if_exists(&marker)?;
     }
     Ok(())
-}
-
-/// Counts the dump's COPY rows as psql reads it: the dump is read once.
-struct Counting<R> {
-    inner: R,
-    rows: CopyRows,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.rows.push(&buf[..n]);
-        Ok(n)
-    }
 }

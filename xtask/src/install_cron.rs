@@ -90,7 +90,7 @@ fn backup_args(backup: &DbBackup, root: &Path) -> Vec<String> {
     let flags = [
         ("--compose-file", root.join(&db.compose_file).display().to_string()),
         ("--service", db.service.clone()),
-        ("--db-name", db.db_name.clone()),
+        ("--db-name", db.name.db_name.clone()),
         ("--db-user", db.db_user.clone()),
         ("--compose", flavor.get_name().to_owned()),
         ("--wait-secs", db.wait_secs.as_secs().to_string()),
@@ -149,7 +149,6 @@ fn read_table(sh: &Shell, crontab: &Path) -> Result<String> {
 fn write_table(sh: &Shell, crontab: &Path, table: &str) -> Result<()> {
     process::stream_in("crontab", cmd!(sh, "{crontab} -"), &mut table.as_bytes())
         .context("cannot install the new crontab; the old one is unchanged")
-        .map(drop)
 }
 
 /// Whether a cron daemon (Debian's `cron`, cronie's or busybox's `crond`) is running.

@@ -62,19 +62,18 @@ pub fn succeeds(cmd: Cmd<'_>) -> bool {
         .is_ok_and(|status| status.success())
 }
 
-/// Streams the command's stdout into `sink`, returning the byte count. A program that
+/// Streams the command's stdout into `sink`. A program that
 /// fails is reported in its own words; a sink that fails (a full disk) stops the program.
-pub fn stream_out(what: &str, cmd: Cmd<'_>, sink: &mut dyn Write) -> Result<u64> {
+pub fn stream_out(what: &str, cmd: Cmd<'_>, sink: &mut dyn Write) -> Result<()> {
     let mut running = Running::spawn(what, cmd, Stdio::null(), Stdio::piped())?;
     let mut stdout = running.child.stdout.take().expect("piped");
     // A 64 KiB pipe wakes both sides sixteen times per MiB; a larger one lets the program
     // write on while this side is busy. Best effort: the kernel may cap it.
     let _ = rustix::pipe::fcntl_setpipe_size(&stdout, PIPE_SIZE);
     match copy(&mut stdout, sink) {
-        Ok(total) => {
+        Ok(()) => {
             drop(stdout);
-            running.finish_shown()?;
-            Ok(total)
+            running.finish_shown().map(drop)
         }
         Err(err) => {
             running.abandon();
@@ -86,18 +85,23 @@ pub fn stream_out(what: &str, cmd: Cmd<'_>, sink: &mut dyn Write) -> Result<u64>
 /// Runs the command with its stdout going straight into `file` (the program writes it
 /// itself, as with a shell's `>`, which spares a pipe hop through this process), while
 /// `sink` sees every byte as it lands, read back through `follow`, another handle on the
-/// same file: one pass from the page cache, memory flat. Returns the byte count.
-pub fn stream_into_file(what: &str, cmd: Cmd<'_>, file: &File, follow: &mut File, sink: &mut dyn Write) -> Result<u64> {
+/// same file: one pass from the page cache, memory flat.
+pub fn stream_into_file(what: &str, cmd: Cmd<'_>, file: &File, follow: &mut File, sink: &mut dyn Write) -> Result<()> {
     let mut running = Running::spawn(what, cmd, Stdio::null(), Stdio::from(file.try_clone()?))?;
     let mut buf = vec![0u8; BUF_SIZE];
-    let mut total = 0u64;
     let mut exited = false;
     loop {
         let n = match follow.read(&mut buf) {
             Ok(0) if exited => break,
             Ok(0) => {
                 // Caught up: once the program has exited, one more read takes the rest.
-                exited = running.child.try_wait()?.is_some();
+                exited = match running.child.try_wait() {
+                    Ok(status) => status.is_some(),
+                    Err(err) => {
+                        running.abandon();
+                        return Err(anyhow!("waiting for {what} failed: {err}"));
+                    }
+                };
                 if !exited {
                     thread::sleep(Duration::from_millis(2));
                 }
@@ -114,11 +118,9 @@ pub fn stream_into_file(what: &str, cmd: Cmd<'_>, file: &File, follow: &mut File
             running.abandon();
             return Err(anyhow!("{err}"));
         }
-        total += n as u64;
     }
     running.finish_shown()?;
-    sink.flush()?;
-    Ok(total)
+    Ok(sink.flush()?)
 }
 
 /// Runs the command with `file` as its stdin, as a shell's `<` would: no pipe hop through
@@ -139,18 +141,15 @@ pub fn stream_from_file(what: &str, cmd: Cmd<'_>, file: File, progress: &mut Pro
     running.finish_shown().map(drop)
 }
 
-/// Streams `source` into the command's stdin, returning the byte count.
-pub fn stream_in(what: &str, cmd: Cmd<'_>, source: &mut dyn Read) -> Result<u64> {
+/// Streams `source` into the command's stdin.
+pub fn stream_in(what: &str, cmd: Cmd<'_>, source: &mut dyn Read) -> Result<()> {
     let mut running = Running::spawn(what, cmd, Stdio::piped(), Stdio::null())?;
     let mut stdin = running.child.stdin.take().expect("piped");
     let copied = copy(source, &mut stdin);
     // Closing stdin is the end of input.
     drop(stdin);
     match copied {
-        Ok(total) => {
-            running.finish_shown()?;
-            Ok(total)
-        }
+        Ok(()) => running.finish_shown().map(drop),
         // The program stopped reading: its own message (an SQL error) says why.
         Err(CopyError::Write(err)) => {
             running.finish_shown()?;
@@ -178,9 +177,8 @@ impl std::fmt::Display for CopyError {
     }
 }
 
-fn copy(source: &mut dyn Read, sink: &mut dyn Write) -> Result<u64, CopyError> {
+fn copy(source: &mut dyn Read, sink: &mut dyn Write) -> Result<(), CopyError> {
     let mut buf = vec![0u8; BUF_SIZE];
-    let mut total = 0u64;
     loop {
         let n = match source.read(&mut buf) {
             Ok(0) => break,
@@ -189,10 +187,8 @@ fn copy(source: &mut dyn Read, sink: &mut dyn Write) -> Result<u64, CopyError> {
             Err(err) => return Err(CopyError::Read(err)),
         };
         sink.write_all(&buf[..n]).map_err(CopyError::Write)?;
-        total += n as u64;
     }
-    sink.flush().map_err(CopyError::Write)?;
-    Ok(total)
+    sink.flush().map_err(CopyError::Write)
 }
 
 struct Running {

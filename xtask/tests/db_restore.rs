@@ -341,3 +341,19 @@ fn on_a_terminal_a_picker_lists_the_backups_and_asks_before_restoring() {
     assert_eq!(code, Some(0), "{screen}");
     assert_eq!(bed.psql("SELECT v FROM t").trim(), "older", "the second in the list, the older backup");
 }
+
+#[test]
+fn a_live_database_dropped_by_accident_is_restored() {
+    let bed = migrated_with_data("dropped");
+    let before = fingerprint(&bed);
+    bed.run_ok(&["db-backup"]);
+    let out =
+        bed.compose(&["exec", "-T", "db", "psql", "-U", "user", "-d", "postgres", "-c", "DROP DATABASE hindsight_db"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let run = restore(&bed, &["latest", "--yes", "--no-migrate"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stderr.contains("skipping the Alembic migration"), "{}", run.stderr);
+    assert_eq!(fingerprint(&bed), before);
+    assert!(bed.databases().iter().all(|d| !d.contains("__restore_")));
+}

@@ -15,7 +15,18 @@ use testbed::{Bed, Flavor};
 
 const BOUND_KIB: u64 = 32 * 1024;
 
-/// The child's peak RSS (VmHWM), sampled from /proc until it exits, and its stderr.
+/// Runs the xtask with `args` and measures its peak RSS (VmHWM, sampled from /proc until it
+/// exits), checking it succeeded and stayed under the bound.
+fn assert_peak_under_bound(bed: &Bed, args: &[&str]) {
+    let child = bed.xtask(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let (peak, ok, stderr) = peak_kib_while_running(child);
+    assert!(ok, "{stderr}");
+    assert!(peak > 0, "the sampling saw the process");
+    assert!(stderr.lines().last().unwrap().contains("peak memory"), "it reports its own: {stderr}");
+    eprintln!("{args:?}: peak RSS {peak} KiB");
+    assert!(peak < BOUND_KIB, "{args:?}: peak RSS {peak} KiB");
+}
+
 fn peak_kib_while_running(mut child: Child) -> (u64, bool, String) {
     let status_file = format!("/proc/{}/status", child.id());
     let mut stderr = child.stderr.take().unwrap();
@@ -46,31 +57,14 @@ fn peak_memory_stays_under_32_mib_for_a_dump_ten_times_larger() {
     bed.psql("CREATE TABLE big AS SELECT g AS id, repeat(md5(g::text), 8) AS body FROM generate_series(1, 1500000) g;");
 
     for compress in ["none", "zstd"] {
-        let child = bed
-            .xtask(&["db-backup", "--compress", compress])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (peak, ok, stderr) = peak_kib_while_running(child);
-        assert!(ok, "{stderr}");
-        assert!(peak > 0, "the sampling saw the process");
-        eprintln!("db-backup --compress {compress}: peak RSS {peak} KiB");
-        assert!(peak < BOUND_KIB, "db-backup --compress {compress}: peak RSS {peak} KiB");
-        assert!(stderr.lines().last().unwrap().contains("peak memory"), "{stderr}");
+        assert_peak_under_bound(&bed, &["db-backup", "--compress", compress]);
     }
     let plain = bed.backups().into_iter().find(|p| p.to_string_lossy().ends_with(".sql")).unwrap();
     let size = fs::metadata(&plain).unwrap().len();
     assert!(size > 10 * BOUND_KIB * 1024, "the dump ({size} bytes) is over ten times the bound");
 
-    let child = bed
-        .xtask(&["db-restore", plain.to_str().unwrap(), "--yes"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (peak, ok, stderr) = peak_kib_while_running(child);
-    assert!(ok, "{stderr}");
-    eprintln!("db-restore: peak RSS {peak} KiB");
-    assert!(peak < BOUND_KIB, "db-restore: peak RSS {peak} KiB");
+    let zst = bed.files().into_iter().find(|p| p.to_string_lossy().ends_with(".sql.zst")).unwrap();
+    for backup in [&plain, &zst] {
+        assert_peak_under_bound(&bed, &["db-restore", backup.to_str().unwrap(), "--yes"]);
+    }
 }
