@@ -226,19 +226,26 @@ fn report(names: &[&str], samples: &[Vec<Sample>], db_bytes: u64, rounds: usize)
     let mut md = format!(
         "Database: {} (pg_database_size), {rounds} rounds, medians. Backups are compared with the bare \
          pg_dump pipe, restores with the bare drop, create and `psql < file`; every run starts after a \
-         CHECKPOINT, and restores are timed until a CHECKPOINT has made their data durable.\n\n\
-         | what | median s | × bare | output | peak RSS of the xtask |\n| --- | ---: | ---: | ---: | ---: |\n",
+         CHECKPOINT, and restores are timed until a CHECKPOINT has made their data durable. \
+         `× bare` divides the medians; `round ratios` is the median of each round's ratio to the bare run \
+         of the same round, which a machine that slows down between rounds disturbs less.\n\n\
+         | what | median s | × bare | round ratios | output | peak RSS of the xtask |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: |\n",
         human_bytes(db_bytes)
     );
-    let mut csv = "what,median_s,ratio_to_bare,output_bytes,peak_rss_kib,all_s\n".to_owned();
+    let mut csv = "what,median_s,ratio_to_bare,median_round_ratio,output_bytes,peak_rss_kib,all_s\n".to_owned();
     for (i, name) in names.iter().enumerate() {
-        let bare = if i < 4 { medians[0] } else { medians[4] };
+        let bare_slot = if i < 4 { 0 } else { 4 };
+        let bare = medians[bare_slot];
+        let mut round_ratios: Vec<f64> =
+            samples[i].iter().zip(&samples[bare_slot]).map(|(run, bare)| run.secs / bare.secs).collect();
+        let round_ratio = median(&mut round_ratios);
         let bytes = samples[i].iter().filter_map(|s| s.bytes).max();
         let peak = samples[i].iter().filter_map(|s| s.peak_kib).max();
         let all: Vec<String> = samples[i].iter().map(|s| format!("{:.2}", s.secs)).collect();
         let _ = writeln!(
             md,
-            "| {name} | {:.2} | {:.3} | {} | {} |",
+            "| {name} | {:.2} | {:.3} | {round_ratio:.3} | {} | {} |",
             medians[i],
             medians[i] / bare,
             bytes.map_or("".to_owned(), human_bytes),
@@ -246,7 +253,7 @@ fn report(names: &[&str], samples: &[Vec<Sample>], db_bytes: u64, rounds: usize)
         );
         let _ = writeln!(
             csv,
-            "{name},{:.3},{:.4},{},{},{}",
+            "{name},{:.3},{:.4},{round_ratio:.4},{},{},{}",
             medians[i],
             medians[i] / bare,
             bytes.map_or(String::new(), |b| b.to_string()),
