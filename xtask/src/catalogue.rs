@@ -104,12 +104,24 @@ pub struct Checked {
     pub size: u64,
     pub compression: Compression,
     pub checksum_verified: bool,
+    /// The sidecar's checksum, still to be compared by a caller that reads the file anyway.
+    pub sha256_to_compare: Option<String>,
 }
 
 /// Checks a backup before anything is touched: a regular file whose plain SQL ends with
 /// pg_dump's completion marker, matching its `.sha256` when it has one (the old shell
 /// script wrote none). One pass: the stored bytes are hashed as they are decompressed.
 pub fn check(path: &Path) -> Result<Checked> {
+    check_with(path, false)
+}
+
+/// As `check`, except that a plain file's checksum is left in `sha256_to_compare` for the
+/// caller, which reads the whole file anyway: only its end is read here.
+pub fn check_leaving_checksum(path: &Path) -> Result<Checked> {
+    check_with(path, true)
+}
+
+fn check_with(path: &Path, leave_plain_checksum: bool) -> Result<Checked> {
     let meta = std::fs::metadata(path).with_context(|| format!("backup {} not found", path.display()))?;
     if !meta.is_file() {
         bail!("{} is not a regular file", path.display());
@@ -124,13 +136,13 @@ pub fn check(path: &Path) -> Result<Checked> {
         )
     };
 
-    if expected.is_none() && compression == Compression::None {
-        // Nothing to hash: the marker is in the last bytes.
+    if compression == Compression::None && (expected.is_none() || leave_plain_checksum) {
+        // Nothing to hash here: the marker is in the last bytes.
         let mut tail = Vec::new();
         file.seek(SeekFrom::End(-(meta.len().min(TAIL_LEN as u64) as i64)))?;
         file.read_to_end(&mut tail)?;
         return if backup_file::ends_complete(&tail) {
-            Ok(Checked { size: meta.len(), compression, checksum_verified: false })
+            Ok(Checked { size: meta.len(), compression, checksum_verified: false, sha256_to_compare: expected })
         } else {
             Err(incomplete())
         };
@@ -158,15 +170,20 @@ pub fn check(path: &Path) -> Result<Checked> {
     if let Some(expected) = &expected
         && &actual != expected
     {
-        bail!(
-            "{} does not match its checksum (sha256 {actual}, sidecar says {expected}): the file is damaged",
-            path.display()
-        );
+        return Err(checksum_mismatch(path, &actual, expected));
     }
     if !backup_file::ends_complete(tail.bytes()) {
         return Err(incomplete());
     }
-    Ok(Checked { size: meta.len(), compression, checksum_verified: expected.is_some() })
+    Ok(Checked { size: meta.len(), compression, checksum_verified: expected.is_some(), sha256_to_compare: None })
+}
+
+/// The error for a file that does not match its sidecar.
+pub fn checksum_mismatch(path: &Path, actual: &str, expected: &str) -> anyhow::Error {
+    anyhow!(
+        "{} does not match its checksum (sha256 {actual}, sidecar says {expected}): the file is damaged",
+        path.display()
+    )
 }
 
 /// The checksum in `PATH.sha256`, if there is such a file.

@@ -4,6 +4,7 @@
 use std::{
     fs::File,
     path::{Path, PathBuf},
+    thread,
     time::Instant,
 };
 
@@ -15,8 +16,9 @@ use crate::{
     backup_dir::BackupDir,
     backup_file::{self, BackupName, Compression, Revision},
     catalogue,
+    catalogue::Checked,
     cli::DbRestore,
-    codec::{self, Tap},
+    codec::{self, Hashing, Tap},
     database::Database,
     exit::{Code, Coded},
     output::{self, Progress, human_bytes, step, warning},
@@ -31,12 +33,18 @@ impl DbRestore {
         let alembic = Alembic::find(sh, self.alembic_dir.as_deref(), "db-restore")?;
         let dir = BackupDir::open(sh.current_dir().join(&self.dir.backup_dir))?;
         let path = self.choose(&dir, &db.name)?;
-        let checked = catalogue::check(&path).context("the backup was refused and the database not touched")?;
+        // A plain file's checksum is compared while psql reads it, before the swap.
+        let checked =
+            catalogue::check_leaving_checksum(&path).context("the backup was refused and the database not touched")?;
         step!(
             "checked {} ({}, {})",
             path.display(),
             human_bytes(checked.size),
-            if checked.checksum_verified { "checksum matches" } else { "no .sha256 to compare" }
+            match (checked.checksum_verified, &checked.sha256_to_compare) {
+                (true, _) => "checksum matches",
+                (false, Some(_)) => "checksum compared during the load, before anything is swapped",
+                (false, None) => "no .sha256 to compare",
+            }
         );
         self.confirm(&db.name, &path)?;
 
@@ -51,7 +59,7 @@ impl DbRestore {
         let previous = format!("{}{stamp}", prefix("pre_restore"));
         step!("restoring into new database `{scratch}`; `{}` stays as it is until it succeeds", db.name);
         db.create_database(sh, &scratch)?;
-        if let Err(err) = load(sh, &db, &scratch, &path, checked.compression) {
+        if let Err(err) = load(sh, &db, &scratch, &path, &checked) {
             let cleanup = db.drop_database(sh, &scratch);
             let left = match cleanup {
                 Ok(()) => "the scratch database was dropped".to_owned(),
@@ -188,14 +196,33 @@ fn refused(why: &str) -> anyhow::Error {
 }
 
 /// Streams the dump from the file into psql, decompressing on the way: the file is never
-/// read into memory.
-fn load(sh: &Shell, db: &Database, into: &str, path: &Path, compression: Compression) -> Result<()> {
+/// read into memory. A plain file's checksum, left by the check, is computed alongside
+/// from the page cache, and a mismatch fails the load.
+fn load(sh: &Shell, db: &Database, into: &str, path: &Path, checked: &Checked) -> Result<()> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut progress = Progress::new("read");
-    let loaded = match compression {
+    let loaded = match checked.compression {
         // Plain SQL needs nothing from this process: psql's side reads the file itself.
-        Compression::None => process::stream_from_file("psql", db.load(sh, into), file, &mut progress),
-        _ => {
+        Compression::None => {
+            let hashing = checked.sha256_to_compare.as_ref().map(|_| {
+                let path = path.to_owned();
+                thread::spawn(move || -> std::io::Result<String> {
+                    let mut stored = Hashing::new(File::open(&path)?);
+                    std::io::copy(&mut stored, &mut std::io::sink())?;
+                    Ok(stored.finish().1)
+                })
+            });
+            let loaded = process::stream_from_file("psql", db.load(sh, into), file, &mut progress);
+            if let (Some(hashing), Some(expected)) = (hashing, &checked.sha256_to_compare) {
+                let actual = hashing.join().map_err(|_| anyhow::anyhow!("the hashing thread panicked"))??;
+                // A damaged file is the cause of whatever psql said about it.
+                if &actual != expected {
+                    return Err(catalogue::checksum_mismatch(path, &actual, expected));
+                }
+            }
+            loaded
+        }
+        compression => {
             let stored = Tap::new(file, |chunk| progress.add(chunk.len()));
             process::stream_in("psql", db.load(sh, into), &mut codec::decoder(compression, stored)?)
         }
