@@ -21,7 +21,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Task {
-    /// Dump the database into a new, verified backup file, then remove the oldest beyond --max-backups.
+    /// Dump the database into a new, verified backup file, then apply the retention policy.
     DbBackup(DbBackup),
     /// Restore a backup into a new database, swap it in, keep the old one, then run Alembic.
     DbRestore(DbRestore),
