@@ -111,12 +111,8 @@ pub struct Checked {
 /// Checks a backup before anything is touched: a regular file whose plain SQL ends with
 /// pg_dump's completion marker, matching its `.sha256` when it has one (the old shell
 /// script wrote none). One pass: the stored bytes are hashed as they are decompressed.
-pub fn check(path: &Path) -> Result<Checked> {
-    check_with(path, false)
-}
-
-/// As `check`, except that a plain file's checksum is left in `sha256_to_compare` for the
-/// caller, which reads the whole file anyway: only its end is read here.
+/// A plain file's checksum is left in `sha256_to_compare` for the caller, which reads the
+/// whole file anyway: only its end is read here.
 pub fn check_leaving_checksum(path: &Path) -> Result<Checked> {
     check_with(path, true)
 }
@@ -187,7 +183,7 @@ pub fn checksum_mismatch(path: &Path, actual: &str, expected: &str) -> anyhow::E
 }
 
 /// The checksum in `PATH.sha256`, if there is such a file.
-fn sidecar_sum(path: &Path) -> Result<Option<String>> {
+pub fn sidecar_sum(path: &Path) -> Result<Option<String>> {
     let sidecar = beside(path, SHA256_SUFFIX);
     match std::fs::read_to_string(&sidecar) {
         Ok(text) => backup_file::parse_sidecar(&text)
@@ -250,6 +246,7 @@ mod tests {
         let dump = "SET x;\n--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict k\n\n";
         let good = dir.join("good.sql");
         fs::write(&good, dump).unwrap();
+        let check = |path: &Path| check_with(path, false);
         let checked = check(&good).unwrap();
         assert_eq!((checked.size, checked.checksum_verified), (dump.len() as u64, false));
 
@@ -258,6 +255,8 @@ mod tests {
         let sum = hashing.finish().1;
         fs::write(dir.join("good.sql.sha256"), backup_file::sidecar_line(&sum, "good.sql")).unwrap();
         assert!(check(&good).unwrap().checksum_verified);
+        let left = check_leaving_checksum(&good).unwrap();
+        assert_eq!((left.checksum_verified, left.sha256_to_compare.as_deref()), (false, Some(sum.as_str())));
 
         fs::write(dir.join("good.sql.sha256"), backup_file::sidecar_line(&"0".repeat(64), "good.sql")).unwrap();
         assert!(format!("{:#}", check(&good).unwrap_err()).contains("does not match its checksum"));

@@ -14,10 +14,12 @@ use xshell::Shell;
 
 use crate::{
     backup_dir::{BackupDir, remove_if_exists},
-    backup_file::{BackupName, CopyRows, PARTIAL_SUFFIX, Revision, TIME_FORMAT, VERIFIED_SUFFIX},
-    catalogue::{self, Checked, beside},
+    backup_file::{
+        self, BackupName, Compression, CopyRows, PARTIAL_SUFFIX, Revision, TIME_FORMAT, Tail, VERIFIED_SUFFIX,
+    },
+    catalogue::{self, beside},
     cli::DbVerify,
-    codec::{self, Tap},
+    codec::{self, Hashing, Tap},
     database::Database,
     json,
     output::{human_bytes, step, warning},
@@ -104,25 +106,55 @@ impl DbVerify {
 }
 
 /// Restores `path` into `scratch` and compares it with the dump; the scratch database is
-/// dropped whatever happens.
+/// dropped whatever happens. Everything is checked in the one pass that feeds psql: the
+/// stored bytes are hashed, the SQL's end and its COPY rows are kept as they stream.
 fn verify(sh: &Shell, db: &Database, path: &Path, scratch: &str) -> Result<Verified> {
-    let checked = catalogue::check(path)?;
+    let meta = std::fs::metadata(path).with_context(|| format!("backup {} not found", path.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    let expected = catalogue::sidecar_sum(path)?;
     db.create_database(sh, scratch)?;
-    let result = restore_and_compare(sh, db, path, scratch, &checked);
+    let result = restore_and_compare(sh, db, path, scratch, expected.as_deref());
     if let Err(err) = db.drop_database(sh, scratch) {
         // The verdict stands; the next db-verify drops what is left.
         warning!("could not drop `{scratch}`: {err:#}");
     }
     let verified = result?;
-    step!("restored {} into `{scratch}` and dropped it again", human_bytes(checked.size));
+    step!("restored {} into `{scratch}` and dropped it again", human_bytes(meta.len()));
     Ok(verified)
 }
 
-fn restore_and_compare(sh: &Shell, db: &Database, path: &Path, scratch: &str, checked: &Checked) -> Result<Verified> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut rows = CopyRows::default();
-    let mut counted = Tap::new(codec::decoder(checked.compression, file)?, |chunk| rows.push(chunk));
-    process::stream_in("psql", db.load(sh, scratch), &mut counted).context("the test restore failed")?;
+fn restore_and_compare(
+    sh: &Shell,
+    db: &Database,
+    path: &Path,
+    scratch: &str,
+    expected: Option<&str>,
+) -> Result<Verified> {
+    let compression = Compression::of_file_name(&path.file_name().unwrap_or_default().to_string_lossy());
+    let mut stored = Hashing::new(File::open(path).with_context(|| format!("cannot open {}", path.display()))?);
+    let (mut rows, mut tail) = (CopyRows::default(), Tail::default());
+    let loaded = codec::decoder(compression, &mut stored).map_err(anyhow::Error::from).and_then(|sql| {
+        let mut seen = Tap::new(sql, |chunk| {
+            rows.push(chunk);
+            tail.push(chunk);
+        });
+        process::stream_in("psql", db.load(sh, scratch), &mut seen)
+    });
+    // The rest of the file, if psql stopped early, still counts for the checksum.
+    std::io::copy(&mut stored, &mut std::io::sink())?;
+    let (_, actual, _) = stored.finish();
+    // A damaged file is the cause of whatever psql said about it.
+    if let Some(expected) = expected
+        && actual != expected
+    {
+        return Err(catalogue::checksum_mismatch(path, &actual, expected));
+    }
+    loaded.context("the test restore failed")?;
+    if !backup_file::ends_complete(tail.bytes()) {
+        bail!("{} is truncated: its SQL does not end with `-- PostgreSQL database dump complete`", path.display());
+    }
 
     let named = BackupName::of_path(path).map(|n| n.revision);
     let restored = db.inspect(sh, scratch)?.revision;
@@ -149,7 +181,7 @@ fn restore_and_compare(sh: &Shell, db: &Database, path: &Path, scratch: &str, ch
             }
         }
     }
-    Ok(Verified { checksum_verified: checked.checksum_verified, revision, tables })
+    Ok(Verified { checksum_verified: expected.is_some(), revision, tables })
 }
 
 /// Records a pass as `NAME.verified` beside a backup in the backup directory; a failure
