@@ -135,8 +135,12 @@ impl DbBackup {
                 dir.path().display()
             )
         })?;
-        dumped
-            .with_context(|| format!("pg_dump failed, {nothing_lost}: check the database, then run db-backup again"))?;
+        if let Err(err) = dumped {
+            // A plain dump is written by the docker CLI itself: a full disk is its error.
+            let full = format!("{err:#}").to_lowercase().contains("no space left");
+            let next = if full { "free some space" } else { "check the database" };
+            return Err(err.context(format!("pg_dump failed, {nothing_lost}: {next}, then run db-backup again")));
+        }
         if !backup_file::ends_complete(&written.tail) {
             bail!(
                 "the dump is incomplete (no `-- PostgreSQL database dump complete` at its end after {}), {nothing_lost}: \
