@@ -112,12 +112,9 @@ pub struct Checked {
 /// pg_dump's completion marker, matching its `.sha256` when it has one (the old shell
 /// script wrote none). One pass: the stored bytes are hashed as they are decompressed.
 /// A plain file's checksum is left in `sha256_to_compare` for the caller, which reads the
-/// whole file anyway: only its end is read here.
-pub fn check_leaving_checksum(path: &Path) -> Result<Checked> {
-    check_with(path, true)
-}
-
-fn check_with(path: &Path, leave_plain_checksum: bool) -> Result<Checked> {
+/// whole file anyway (db-restore, during the load and before the swap): only its end is
+/// read here.
+pub fn check(path: &Path) -> Result<Checked> {
     let meta = std::fs::metadata(path).with_context(|| format!("backup {} not found", path.display()))?;
     if !meta.is_file() {
         bail!("{} is not a regular file", path.display());
@@ -132,7 +129,7 @@ fn check_with(path: &Path, leave_plain_checksum: bool) -> Result<Checked> {
         )
     };
 
-    if compression == Compression::None && (expected.is_none() || leave_plain_checksum) {
+    if compression == Compression::None {
         // Nothing to hash here: the marker is in the last bytes.
         let mut tail = Vec::new();
         file.seek(SeekFrom::End(-(meta.len().min(TAIL_LEN as u64) as i64)))?;
@@ -246,7 +243,6 @@ mod tests {
         let dump = "SET x;\n--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict k\n\n";
         let good = dir.join("good.sql");
         fs::write(&good, dump).unwrap();
-        let check = |path: &Path| check_with(path, false);
         let checked = check(&good).unwrap();
         assert_eq!((checked.size, checked.checksum_verified), (dump.len() as u64, false));
 
@@ -254,12 +250,19 @@ mod tests {
         std::io::copy(&mut hashing, &mut std::io::sink()).unwrap();
         let sum = hashing.finish().1;
         fs::write(dir.join("good.sql.sha256"), backup_file::sidecar_line(&sum, "good.sql")).unwrap();
-        assert!(check(&good).unwrap().checksum_verified);
-        let left = check_leaving_checksum(&good).unwrap();
+        let left = check(&good).unwrap();
         assert_eq!((left.checksum_verified, left.sha256_to_compare.as_deref()), (false, Some(sum.as_str())));
 
-        fs::write(dir.join("good.sql.sha256"), backup_file::sidecar_line(&"0".repeat(64), "good.sql")).unwrap();
-        assert!(format!("{:#}", check(&good).unwrap_err()).contains("does not match its checksum"));
+        // A compressed file is hashed here, in the pass that finds its SQL's end.
+        let mut encoder = codec::Encoder::new(Compression::Gzip, Hashing::new(Vec::new())).unwrap();
+        std::io::Write::write_all(&mut encoder, dump.as_bytes()).unwrap();
+        let (gz, gz_sum, _) = encoder.finish().unwrap().finish();
+        let packed = dir.join("good.sql.gz");
+        fs::write(&packed, gz).unwrap();
+        fs::write(dir.join("good.sql.gz.sha256"), backup_file::sidecar_line(&gz_sum, "good.sql.gz")).unwrap();
+        assert!(check(&packed).unwrap().checksum_verified);
+        fs::write(dir.join("good.sql.gz.sha256"), backup_file::sidecar_line(&"0".repeat(64), "good.sql.gz")).unwrap();
+        assert!(format!("{:#}", check(&packed).unwrap_err()).contains("does not match its checksum"));
 
         let truncated = dir.join("truncated.sql");
         fs::write(&truncated, &dump[..20]).unwrap();

@@ -34,8 +34,7 @@ impl DbRestore {
         let dir = BackupDir::open(sh.current_dir().join(&self.dir.backup_dir))?;
         let path = self.choose(&dir, &db.name)?;
         // A plain file's checksum is compared while psql reads it, before the swap.
-        let checked =
-            catalogue::check_leaving_checksum(&path).context("the backup was refused and the database not touched")?;
+        let checked = catalogue::check(&path).context("the backup was refused and the database not touched")?;
         step!(
             "checked {} ({}, {})",
             path.display(),
