@@ -7,7 +7,7 @@ use std::{num::NonZeroUsize, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use xshell::Shell;
 
-use crate::{backup_file::Compression, cron_entry::Schedule, retention::Policy};
+use crate::{cron_entry::Schedule, store::backup_file::Compression, store::retention::Policy};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -11,9 +11,11 @@ use chrono::NaiveDateTime;
 use walkdir::WalkDir;
 
 use crate::{
-    backup_file::{self, BackupName, Compression, PARTIAL_SUFFIX, SHA256_SUFFIX, TAIL_LEN, Tail, VERIFIED_SUFFIX},
-    codec::{self, Hashing},
     output::human_bytes,
+    store::backup_file::{
+        self, BackupName, Compression, PARTIAL_SUFFIX, SHA256_SUFFIX, TAIL_LEN, Tail, VERIFIED_SUFFIX,
+    },
+    stream::codec::{self, Hashing},
 };
 
 #[derive(Debug, Clone)]

@@ -1,8 +1,6 @@
 //! `cargo xtask install-cron` with the real `crontab` and the real cron daemon: the job
 //! runs from cron's own bare environment and makes a real backup.
 
-mod testbed;
-
 use std::{
     fs,
     os::unix::fs::PermissionsExt,
@@ -12,13 +10,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use testbed::{Bed, Flavor};
+use crate::testbed::{Bed, Flavor};
 
 #[test]
 fn print_shows_the_entry_and_changes_nothing() {
     let bed = Bed::new("cronprint", Flavor::V2);
     let run = bed.run_ok(&["install-cron", "--print", "--schedule", "*/5 * * * *"]);
-    let root = testbed::repo_root();
+    let root = crate::testbed::repo_root();
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{}", run.stdout);
     assert_eq!(
@@ -110,7 +108,7 @@ fn cron_runs_the_job_from_its_own_environment_and_makes_a_real_backup() {
     let repo = user.home.join("repo");
     fs::create_dir_all(repo.join("xtask")).unwrap();
     fs::create_dir_all(repo.join("infra/postgres")).unwrap();
-    fs::copy(testbed::compose_file(), repo.join("infra/postgres/docker-compose.yml")).unwrap();
+    fs::copy(crate::testbed::compose_file(), repo.join("infra/postgres/docker-compose.yml")).unwrap();
     let program = user.home.join("xtask");
     fs::copy(env!("CARGO_BIN_EXE_xtask"), &program).unwrap();
     let chown = Command::new("chown").args(["-R", &format!("{0}:{0}", user.name)]).arg(&user.home).status().unwrap();

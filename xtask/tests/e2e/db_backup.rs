@@ -1,8 +1,6 @@
 //! `cargo xtask db-backup` against the real test bed: valid, private backups; nothing kept
 //! from a failed dump and nothing older lost; retention; the lock; Compose v1 and v2.
 
-mod testbed;
-
 use std::{
     fs::{self, File},
     os::unix::fs::PermissionsExt,
@@ -11,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use testbed::{Bed, Flavor};
+use crate::testbed::{Bed, Flavor};
 
 const REV: &str = "3f2a9c1b7d4e";
 
@@ -145,12 +143,12 @@ fn a_container_killed_mid_dump_keeps_no_new_backup_and_every_old_one() {
     let before = bed.snapshot();
     bed.psql("CREATE TABLE big AS SELECT g AS id, repeat(md5(g::text), 4) AS body FROM generate_series(1, 2000000) g;");
 
-    let mut backup = bed.xtask(&["db-backup"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let backup = bed.xtask(&["db-backup"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let partial = wait_for_partial(&bed, 1 << 20);
     assert!(partial.is_some(), "the dump should be streaming into a .partial file");
     let kill = bed.compose(&["kill", "db"]);
     assert!(kill.status.success());
-    let run = testbed::Run::from(backup.wait_with_output().unwrap());
+    let run = crate::testbed::Run::from(backup.wait_with_output().unwrap());
 
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert!(run.last_line().contains("no backup was written"), "{}", run.last_line());
@@ -169,7 +167,7 @@ fn the_lock_keeps_a_second_run_out_and_passwords_stay_out_of_argv() {
     assert!(wait_for_partial(&bed, 1).is_some(), "the first run should be dumping");
     let argv_seen = all_argv();
     let second = bed.run(&["db-backup", "--lock-wait-secs", "1"]);
-    let first = testbed::Run::from(first.wait_with_output().unwrap());
+    let first = crate::testbed::Run::from(first.wait_with_output().unwrap());
 
     assert_eq!(second.code, Some(3), "the second run has its own exit code: {}", second.stderr);
     assert!(second.last_line().contains("holds the lock"), "{}", second.last_line());
@@ -233,7 +231,7 @@ fn max_backups_keeps_the_newest_with_their_sidecars_and_touches_nothing_else() {
 fn without_compose_the_error_says_what_to_install() {
     let bed = Bed::new("nocompose", Flavor::V2);
     let run = bed.xtask(&["db-backup"]).env("PATH", "/nonexistent").env("HINDSIGHT_COMPOSE", "auto").output().unwrap();
-    let run = testbed::Run::from(run);
+    let run = crate::testbed::Run::from(run);
     assert_eq!(run.code, Some(1));
     assert!(run.last_line().contains("`docker` is required for db-backup"), "{}", run.last_line());
     assert!(bed.backups().is_empty());

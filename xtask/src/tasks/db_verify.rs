@@ -13,17 +13,17 @@ use anyhow::{Context, Result, bail};
 use xshell::Shell;
 
 use crate::{
-    backup_dir::{BackupDir, remove_if_exists},
-    backup_file::{
-        self, BackupName, Compression, CopyRows, PARTIAL_SUFFIX, Revision, TIME_FORMAT, Tail, VERIFIED_SUFFIX,
-    },
-    catalogue::{self, beside},
     cli::DbVerify,
-    codec::{self, Hashing, Tap},
-    database::Database,
+    db::Database,
     json,
     output::{human_bytes, step, warning},
     process,
+    store::backup_dir::{BackupDir, remove_if_exists},
+    store::backup_file::{
+        self, BackupName, Compression, CopyRows, PARTIAL_SUFFIX, Revision, TIME_FORMAT, Tail, VERIFIED_SUFFIX,
+    },
+    store::catalogue::{self, beside},
+    stream::codec::{self, Hashing, Tap},
 };
 
 struct Verified {

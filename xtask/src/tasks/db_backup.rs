@@ -14,19 +14,19 @@ use chrono::Timelike;
 use xshell::Shell;
 
 use crate::{
-    backup_dir::BackupDir,
-    backup_file::{self, BackupName, Compression, Revision, Tail},
-    catalogue,
-    catalogue::Backup,
     cli::DbBackup,
-    codec::{Encoder, Hashing},
-    database::Database,
-    db_prune,
+    db::Database,
     exit::{Code, Coded},
     json,
     output::{self, Progress, human_bytes, step, warning},
-    overlap::Overlapped,
     process,
+    store::backup_dir::BackupDir,
+    store::backup_file::{self, BackupName, Compression, Revision, Tail},
+    store::catalogue,
+    store::catalogue::Backup,
+    stream::codec::{Encoder, Hashing},
+    stream::overlap::Overlapped,
+    tasks::db_prune,
 };
 
 /// Big writes: a dump is gigabytes, and every write is a syscall.

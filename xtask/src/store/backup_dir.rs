@@ -13,10 +13,10 @@ use std::{
 use anyhow::{Context, Result};
 
 use crate::{
-    backup_file::PARTIAL_SUFFIX,
-    catalogue::{self, Backup},
     exit::{Code, Coded},
     output::{step, warning},
+    store::backup_file::PARTIAL_SUFFIX,
+    store::catalogue::{self, Backup},
 };
 
 const LOCK_FILE: &str = ".hindsight.lock";

@@ -2,8 +2,6 @@
 //! db-backup (plain and zstd) and db-restore while the xtask's own peak RSS stays under it.
 //! No timing is asserted anywhere in the suite; this is the one performance test.
 
-mod testbed;
-
 use std::{
     fs,
     process::{Child, Stdio},
@@ -11,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use testbed::{Bed, Flavor};
+use crate::testbed::{Bed, Flavor};
 
 const BOUND_KIB: u64 = 32 * 1024;
 

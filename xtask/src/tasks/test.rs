@@ -18,11 +18,8 @@ impl Test {
         // unless asked.
         let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
         if in_ci || std::env::var("HINDSIGHT_CRON_E2E").is_ok_and(|v| v == "1") {
-            process::run_attached(
-                "cron test",
-                cmd!(sh, "cargo test --locked --test install_cron -- --ignored {args...}"),
-            )
-            .context("the cron end-to-end test failed: see above")
+            process::run_attached("cron test", cmd!(sh, "cargo test --locked --test e2e -- --ignored {args...}"))
+                .context("the cron end-to-end test failed: see above")
         } else {
             step!(
                 "not running the cron end-to-end test (it creates a user and a crontab): set HINDSIGHT_CRON_E2E=1 to run it"

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use chrono::{Datelike, NaiveDateTime, Timelike};
 
-use crate::catalogue::Backup;
+use crate::store::catalogue::Backup;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Policy {
@@ -100,7 +100,7 @@ mod tests {
     use chrono::{Duration, NaiveDate};
 
     use super::*;
-    use crate::backup_file::{BackupName, Compression, Revision};
+    use crate::store::backup_file::{BackupName, Compression, Revision};
 
     fn at(taken: NaiveDateTime) -> Backup {
         let name = BackupName {

@@ -15,7 +15,7 @@ use xshell::{Shell, cmd};
 
 use crate::{
     cli::Bench,
-    database::Database,
+    db::Database,
     output::{human_bytes, step},
     process,
 };

@@ -5,8 +5,6 @@
 //! Nothing here is mocked, and nothing skips: without a Docker Engine every test fails,
 //! saying to run `cargo xtask test`, which provisions one.
 
-#![allow(dead_code)]
-
 use std::{
     net::TcpListener,
     path::{Path, PathBuf},

@@ -2,8 +2,6 @@
 //! with awkward values, refusals that leave the live database untouched, a restore that
 //! fails halfway, a connected session, and the Alembic step with the real uv.
 
-mod testbed;
-
 use std::{
     fs,
     path::PathBuf,
@@ -12,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use testbed::{Bed, DB, FIRST, Flavor, HEAD};
+use crate::testbed::{Bed, DB, FIRST, Flavor, HEAD};
 
 const AWKWARD: &str = r#"
 INSERT INTO memories (body, note, meta, tags, blob) VALUES
@@ -53,11 +51,11 @@ fn migrated_with_data(name: &str) -> Bed {
     bed
 }
 
-fn restore(bed: &Bed, args: &[&str]) -> testbed::Run {
-    let _turn = testbed::uv_turn();
-    let alembic = testbed::alembic_dir();
+fn restore(bed: &Bed, args: &[&str]) -> crate::testbed::Run {
+    let _turn = crate::testbed::uv_turn();
+    let alembic = crate::testbed::alembic_dir();
     let out = bed.xtask(&[&["db-restore"], args].concat()).env("HINDSIGHT_ALEMBIC_DIR", alembic).output().unwrap();
-    testbed::Run::from(out)
+    crate::testbed::Run::from(out)
 }
 
 fn scratch_databases(bed: &Bed) -> Vec<String> {

@@ -6,7 +6,7 @@ use std::io::{self, Read, Write};
 use flate2::{read::MultiGzDecoder, write::GzEncoder};
 use sha2::{Digest, Sha256};
 
-use crate::backup_file::{self, Compression};
+use crate::store::backup_file::{self, Compression};
 
 /// zstd's default level: several times smaller than plain SQL at a few hundred MB/s.
 const ZSTD_LEVEL: i32 = 3;

@@ -7,11 +7,11 @@ use anyhow::Result;
 use xshell::Shell;
 
 use crate::{
-    backup_dir::BackupDir,
-    catalogue,
     cli::DbPrune,
     output::step,
-    retention::{self, Decision, Policy},
+    store::backup_dir::BackupDir,
+    store::catalogue,
+    store::retention::{self, Decision, Policy},
 };
 
 impl DbPrune {

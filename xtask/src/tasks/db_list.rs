@@ -3,7 +3,7 @@
 use anyhow::Result;
 use xshell::Shell;
 
-use crate::{catalogue, cli::DbList, json};
+use crate::{cli::DbList, json, store::catalogue};
 
 impl DbList {
     pub fn run(self, sh: &Shell) -> Result<()> {

@@ -2,15 +2,13 @@
 //! checked by Python's parser), db-prune over a series spanning months, db-backup --json,
 //! and a disk that is too small or fills up mid-dump (a real tmpfs).
 
-mod testbed;
-
 use std::{
     fs,
     path::{Path, PathBuf},
     process::{Command, Stdio},
 };
 
-use testbed::{Bed, Flavor};
+use crate::testbed::{Bed, Flavor};
 
 const REV: &str = "5e6f7a8b9c0d";
 

@@ -13,16 +13,16 @@ use xshell::Shell;
 
 use crate::{
     alembic::Alembic,
-    backup_dir::BackupDir,
-    backup_file::{self, BackupName, Compression, Revision},
-    catalogue,
-    catalogue::Checked,
     cli::DbRestore,
-    codec::{self, Hashing, Tap},
-    database::Database,
+    db::Database,
     exit::{Code, Coded},
     output::{self, Progress, human_bytes, step, warning},
     process, prompt,
+    store::backup_dir::BackupDir,
+    store::backup_file::{self, BackupName, Compression, Revision},
+    store::catalogue,
+    store::catalogue::Checked,
+    stream::codec::{self, Hashing, Tap},
 };
 
 impl DbRestore {

@@ -10,7 +10,10 @@ use std::{
 use anyhow::{Context, Result, bail};
 use xshell::{Cmd, Shell};
 
-use crate::{backup_file::Revision, cli::DbArgs, compose::Compose, output::step, process};
+pub mod compose;
+
+use crate::{cli::DbArgs, output::step, process, store::backup_file::Revision};
+use compose::Compose;
 
 /// What a backup needs to know before it starts.
 pub struct Inspection {

@@ -1,0 +1,28 @@
+//! The `xtask` crate as a library: the binary (`main.rs`) parses and dispatches, and the
+//! end-to-end tests reach the database through the same door the tasks use.
+//!
+//! The layers, one folder each: `tasks` (one module per task), `db` (where pg_dump and
+//! psql run, and the SQL they run), `store` (the backup directory and its files), and
+//! `stream` (the byte streams a dump passes through).
+
+pub mod alembic;
+pub mod cli;
+pub mod cron_entry;
+pub mod db;
+pub mod exit;
+pub mod json;
+pub mod output;
+pub mod process;
+pub mod prompt;
+pub mod store;
+pub mod stream;
+pub mod tasks;
+
+use std::path::PathBuf;
+
+/// The repository root: every relative path in the settings is taken from here,
+/// whatever directory (or cron) started the binary.
+pub fn project_root() -> PathBuf {
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    PathBuf::from(dir).parent().expect("xtask lives one level below the repository root").to_path_buf()
+}

@@ -1,0 +1,5 @@
+//! The byte streams a dump passes through, each with fixed-size buffers: compression and
+//! hashing, and a writer on another thread.
+
+pub mod codec;
+pub mod overlap;

@@ -1,0 +1,10 @@
+//! The end-to-end tests: one binary (rust-analyzer's `slow-tests` shape) driving the real
+//! `xtask` binary against the real test bed. Each module covers one task or promise;
+//! `testbed` holds the helpers, which reach the database through the xtask's own door.
+
+mod db_backup;
+mod db_ops;
+mod db_restore;
+mod install_cron;
+mod memory;
+mod testbed;
