@@ -160,6 +160,11 @@ pub struct DbBackup {
     #[arg(long, env = "HINDSIGHT_BACKUP_COMPRESS", value_enum, default_value_t = Compression::None)]
     pub compress: Compression,
 
+    /// Seconds pg_dump waits for a table's lock (held by an `ALTER TABLE`, a `VACUUM FULL`)
+    /// before it gives up with exit 3, naming the session that holds it.
+    #[arg(long, env = "HINDSIGHT_DB_LOCK_WAIT_SECS", default_value = "120", value_parser = parse_secs)]
+    pub db_lock_wait_secs: Duration,
+
     /// Print the result as one JSON object on stdout, for scripts and monitoring.
     #[arg(long)]
     pub json: bool,
@@ -196,6 +201,11 @@ pub struct DbVerify {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+
+    /// Load the file even where the container's psql cannot disable its backslash
+    /// commands (`\restrict`, before 13.22, 14.19, 15.14, 16.10, 17.6). Only for files you made.
+    #[arg(long)]
+    pub trust_file: bool,
 }
 
 #[derive(Debug, Args)]
@@ -247,6 +257,15 @@ pub struct DbRestore {
     /// Skip the Alembic migration after the restore.
     #[arg(long)]
     pub no_migrate: bool,
+
+    /// Load the file even where the container's psql cannot disable its backslash
+    /// commands (`\restrict`, before 13.22, 14.19, 15.14, 16.10, 17.6). Only for files you made.
+    #[arg(long)]
+    pub trust_file: bool,
+
+    /// Seconds the swap waits for a lock on the database before giving up (exit 3).
+    #[arg(long, env = "HINDSIGHT_DB_LOCK_WAIT_SECS", default_value = "120", value_parser = parse_secs)]
+    pub db_lock_wait_secs: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -2,7 +2,8 @@
 
 use std::{fmt, process::ExitCode};
 
-/// Exit codes other than 0 (success), 1 (failure) and 2 (bad command line, from clap).
+/// Exit codes other than 0 (success), 1 (failure), 2 (bad command line, from clap), and
+/// 128 + the signal's number for a run stopped by SIGINT (130) or SIGTERM (143).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
     /// A usage problem found after parsing, such as no backup named and no terminal to pick one.
@@ -11,7 +12,7 @@ pub enum Code {
     Busy = 3,
     /// The user did not confirm (or could not be asked): nothing was changed.
     Refused = 4,
-    /// Not enough free space for a backup, found before anything was written.
+    /// Not enough free space for a backup or a scratch load, found before anything was written.
     NoSpace = 5,
 }
 
@@ -34,6 +35,12 @@ pub fn report(result: anyhow::Result<()>) -> ExitCode {
     let Err(err) = result else {
         return ExitCode::SUCCESS;
     };
+    // A signal decides the exit code whatever failed on the way out: the step it stopped.
+    if let Some(signal) = crate::interrupt::received() {
+        let stopped = crate::interrupt::Stopped(signal);
+        crate::output::line(format_args!("{stopped}: cleaned up and exiting ({err:#})"));
+        return ExitCode::from(stopped.exit_code());
+    }
     // `{:#}` puts the whole chain on one line: what failed, then the tool's own words.
     crate::output::line(format_args!("error: {err:#}"));
     let code = err.chain().find_map(|cause| cause.downcast_ref::<Coded>()).map_or(1, |coded| coded.code as u8);

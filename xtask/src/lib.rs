@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cron_entry;
 pub mod db;
 pub mod exit;
+pub mod interrupt;
 pub mod json;
 pub mod output;
 pub mod process;

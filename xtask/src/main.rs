@@ -5,11 +5,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use xtask::{cli, exit, project_root};
+use xtask::{cli, exit, interrupt, project_root};
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    let result = xshell::Shell::new().map_err(anyhow::Error::from).and_then(|sh| {
+    let result = interrupt::install().map_err(anyhow::Error::from).and_then(|()| xshell::Shell::new().map_err(anyhow::Error::from)).and_then(|sh| {
         sh.change_dir(project_root());
         cli.task.run(&sh)
     });

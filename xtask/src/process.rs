@@ -1,12 +1,20 @@
 //! Running external programs. This is the one place that turns an xshell `Cmd` into a
 //! `std::process::Command`, echoes it, streams its stdin or stdout through a fixed-size
 //! buffer (xshell's `read()` and `.stdin()` would hold a whole dump in memory), and turns
-//! a failed exit into an error that carries the program's own message.
+//! a failed exit into a typed `Failure` that carries the program, its exit code and the
+//! tail of its stderr.
+//!
+//! Every program runs in its own process group, so a terminal's Ctrl-C reaches this
+//! process alone; `interrupt` ends the programs in order. Work programs are not started
+//! once a signal has arrived, and are stopped when one does; cleanup programs (dropping a
+//! scratch database) still run.
 
 use std::{
+    fmt,
     fs::File,
-    io::{self, Read, Write},
-    process::{Child, ChildStderr, Command, ExitStatus, Stdio},
+    io::{self, BufRead, BufReader, Read, Write},
+    os::unix::process::CommandExt,
+    process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus, Stdio},
     thread::{self, JoinHandle},
     time::Duration,
 };
@@ -14,7 +22,10 @@ use std::{
 use anyhow::{Context, Result, anyhow};
 use xshell::Cmd;
 
-use crate::output::{self, Progress, step};
+use crate::{
+    interrupt::{self, OnStop, Stage},
+    output::{self, step},
+};
 
 /// Copy buffer for dumps: large enough that a pipe read never has to be split.
 const BUF_SIZE: usize = 256 * 1024;
@@ -28,10 +39,20 @@ pub fn run(what: &str, cmd: Cmd<'_>) -> Result<()> {
     Running::spawn(what, cmd, Stdio::null(), Stdio::null())?.finish_shown().map(drop)
 }
 
+/// Runs a command that cleans up after this run, also once a signal has arrived.
+pub fn read_cleanup(what: &str, cmd: Cmd<'_>) -> Result<String> {
+    let mut running = Running::start(what, cmd, Stdio::null(), Stdio::piped(), Kind::Cleanup)?;
+    let mut text = String::new();
+    let read = running.child.stdout.take().expect("piped").read_to_string(&mut text);
+    running.finish_shown()?;
+    read.with_context(|| format!("reading the output of {what}"))?;
+    Ok(text)
+}
+
 /// Runs a command with stdin and stdout connected as a shell's `<` and `>` would, with
 /// nothing of ours in between (the benchmark's bare pipe); returns its stderr unshown.
 pub fn run_redirected(what: &str, cmd: Cmd<'_>, stdin: Stdio, stdout: Stdio) -> Result<String> {
-    Running::spawn(what, cmd, stdin, stdout)?.finish()
+    Ok(Running::spawn(what, cmd, stdin, stdout)?.finish()?)
 }
 
 /// Runs a command with its output going straight to ours, for long tasks a person watches.
@@ -39,7 +60,7 @@ pub fn run_attached(what: &str, cmd: Cmd<'_>) -> Result<()> {
     let shown = cmd.to_string();
     step!("$ {shown}");
     let status = Command::from(cmd).status().with_context(|| format!("cannot start `{shown}`"))?;
-    check(what, status, "")
+    Ok(check(what, status, "")?)
 }
 
 /// Runs a command whose output is small (a query result, a list of services) and returns it.
@@ -54,7 +75,9 @@ pub fn read(what: &str, cmd: Cmd<'_>) -> Result<String> {
 
 /// Whether a command succeeds; quiet, for probes repeated in a loop.
 pub fn succeeds(cmd: Cmd<'_>) -> bool {
-    Command::from(cmd.quiet())
+    interrupt::check().is_ok()
+        && Command::from(cmd.quiet())
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -123,24 +146,6 @@ pub fn stream_into_file(what: &str, cmd: Cmd<'_>, file: &File, follow: &mut File
     Ok(sink.flush()?)
 }
 
-/// Runs the command with `file` as its stdin, as a shell's `<` would: no pipe hop through
-/// this process. `progress` learns how far it has read from the kernel's record of the
-/// file offset.
-pub fn stream_from_file(what: &str, cmd: Cmd<'_>, file: File, progress: &mut Progress) -> Result<()> {
-    let mut running = Running::spawn(what, cmd, Stdio::from(file), Stdio::null())?;
-    let fdinfo = format!("/proc/{}/fdinfo/0", running.child.id());
-    while running.child.try_wait()?.is_none() {
-        let pos = std::fs::read_to_string(&fdinfo)
-            .ok()
-            .and_then(|info| info.lines().find_map(|line| line.strip_prefix("pos:")?.trim().parse::<u64>().ok()));
-        if let Some(pos) = pos {
-            progress.add(pos.saturating_sub(progress.bytes()) as usize);
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    running.finish_shown().map(drop)
-}
-
 /// Streams `source` into the command's stdin.
 pub fn stream_in(what: &str, cmd: Cmd<'_>, source: &mut dyn Read) -> Result<()> {
     let mut running = Running::spawn(what, cmd, Stdio::piped(), Stdio::null())?;
@@ -191,17 +196,132 @@ fn copy(source: &mut dyn Read, sink: &mut dyn Write) -> Result<(), CopyError> {
     sink.flush().map_err(CopyError::Write)
 }
 
+/// A program whose stdin this process writes: a load fed piece by piece, whose end (and
+/// whether a `COMMIT` comes before it) the caller decides.
+pub struct Feeding {
+    running: Running,
+    stdin: Option<ChildStdin>,
+}
+
+impl Feeding {
+    pub fn start(what: &str, cmd: Cmd<'_>) -> Result<Feeding> {
+        let mut running = Running::spawn(what, cmd, Stdio::piped(), Stdio::null())?;
+        let stdin = running.child.stdin.take();
+        // A larger pipe lets this side run ahead while the program works.
+        if let Some(stdin) = &stdin {
+            let _ = rustix::pipe::fcntl_setpipe_size(stdin, PIPE_SIZE);
+        }
+        Ok(Feeding { running, stdin })
+    }
+
+    pub fn stdin(&mut self) -> &mut ChildStdin {
+        self.stdin.as_mut().expect("open until finish")
+    }
+
+    /// Closes stdin (the end of input) and waits: the program's own failure, if any.
+    pub fn finish(mut self) -> Result<()> {
+        drop(self.stdin.take());
+        self.running.finish_shown().map(drop)
+    }
+
+    /// Ends the input early and waits, without judging the exit: the caller already
+    /// knows what went wrong; the program's own words are added when it failed too.
+    pub fn close(mut self) -> Option<Failure> {
+        drop(self.stdin.take());
+        self.running.finish().err()
+    }
+}
+
+/// A program this process talks to line by line for the length of the run, such as the
+/// psql session that holds the database lock. It is not stopped by a signal: it goes
+/// when dropped, after the cleanup it protects.
+pub struct Conversation {
+    running: Running,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Conversation {
+    pub fn start(what: &str, cmd: Cmd<'_>) -> Result<Conversation> {
+        let mut running = Running::start(what, cmd, Stdio::piped(), Stdio::piped(), Kind::Held)?;
+        let stdin = running.child.stdin.take().expect("piped");
+        let stdout = BufReader::new(running.child.stdout.take().expect("piped"));
+        Ok(Conversation { running, stdin, stdout })
+    }
+
+    /// Sends `text` and reads lines until one equals `end`; the lines before it come back.
+    pub fn ask(&mut self, text: &str, end: &str) -> Result<Vec<String>> {
+        let what = self.running.what.clone();
+        self.stdin.write_all(text.as_bytes()).and_then(|()| self.stdin.flush()).map_err(|_| self.gone())?;
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            match self.stdout.read_line(&mut line) {
+                Ok(0) | Err(_) => return Err(self.gone()).with_context(|| format!("{what} ended")),
+                Ok(_) => {}
+            }
+            let line = line.trim_end_matches('\n');
+            if line == end {
+                return Ok(lines);
+            }
+            lines.push(line.to_owned());
+        }
+    }
+
+    /// The program's failure, once it is known to have ended.
+    fn gone(&mut self) -> anyhow::Error {
+        let status = self.running.child.wait();
+        let stderr = std::mem::replace(&mut self.running.stderr, thread::spawn(String::new));
+        let stderr = stderr.join().unwrap_or_default();
+        match status {
+            Ok(status) => match check(&self.running.what, status, &stderr) {
+                Ok(()) => anyhow!("{} ended early: {}", self.running.what, one_line(&stderr)),
+                Err(failure) => failure.into(),
+            },
+            Err(err) => anyhow!("waiting for {}: {err}", self.running.what),
+        }
+    }
+
+    /// Ends the conversation: closing stdin ends the program.
+    pub fn end(self) {
+        let Conversation { running, stdin, stdout } = self;
+        drop(stdin);
+        drop(stdout);
+        let _ = running.finish();
+    }
+}
+
+/// How a program relates to a signal.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Not started after a signal; stopped when one arrives.
+    Work,
+    /// Runs also after a signal: it cleans up.
+    Cleanup,
+    /// Not started after a signal, but kept when one arrives (the lock's session).
+    Held,
+}
+
 struct Running {
     what: String,
     child: Child,
     stderr: JoinHandle<String>,
+    _on_stop: Option<OnStop>,
 }
 
 impl Running {
     fn spawn(what: &str, cmd: Cmd<'_>, stdin: Stdio, stdout: Stdio) -> Result<Running> {
+        Running::start(what, cmd, stdin, stdout, Kind::Work)
+    }
+
+    fn start(what: &str, cmd: Cmd<'_>, stdin: Stdio, stdout: Stdio, kind: Kind) -> Result<Running> {
+        if kind != Kind::Cleanup {
+            interrupt::check()?;
+        }
         let shown = cmd.to_string();
         step!("$ {shown}");
         let mut child = Command::from(cmd)
+            .process_group(0)
             .stdin(stdin)
             .stdout(stdout)
             .stderr(Stdio::piped())
@@ -209,7 +329,13 @@ impl Running {
             .with_context(|| format!("cannot start `{shown}`"))?;
         let stderr = child.stderr.take().expect("piped");
         let stderr = thread::spawn(move || keep_tail(stderr));
-        Ok(Running { what: what.to_owned(), child, stderr })
+        let on_stop = (kind == Kind::Work).then(|| {
+            let group = rustix::process::Pid::from_child(&child);
+            interrupt::on_stop(Stage::Programs, move || {
+                let _ = rustix::process::kill_process_group(group, rustix::process::Signal::TERM);
+            })
+        });
+        Ok(Running { what: what.to_owned(), child, stderr, _on_stop: on_stop })
     }
 
     /// Stops the program after our side failed; its exit says nothing more than our error.
@@ -220,11 +346,13 @@ impl Running {
     }
 
     /// Waits for the program; on failure its stderr is the error, on success it is returned.
-    fn finish(mut self) -> Result<String> {
-        let status = self.child.wait().with_context(|| format!("waiting for {}", self.what))?;
+    fn finish(mut self) -> Result<String, Failure> {
+        let status = self.child.wait();
         let stderr = self.stderr.join().unwrap_or_default();
-        check(&self.what, status, &stderr)?;
-        Ok(stderr)
+        match status {
+            Ok(status) => check(&self.what, status, &stderr).map(|()| stderr),
+            Err(err) => Err(Failure { what: self.what, code: None, stderr: format!("waiting failed: {err}") }),
+        }
     }
 
     /// As `finish`, showing a successful program's stderr (its warnings) in our log.
@@ -238,16 +366,47 @@ impl Running {
     }
 }
 
-fn check(what: &str, status: ExitStatus, stderr: &str) -> Result<()> {
+/// A program that failed: which, its exit code (`None`: killed by a signal), and the
+/// last part of what it said on stderr.
+#[derive(Debug)]
+pub struct Failure {
+    pub what: String,
+    pub code: Option<i32>,
+    pub stderr: String,
+}
+
+impl Failure {
+    /// The failure somewhere in an error's chain, for callers that act on its kind.
+    pub fn in_chain(err: &anyhow::Error) -> Option<&Failure> {
+        err.chain().find_map(|cause| cause.downcast_ref::<Failure>())
+    }
+
+    /// Whether the program said `text` (case-insensitive) on stderr.
+    pub fn said(&self, text: &str) -> bool {
+        self.stderr.to_lowercase().contains(&text.to_lowercase())
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.code {
+            Some(code) => write!(f, "{} exited with status {code}", self.what)?,
+            None => write!(f, "{} was killed by a signal", self.what)?,
+        }
+        match one_line(&self.stderr) {
+            said if said.is_empty() => Ok(()),
+            said => write!(f, ": {said}"),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
+
+fn check(what: &str, status: ExitStatus, stderr: &str) -> Result<(), Failure> {
     if status.success() {
         return Ok(());
     }
-    let how = match status.code() {
-        Some(code) => format!("exited with status {code}"),
-        None => "was killed by a signal".to_owned(),
-    };
-    let said = one_line(stderr);
-    if said.is_empty() { Err(anyhow!("{what} {how}")) } else { Err(anyhow!("{what} {how}: {said}")) }
+    Err(Failure { what: what.to_owned(), code: status.code(), stderr: stderr.to_owned() })
 }
 
 /// A program's stderr folded onto one line, as the last, most telling part of it.

@@ -7,6 +7,7 @@ use xshell::{Cmd, Shell, cmd};
 
 use crate::{cli::ComposeFlavor, process};
 
+#[derive(Clone)]
 pub struct Compose {
     program: PathBuf,
     /// `compose` for v2, where Compose is a subcommand of `docker`; nothing for v1.

@@ -1,6 +1,11 @@
 //! The database's door: where `pg_dump` and `psql` run. Today that is `exec -T` in the
-//! Compose service; a `kubectl exec` or a direct connection would be another variant of
-//! this one type, and no task spells `docker` itself.
+//! Compose service, as the container's `postgres` user; a `kubectl exec` or a direct
+//! connection would be another variant of this one type, and no task spells `docker`
+//! itself. The SQL the tasks need lives here too.
+//!
+//! Every session a run opens carries the run's own `application_name`
+//! (`hindsight-xtask:<run>:<task>`), so a signal can end exactly this run's work on the
+//! server, and a later run can tell a dead run's leftovers from a live run's work.
 
 use std::{
     thread,
@@ -11,9 +16,22 @@ use anyhow::{Context, Result, bail};
 use xshell::{Cmd, Shell};
 
 pub mod compose;
+pub mod load;
+pub mod lock;
+pub mod scratch;
 
-use crate::{cli::DbArgs, output::step, process, store::backup_file::Revision};
+use crate::{
+    cli::DbArgs,
+    exit::{Code, Coded},
+    interrupt::{self, OnStop, Stage},
+    output::{step, warning},
+    process::{self, Failure},
+    store::backup_file::Revision,
+};
 use compose::Compose;
+
+/// Every session of this tool has an application name starting with this.
+pub const APP_PREFIX: &str = "hindsight-xtask:";
 
 /// What a backup needs to know before it starts.
 pub struct Inspection {
@@ -27,17 +45,43 @@ pub struct Database {
     service: String,
     pub name: String,
     user: String,
+    /// This run's id: random, so two runs (or two machines) never share one.
+    run: String,
+    task: String,
+    _on_stop: OnStop,
 }
 
 impl Database {
-    /// Finds Compose for the service; nothing runs yet.
+    /// Finds Compose for the service; nothing runs yet. From here on, a signal ends this
+    /// run's sessions on the server.
     pub fn open(sh: &Shell, args: &DbArgs, task: &str) -> Result<Database> {
+        let compose = Compose::find(sh, args.compose, &args.compose_file, task)?;
+        let run = run_id();
+        let stopper = Stopper {
+            compose: compose.clone(),
+            service: args.service.clone(),
+            user: args.db_user.clone(),
+            app: app_name(&run, task),
+        };
         Ok(Database {
-            compose: Compose::find(sh, args.compose, &args.compose_file, task)?,
+            compose,
             service: args.service.clone(),
             name: args.name.db_name.clone(),
             user: args.db_user.clone(),
+            run,
+            task: task.to_owned(),
+            _on_stop: interrupt::on_stop(Stage::Sessions, move || stopper.stop()),
         })
+    }
+
+    /// This run's id, as it appears in its sessions' and scratch databases' names.
+    pub fn run_id(&self) -> &str {
+        &self.run
+    }
+
+    /// The application name of this run's working sessions.
+    fn app(&self) -> String {
+        app_name(&self.run, &self.task)
     }
 
     /// Starts the service when it is not running and waits until PostgreSQL accepts connections.
@@ -99,15 +143,24 @@ impl Database {
         })
     }
 
-    /// `pg_dump` of the database as plain SQL on stdout; never a TTY, which would corrupt it.
-    pub fn dump<'a>(&self, sh: &'a Shell) -> Cmd<'a> {
-        self.exec(sh).args(["pg_dump", "--no-password", "-U", &self.user, "-d", &self.name])
+    /// `pg_dump` of `db` as plain SQL on stdout; never a TTY, which would corrupt it. It
+    /// waits at most `lock_wait` for each table's lock: a table held by an `ALTER TABLE`
+    /// or `VACUUM FULL` fails the dump instead of hanging it, and `lock_conflict` says who.
+    pub fn dump<'a>(&self, sh: &'a Shell, db: &str, lock_wait: Duration) -> Cmd<'a> {
+        let timeout = format!("--lock-wait-timeout={}ms", lock_wait.as_millis().max(1));
+        self.exec(sh).args(["pg_dump", "--no-password", &timeout, "-U", &self.user, "-d", &self.conninfo(db)])
     }
 
-    /// psql reading a plain dump on stdin into `into`: one transaction, stopped by the first
-    /// error (without `ON_ERROR_STOP`, psql exits 0 through SQL errors).
-    pub fn load<'a>(&self, sh: &'a Shell, into: &str) -> Cmd<'a> {
-        self.psql(sh, into).args(["--single-transaction", "-o", "/dev/null"])
+    /// psql reading SQL on stdin into `into`, stopped by the first error (without
+    /// `ON_ERROR_STOP`, psql exits 0 through SQL errors). The transaction is the caller's:
+    /// see `load`, which commits only after every check passed.
+    pub fn load_cmd<'a>(&self, sh: &'a Shell, into: &str) -> Cmd<'a> {
+        self.psql(sh, into).args(["-o", "/dev/null"])
+    }
+
+    /// `pg_dump` with no options of ours: the floor a backup is measured against.
+    pub fn bare_dump<'a>(&self, sh: &'a Shell) -> Cmd<'a> {
+        self.exec(sh).args(["pg_dump", "-U", &self.user, "-d", &self.name])
     }
 
     /// psql reading SQL on stdin into `db` with no options of ours: the floor a restore
@@ -119,6 +172,54 @@ impl Database {
     /// Runs SQL in the database and returns its unaligned rows.
     pub fn sql(&self, sh: &Shell, sql: &str) -> Result<String> {
         self.query_in(sh, &self.name, sql)
+    }
+
+    /// The container's psql release, as (major, minor): `\restrict` needs a recent one.
+    pub fn psql_version(&self, sh: &Shell) -> Result<(u32, u32)> {
+        let out = process::read("psql --version", self.exec(sh).args(["psql", "--version"]))?;
+        parse_psql_version(&out).with_context(|| format!("unexpected `psql --version` output `{}`", out.trim()))
+    }
+
+    /// Free bytes on the volume that holds the server's data directory, as `df` inside
+    /// the container sees it: a scratch load that fills it would stop PostgreSQL itself.
+    pub fn volume_free(&self, sh: &Shell) -> Result<u64> {
+        let data_dir = self.admin(sh, &["SELECT current_setting('data_directory')"])?;
+        let data_dir = data_dir.trim();
+        let out = process::read("df", self.exec(sh).args(["df", "-P", "-k", data_dir]))?;
+        parse_df_available(&out).with_context(|| format!("unexpected `df` output `{}`", out.trim()))
+    }
+
+    /// The size of `db`, if it exists.
+    pub fn size_of(&self, sh: &Shell, db: &str) -> Result<Option<u64>> {
+        let sql = format!("SELECT pg_database_size(datname) FROM pg_database WHERE datname = {}", literal(db));
+        let out = self.admin(sh, &[&sql])?;
+        Ok(out.trim().parse().ok())
+    }
+
+    /// After pg_dump gave up waiting for a table's lock: the sessions holding that table,
+    /// with their pid, state, since when and query, for a message a person can act on.
+    pub fn lock_conflict(&self, sh: &Shell, db: &str, failure: &Failure) -> Option<String> {
+        if !failure.said("lock timeout") && !failure.said("could not obtain lock") {
+            return None;
+        }
+        let table = locked_table(&failure.stderr)?;
+        let sql = format!(
+            "SELECT 'pid ' || a.pid || ' (' || coalesce(a.state, '?') || ' since ' || \
+             to_char(coalesce(a.xact_start, a.query_start), 'YYYY-MM-DD HH24:MI:SS TZ') || '): ' || \
+             left(regexp_replace(coalesce(a.query, ''), '\\s+', ' ', 'g'), 200) \
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.relation = to_regclass({}) AND l.granted AND a.pid <> pg_backend_pid() \
+             AND a.application_name NOT LIKE {}",
+            literal(&table),
+            literal(&format!("{APP_PREFIX}%"))
+        );
+        let holders = self.query_in(sh, db, &sql).ok()?;
+        let holders: Vec<&str> = holders.lines().filter(|l| !l.is_empty()).collect();
+        Some(if holders.is_empty() {
+            format!("table {table} was locked (the holder has gone since)")
+        } else {
+            format!("table {table} is locked by {}", holders.join("; "))
+        })
     }
 
     /// `pgbench -i` at `scale` (about 15 MB of tables and indexes per unit).
@@ -134,23 +235,16 @@ impl Database {
         Ok(self.admin(sh, &[&sql])?.lines().map(str::to_owned).filter(|l| !l.is_empty()).collect())
     }
 
-    /// Drops the scratch databases an interrupted `task` left: nothing else has names
-    /// starting with `prefix`. Call with the task's lock held.
-    pub fn drop_leftovers(&self, sh: &Shell, prefix: &str, task: &str) -> Result<()> {
-        for leftover in self.databases_with_prefix(sh, prefix)? {
-            step!("dropping `{leftover}`, left by an interrupted {task}");
-            self.drop_database(sh, &leftover)?;
-        }
-        Ok(())
-    }
-
     /// An empty database for a plain dump: from template0, so nothing in template1 collides.
     pub fn create_database(&self, sh: &Shell, name: &str) -> Result<()> {
         self.admin(sh, &[&format!("CREATE DATABASE {} TEMPLATE template0", ident(name))]).map(drop)
     }
 
+    /// Drops `name`, ending its sessions. It cleans up, so it runs also after a signal.
     pub fn drop_database(&self, sh: &Shell, name: &str) -> Result<()> {
-        self.admin(sh, &[&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(name))]).map(drop)
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(name));
+        let cmd = self.psql(sh, "postgres").args(["-t", "-A", "-c", &sql]);
+        process::read_cleanup("psql", cmd).map(drop)
     }
 
     /// Puts `restored` in the live database's place and keeps the live one as `previous`.
@@ -159,26 +253,35 @@ impl Database {
     /// renames are one transaction, so either both happen or neither does, and a killed
     /// run leaves nothing half-done. A live database that is gone (dropped by accident) is
     /// simply replaced.
-    pub fn swap_in(&self, sh: &Shell, restored: &str, previous: &str) -> Result<()> {
+    /// Returns whether there was a live database to keep. A lock the renames wait for
+    /// longer than `lock_wait` fails the swap with exit 3, nothing renamed.
+    pub fn swap_in(&self, sh: &Shell, restored: &str, previous: &str, lock_wait: Duration) -> Result<bool> {
         let (live, restored, previous) = (ident(&self.name), ident(restored), ident(previous));
+        let lock_timeout = format!("SET lock_timeout = '{}ms'", lock_wait.as_millis().max(1));
         if !self.databases_with_prefix(sh, &self.name)?.contains(&self.name) {
-            return self.admin(sh, &[&format!("ALTER DATABASE {restored} RENAME TO {live}")]).map(drop);
+            self.admin(sh, &[&lock_timeout, &format!("ALTER DATABASE {restored} RENAME TO {live}")])
+                .map_err(busy_on_lock_timeout)?;
+            return Ok(false);
         }
+        // The one-argument form: the timeout argument exists only from PostgreSQL 14.
         let terminate = format!(
-            "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid()",
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid()",
             literal(&self.name)
         );
         let renames = format!("ALTER DATABASE {live} RENAME TO {previous}; ALTER DATABASE {restored} RENAME TO {live}");
         for attempt in 1.. {
-            match self.admin(sh, &[&terminate, &renames]) {
+            match self.admin(sh, &[&lock_timeout, &terminate, &renames]) {
                 Ok(_) => break,
-                Err(err) if attempt < 5 && format!("{err:#}").contains("is being accessed by other users") => {
-                    thread::sleep(Duration::from_millis(200 * attempt));
+                Err(err)
+                    if attempt < 10
+                        && Failure::in_chain(&err).is_some_and(|f| f.said("is being accessed by other users")) =>
+                {
+                    thread::sleep(Duration::from_millis(100 * attempt));
                 }
-                Err(err) => return Err(err),
+                Err(err) => return Err(busy_on_lock_timeout(err)),
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// `postgresql://USER:PASSWORD@127.0.0.1:PORT/DB` for a program on this host, such as
@@ -209,6 +312,14 @@ impl Database {
         format!("{} exec {} psql -U {} -d postgres -c '{sql}'", self.compose.spelled(), self.service, self.user)
     }
 
+    /// The revision recorded in `db`, or `unknown` with a warning saying why.
+    pub fn revision_of(&self, sh: &Shell, db: &str) -> Result<Revision> {
+        Ok(self.inspect(sh, db)?.revision.unwrap_or_else(|why| {
+            warning!("Alembic revision of `{db}` unknown ({why})");
+            Revision::Unknown
+        }))
+    }
+
     /// Runs SQL in `db` and returns its unaligned rows.
     pub fn query_in(&self, sh: &Shell, db: &str, sql: &str) -> Result<String> {
         let cmd = self.psql(sh, db).args(["-t", "-A", "-c", sql]);
@@ -226,13 +337,122 @@ impl Database {
     }
 
     fn psql<'a>(&self, sh: &'a Shell, db: &str) -> Cmd<'a> {
-        let args = ["psql", "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-U", &self.user, "-d", db];
+        self.psql_as(sh, db, &self.app())
+    }
+
+    fn psql_as<'a>(&self, sh: &'a Shell, db: &str, app: &str) -> Cmd<'a> {
+        let conninfo = conninfo(db, app);
+        let args = ["psql", "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-U", &self.user, "-d", &conninfo];
         self.exec(sh).args(args)
     }
 
-    fn exec<'a>(&self, sh: &'a Shell) -> Cmd<'a> {
-        self.compose.cmd(sh).args(["exec", "-T", &self.service])
+    /// `dbname=DB application_name=APP`: names are checked (`cli::parse_db_name`) to need
+    /// no quoting.
+    fn conninfo(&self, db: &str) -> String {
+        conninfo(db, &self.app())
     }
+
+    /// As the container's `postgres` user: a dump is code, and root in the container is
+    /// more than psql needs.
+    fn exec<'a>(&self, sh: &'a Shell) -> Cmd<'a> {
+        self.compose.cmd(sh).args(["exec", "-T", "-u", "postgres", &self.service])
+    }
+}
+
+/// What a signal runs: ends this run's working sessions on the server (never its lock
+/// session, which goes last, after the cleanup it protects).
+struct Stopper {
+    compose: Compose,
+    service: String,
+    user: String,
+    app: String,
+}
+
+impl Stopper {
+    fn stop(&self) {
+        let Ok(sh) = Shell::new() else { return };
+        let sql = format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = {}",
+            literal(&self.app)
+        );
+        let conninfo = conninfo("postgres", &format!("{}:stop", self.app));
+        let cmd = self.compose.cmd(&sh).args(["exec", "-T", "-u", "postgres", &self.service]).args([
+            "psql",
+            "-X",
+            "-q",
+            "-t",
+            "-A",
+            "--no-password",
+            "-U",
+            &self.user,
+            "-d",
+            &conninfo,
+            "-c",
+            &sql,
+        ]);
+        match process::read_cleanup("psql", cmd) {
+            Ok(n) => step!("ended {} session(s) of this run in the database", n.trim()),
+            Err(err) => warning!("could not end this run's sessions in the database: {err:#}"),
+        }
+    }
+}
+
+fn conninfo(db: &str, app: &str) -> String {
+    format!("dbname={db} application_name={app}")
+}
+
+fn app_name(run: &str, task: &str) -> String {
+    format!("{APP_PREFIX}{run}:{task}")
+}
+
+/// Six random base-36 characters.
+fn run_id() -> String {
+    let mut bytes = [0u8; 6];
+    let _ = rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty());
+    let pid = std::process::id();
+    bytes
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let n = (*b as u32 ^ (pid >> (i * 4))) % 36;
+            char::from_digit(n, 36).expect("below 36")
+        })
+        .collect()
+}
+
+/// A lock timeout is "busy" (exit 3), like a lock not granted in time.
+fn busy_on_lock_timeout(err: anyhow::Error) -> anyhow::Error {
+    match Failure::in_chain(&err) {
+        Some(failure) if failure.said("lock timeout") => {
+            let message = format!("{err:#}: another session held a lock the swap needs; retry when it is gone");
+            Coded { code: Code::Busy, message }.into()
+        }
+        _ => err,
+    }
+}
+
+/// The table in pg_dump's `LOCK TABLE public.t IN ACCESS SHARE MODE` that timed out.
+fn locked_table(stderr: &str) -> Option<String> {
+    let at = stderr.rfind("LOCK TABLE ")? + "LOCK TABLE ".len();
+    let rest = &stderr[at..];
+    let end = rest.find(" IN ")?;
+    Some(rest[..end].trim().to_owned())
+}
+
+/// `psql (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)` -> (15, 18); `16beta1` -> (16, 0).
+fn parse_psql_version(out: &str) -> Option<(u32, u32)> {
+    let version = out.split_whitespace().nth(2)?;
+    let mut parts = version.split('.');
+    let major: u32 = parts.next()?.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok()?;
+    let minor = parts.next().and_then(|m| m.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok());
+    Some((major, minor.unwrap_or(0)))
+}
+
+/// The available bytes from POSIX `df -P -k DIR` output.
+fn parse_df_available(out: &str) -> Option<u64> {
+    let line = out.lines().nth(1)?;
+    let kib: u64 = line.split_whitespace().nth(3)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// A quoted SQL identifier.
@@ -277,6 +497,30 @@ mod tests {
         assert_eq!(parse_published_port("[::1]:5432"), Some(5432));
         assert_eq!(parse_published_port(":0"), None);
         assert_eq!(parse_published_port(""), None);
+    }
+
+    #[test]
+    fn tool_output_is_parsed() {
+        assert_eq!(parse_psql_version("psql (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n"), Some((15, 18)));
+        assert_eq!(parse_psql_version("psql (PostgreSQL) 13.16\n"), Some((13, 16)));
+        assert_eq!(parse_psql_version("psql (PostgreSQL) 18beta1"), Some((18, 0)));
+        assert_eq!(parse_psql_version("nonsense"), None);
+        let df = "Filesystem     1024-blocks      Used Available Capacity Mounted on\n/dev/vda  263174212 11468688  81350268      13% /var/lib/postgresql/data\n";
+        assert_eq!(parse_df_available(df), Some(81350268 * 1024));
+        assert_eq!(parse_df_available("garbage"), None);
+        let stderr = "pg_dump: error: query failed: ERROR:  canceling statement due to lock timeout\n\
+                      pg_dump: detail: Query was: LOCK TABLE public.\"My Table\" IN ACCESS SHARE MODE\n";
+        assert_eq!(locked_table(stderr).as_deref(), Some("public.\"My Table\""));
+        assert_eq!(locked_table("pg_dump: error: connection refused"), None);
+    }
+
+    #[test]
+    fn run_ids_are_short_and_distinct() {
+        let (a, b) = (run_id(), run_id());
+        assert_eq!(a.len(), 6);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() && !c.is_ascii_uppercase()));
+        assert_ne!(a, b);
+        assert_eq!(app_name(&a, "db-verify"), format!("hindsight-xtask:{a}:db-verify"));
     }
 
     #[test]

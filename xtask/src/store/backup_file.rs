@@ -93,10 +93,30 @@ impl fmt::Display for Revision {
     }
 }
 
-/// What a backup's file name says: whose, when (local time), at which revision, how stored.
+/// What a dump file is: a backup, or the dump a restore made of a database it replaced
+/// before dropping it (kept until the user removes it, never `latest`, never pruned).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Backup,
+    PreRestore,
+}
+
+impl Kind {
+    /// The word between the database's name and the timestamp.
+    pub fn word(self) -> &'static str {
+        match self {
+            Kind::Backup => "backup",
+            Kind::PreRestore => "prerestore",
+        }
+    }
+}
+
+/// What a dump's file name says: whose, what kind, when (local time), at which revision,
+/// how stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupName {
     pub db: String,
+    pub kind: Kind,
     pub taken: NaiveDateTime,
     pub revision: Revision,
     pub compression: Compression,
@@ -104,8 +124,8 @@ pub struct BackupName {
 
 impl BackupName {
     pub fn file_name(&self) -> String {
-        let (db, taken, revision) = (&self.db, self.taken.format(TIME_FORMAT), &self.revision);
-        format!("{db}_backup_{taken}_{revision}{}", self.compression.extension())
+        let (db, word, taken, revision) = (&self.db, self.kind.word(), self.taken.format(TIME_FORMAT), &self.revision);
+        format!("{db}_{word}_{taken}_{revision}{}", self.compression.extension())
     }
 
     /// The name of the backup at `path`, if its file name is one.
@@ -121,12 +141,15 @@ impl BackupName {
         // The revision and the timestamp hold no `_`, the database name may.
         let mut parts = stem.rsplitn(4, '_');
         let (revision, time, date, prefix) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        let db = prefix.strip_suffix("_backup").filter(|db| !db.is_empty())?;
-        if date.len() != 8 || time.len() != 6 {
+        let (db, kind) = match prefix.strip_suffix("_backup") {
+            Some(db) => (db, Kind::Backup),
+            None => (prefix.strip_suffix("_prerestore")?, Kind::PreRestore),
+        };
+        if db.is_empty() || date.len() != 8 || time.len() != 6 {
             return None;
         }
         let taken = NaiveDateTime::parse_from_str(&format!("{date}_{time}"), TIME_FORMAT).ok()?;
-        Some(BackupName { db: db.to_owned(), taken, revision: Revision::parse(revision)?, compression })
+        Some(BackupName { db: db.to_owned(), kind, taken, revision: Revision::parse(revision)?, compression })
     }
 }
 
@@ -169,27 +192,98 @@ pub fn ends_complete(tail: &[u8]) -> bool {
             .all(|line| line.is_empty() || line.starts_with(b"--") || line.starts_with(b"\\unrestrict "))
 }
 
-/// Rows per table in a plain dump's `COPY ... FROM stdin;` blocks, counted as the dump
-/// streams past (COPY's text format escapes newlines, so a row is a line). Only a line's
-/// first bytes are kept: a multi-megabyte value costs nothing.
+/// One pass over a plain dump on its way into psql: it keeps the SQL's end (for the
+/// completion marker), counts the rows of every `COPY ... FROM stdin;` block (COPY's text
+/// format escapes newlines, so a row is a line), and takes out the file's own
+/// `\restrict`/`\unrestrict` lines, which the loader replaces with its own. Only lines
+/// outside COPY data are looked at as commands: a row that happens to start with
+/// `\restrict` is data and passes untouched. Memory stays bounded: a line's first bytes
+/// are kept, never a whole multi-megabyte value.
 #[derive(Default)]
-pub struct CopyRows {
+pub struct SqlScan {
+    tail: Tail,
+    bytes: u64,
+    /// The current line's first bytes (at most `KEEP`).
     line: Vec<u8>,
-    current: Option<(String, u64)>,
+    /// The current line is held back until its end shows whether it is a `\restrict`.
+    holding: Option<Vec<u8>>,
+    /// Mid-line: the current line did not start in this chunk.
+    mid_line: bool,
+    copy: Option<(String, u64)>,
     tables: Vec<(String, u64)>,
 }
 
-impl CopyRows {
+impl SqlScan {
     /// Longer COPY header lines (thousands of columns) are not recognised.
     const KEEP: usize = 64 * 1024;
 
-    pub fn push(&mut self, mut bytes: &[u8]) {
-        while let Some(end) = bytes.iter().position(|&b| b == b'\n') {
-            self.keep(&bytes[..end]);
-            self.end_line();
-            bytes = &bytes[end + 1..];
+    /// Takes in `chunk` and passes what psql should read to `out`.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+        self.tail.push(chunk);
+        self.bytes += chunk.len() as u64;
+        let mut pass_from = 0;
+        let mut at = 0;
+        while at < chunk.len() {
+            let end = chunk[at..].iter().position(|&b| b == b'\n').map(|i| at + i);
+            let segment_end = end.map_or(chunk.len(), |e| e + 1);
+            let segment = &chunk[at..segment_end];
+            let starts_line = !self.mid_line;
+            if starts_line && self.copy.is_none() && segment[0] == b'\\' {
+                // A meta-command line: hold it back until its end is known.
+                out(&chunk[pass_from..at])?;
+                self.holding = Some(Vec::new());
+            }
+            if let Some(held) = &mut self.holding {
+                held.extend_from_slice(segment);
+                pass_from = segment_end;
+                if held.len() > Self::KEEP {
+                    // Too long to be a `\restrict` line: let it through.
+                    out(held)?;
+                    self.holding = None;
+                }
+            }
+            let room = if self.copy.is_some() { 3 } else { Self::KEEP };
+            let take = segment.len().min(room.saturating_sub(self.line.len()));
+            self.line.extend_from_slice(&segment[..take]);
+            match end {
+                Some(_) => {
+                    self.end_line(out)?;
+                    self.mid_line = false;
+                }
+                None => self.mid_line = true,
+            }
+            at = segment_end;
         }
-        self.keep(bytes);
+        if self.holding.is_none() {
+            out(&chunk[pass_from.min(chunk.len())..])?;
+        }
+        Ok(())
+    }
+
+    fn end_line(&mut self, out: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+        let line = std::mem::take(&mut self.line);
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        if let Some(held) = self.holding.take() {
+            let restrict = text.starts_with(b"\\restrict ") || text.starts_with(b"\\unrestrict ");
+            if !restrict {
+                out(&held)?;
+            }
+        }
+        match &mut self.copy {
+            Some(_) if text == b"\\." => self.tables.extend(self.copy.take()),
+            Some((_, rows)) => *rows += 1,
+            None => {
+                let header =
+                    std::str::from_utf8(text).ok().and_then(|l| l.strip_prefix("COPY ")?.strip_suffix(" FROM stdin;"));
+                if let Some(header) = header {
+                    let table = header.split_once(" (").map_or(header, |(table, _)| table);
+                    self.copy = Some((table.to_owned(), 0));
+                }
+            }
+        }
+        self.line = line;
+        self.line.clear();
+        Ok(())
     }
 
     /// Tables with their row counts, in dump order.
@@ -197,27 +291,25 @@ impl CopyRows {
         &self.tables
     }
 
-    fn keep(&mut self, part: &[u8]) {
-        let room = Self::KEEP.saturating_sub(self.line.len());
-        self.line.extend_from_slice(&part[..part.len().min(room)]);
+    /// The SQL's last bytes, as read (before any line was taken out).
+    pub fn tail(&self) -> &[u8] {
+        self.tail.bytes()
     }
 
-    fn end_line(&mut self) {
-        let line = std::mem::take(&mut self.line);
-        match &mut self.current {
-            Some(_) if line == b"\\." => self.tables.extend(self.current.take()),
-            Some((_, rows)) => *rows += 1,
-            None => {
-                let header =
-                    std::str::from_utf8(&line).ok().and_then(|l| l.strip_prefix("COPY ")?.strip_suffix(" FROM stdin;"));
-                if let Some(header) = header {
-                    let table = header.split_once(" (").map_or(header, |(table, _)| table);
-                    self.current = Some((table.to_owned(), 0));
-                }
+    /// Bytes of SQL read.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Anything still held back (a last line without a newline) goes out at the end.
+    pub fn finish(&mut self, out: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+        if let Some(held) = self.holding.take() {
+            let restrict = held.starts_with(b"\\restrict ") || held.starts_with(b"\\unrestrict ");
+            if !restrict {
+                out(&held)?;
             }
         }
-        self.line = line;
-        self.line.clear();
+        Ok(())
     }
 }
 
@@ -253,7 +345,7 @@ mod tests {
 
     fn name(db: &str, rev: Revision) -> BackupName {
         let taken = NaiveDate::from_ymd_opt(2026, 11, 24).unwrap().and_hms_opt(9, 5, 7).unwrap();
-        BackupName { db: db.to_owned(), taken, revision: rev, compression: Compression::None }
+        BackupName { db: db.to_owned(), kind: Kind::Backup, taken, revision: rev, compression: Compression::None }
     }
 
     #[test]
@@ -264,6 +356,9 @@ mod tests {
         let unknown = name("other-db", Revision::Unknown);
         assert_eq!(unknown.file_name(), "other-db_backup_20261124_090507_unknown.sql");
         assert_eq!(BackupName::parse(&unknown.file_name()), Some(unknown.clone()));
+        let pre = BackupName { kind: Kind::PreRestore, ..unknown.clone() };
+        assert_eq!(pre.file_name(), "other-db_prerestore_20261124_090507_unknown.sql");
+        assert_eq!(BackupName::parse(&pre.file_name()), Some(pre));
         for (compression, ending) in [(Compression::Gzip, ".sql.gz"), (Compression::Zstd, ".sql.zst")] {
             let compressed = BackupName { compression, ..unknown.clone() };
             assert!(compressed.file_name().ends_with(&format!("_unknown{ending}")));
@@ -329,6 +424,24 @@ mod tests {
         assert!(!ends_complete(b"x-- PostgreSQL database dump complete\n"));
     }
 
+    fn scan(dump: &str, chunk_size: usize) -> (String, SqlScan) {
+        let mut scan = SqlScan::default();
+        let mut out = Vec::new();
+        for chunk in dump.as_bytes().chunks(chunk_size) {
+            scan.feed(chunk, &mut |bytes| {
+                out.extend_from_slice(bytes);
+                Ok(())
+            })
+            .unwrap();
+        }
+        scan.finish(&mut |bytes| {
+            out.extend_from_slice(bytes);
+            Ok(())
+        })
+        .unwrap();
+        (String::from_utf8(out).unwrap(), scan)
+    }
+
     #[test]
     fn copy_rows_are_counted_across_chunk_boundaries() {
         let dump = "SET x;\nCOPY public.memories (id, body) FROM stdin;\n1\tone\n2\ttwo\\nlines\n3\t\\N\n\\.\n\
@@ -338,17 +451,33 @@ mod tests {
             + &"x".repeat(200_000)
             + "\n\\.\n-- COPY public.fake (x) FROM stdin;\n";
         for chunk_size in [1, 7, 4096, dump.len()] {
-            let mut rows = CopyRows::default();
-            for chunk in dump.as_bytes().chunks(chunk_size) {
-                rows.push(chunk);
-            }
+            let (out, rows) = scan(&dump, chunk_size);
             let expected = [
                 ("public.memories".to_owned(), 3),
                 ("public.\"Empty Table\"".to_owned(), 0),
                 ("public.big".to_owned(), 1),
             ];
             assert_eq!(rows.tables(), expected, "chunks of {chunk_size}");
+            assert_eq!(out, dump, "chunks of {chunk_size}: nothing taken out");
+            assert_eq!(rows.bytes(), dump.len() as u64);
         }
+    }
+
+    #[test]
+    fn the_files_own_restrict_lines_are_taken_out_but_never_data() {
+        let dump = "\\restrict AbC123\n\nSET x;\nCOPY t (v) FROM stdin;\n\\restrict in a row\n\\unrestrict too\n\\.\n\
+                    \\connect other\n--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict AbC123\n\n";
+        let want = "\nSET x;\nCOPY t (v) FROM stdin;\n\\restrict in a row\n\\unrestrict too\n\\.\n\
+                    \\connect other\n--\n-- PostgreSQL database dump complete\n--\n\n\n";
+        for chunk_size in [1, 2, 5, 13, 64, dump.len()] {
+            let (out, rows) = scan(dump, chunk_size);
+            assert_eq!(out, want, "chunks of {chunk_size}");
+            assert_eq!(rows.tables(), [("t".to_owned(), 2)]);
+            assert!(ends_complete(rows.tail()), "the marker is checked on the SQL as read");
+        }
+        // A last line without its newline is judged at the end.
+        assert_eq!(scan("SELECT 1;\n\\unrestrict k", 3).0, "SELECT 1;\n");
+        assert_eq!(scan("SELECT 1;\n\\connect x", 3).0, "SELECT 1;\n\\connect x");
     }
 
     #[test]

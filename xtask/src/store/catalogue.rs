@@ -13,9 +13,8 @@ use walkdir::WalkDir;
 use crate::{
     output::human_bytes,
     store::backup_file::{
-        self, BackupName, Compression, PARTIAL_SUFFIX, SHA256_SUFFIX, TAIL_LEN, Tail, VERIFIED_SUFFIX,
+        self, BackupName, Compression, Kind, PARTIAL_SUFFIX, SHA256_SUFFIX, TAIL_LEN, VERIFIED_SUFFIX,
     },
-    stream::codec::{self, Hashing},
 };
 
 #[derive(Debug, Clone)]
@@ -71,7 +70,8 @@ pub fn list(dir: &Path, db: &str) -> Result<Vec<Backup>> {
         let Some(name) = entry.file_name().to_str().and_then(BackupName::parse) else {
             continue;
         };
-        if name.db != db || !entry.file_type().is_file() {
+        // A restore's dumps of replaced databases are listed apart: never `latest`, never pruned.
+        if name.db != db || name.kind != Kind::Backup || !entry.file_type().is_file() {
             continue;
         }
         let size = entry.metadata().with_context(|| format!("reading {}", entry.path().display()))?.len();
@@ -100,77 +100,45 @@ pub fn partials(dir: &Path, db: &str) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-/// What `check` found: the size, and whether a sidecar's checksum was compared.
+/// A backup that passed the checks possible before anything is touched.
 #[derive(Debug)]
-pub struct Checked {
+pub struct Candidate {
+    pub path: PathBuf,
     pub size: u64,
     pub compression: Compression,
-    pub checksum_verified: bool,
-    /// The sidecar's checksum, still to be compared by a caller that reads the file anyway.
-    pub sha256_to_compare: Option<String>,
+    /// The sidecar's checksum, compared during the load, before anything is swapped.
+    pub sha256: Option<String>,
 }
 
-/// Checks a backup before anything is touched: a regular file whose plain SQL ends with
-/// pg_dump's completion marker, matching its `.sha256` when it has one (the old shell
-/// script wrote none). One pass: the stored bytes are hashed as they are decompressed.
-/// A plain file's checksum is left in `sha256_to_compare` for the caller, which reads the
-/// whole file anyway (db-restore, during the load and before the swap): only its end is
-/// read here.
-pub fn check(path: &Path) -> Result<Checked> {
+/// Checks a backup before anything is touched, without reading it whole: a regular file,
+/// a readable sidecar when there is one (the old shell script wrote none), and for plain
+/// SQL the completion marker in its last bytes. The rest (checksum, the marker of a
+/// compressed file's SQL, COPY row counts) is checked in the one pass that loads it.
+pub fn precheck(path: &Path) -> Result<Candidate> {
     let meta = std::fs::metadata(path).with_context(|| format!("backup {} not found", path.display()))?;
     if !meta.is_file() {
         bail!("{} is not a regular file", path.display());
     }
     let compression = Compression::of_file_name(&path.file_name().unwrap_or_default().to_string_lossy());
-    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let expected = sidecar_sum(path)?;
-    let incomplete = || {
-        anyhow!(
-            "{} is truncated or not a pg_dump file: its SQL does not end with `-- PostgreSQL database dump complete`",
-            path.display()
-        )
-    };
-
+    let sha256 = sidecar_sum(path)?;
     if compression == Compression::None {
-        // Nothing to hash here: the marker is in the last bytes.
+        let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let mut tail = Vec::new();
         file.seek(SeekFrom::End(-(meta.len().min(TAIL_LEN as u64) as i64)))?;
         file.read_to_end(&mut tail)?;
-        return if backup_file::ends_complete(&tail) {
-            Ok(Checked { size: meta.len(), compression, checksum_verified: false, sha256_to_compare: expected })
-        } else {
-            Err(incomplete())
-        };
-    }
-
-    let mut stored = Hashing::new(file);
-    let mut tail = Tail::default();
-    let mut buf = vec![0u8; 1 << 20];
-    {
-        let mut sql = codec::decoder(compression, &mut stored)?;
-        loop {
-            match sql.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => tail.push(&buf[..n]),
-                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-                // A cut or damaged compressed stream: its checksum, if any, says more.
-                Err(_) if expected.is_some() => break,
-                Err(err) => return Err(incomplete().context(err)),
-            }
+        if !backup_file::ends_complete(&tail) {
+            return Err(incomplete(path));
         }
     }
-    // What the decoder did not read still counts for the checksum.
-    std::io::copy(&mut stored, &mut std::io::sink())?;
-    let (_, actual, _) = stored.finish();
-    if let Some(expected) = &expected
-        && &actual != expected
-    {
-        return Err(checksum_mismatch(path, &actual, expected));
-    }
-    if !backup_file::ends_complete(tail.bytes()) {
-        return Err(incomplete());
-    }
-    Ok(Checked { size: meta.len(), compression, checksum_verified: expected.is_some(), sha256_to_compare: None })
+    Ok(Candidate { path: path.to_owned(), size: meta.len(), compression, sha256 })
+}
+
+/// The error for a file whose SQL does not end with pg_dump's completion marker.
+pub fn incomplete(path: &Path) -> anyhow::Error {
+    anyhow!(
+        "{} is truncated or not a pg_dump file: its SQL does not end with `-- PostgreSQL database dump complete`",
+        path.display()
+    )
 }
 
 /// The error for a file that does not match its sidecar.
@@ -240,37 +208,30 @@ mod tests {
     }
 
     #[test]
-    fn check_accepts_complete_files_and_refuses_damaged_ones() {
+    fn precheck_refuses_what_it_can_without_reading_the_whole_file() {
         let dir = scratch_dir("check");
         let dump = "SET x;\n--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict k\n\n";
         let good = dir.join("good.sql");
         fs::write(&good, dump).unwrap();
-        let checked = check(&good).unwrap();
-        assert_eq!((checked.size, checked.checksum_verified), (dump.len() as u64, false));
+        let checked = precheck(&good).unwrap();
+        assert_eq!((checked.size, checked.sha256.as_deref()), (dump.len() as u64, None));
 
-        let mut hashing = Hashing::new(dump.as_bytes());
-        std::io::copy(&mut hashing, &mut std::io::sink()).unwrap();
-        let sum = hashing.finish().1;
+        let sum = "ab".repeat(32);
         fs::write(dir.join("good.sql.sha256"), backup_file::sidecar_line(&sum, "good.sql")).unwrap();
-        let left = check(&good).unwrap();
-        assert_eq!((left.checksum_verified, left.sha256_to_compare.as_deref()), (false, Some(sum.as_str())));
+        assert_eq!(precheck(&good).unwrap().sha256.as_deref(), Some(sum.as_str()));
+        fs::write(dir.join("good.sql.sha256"), "not a checksum").unwrap();
+        assert!(format!("{:#}", precheck(&good).unwrap_err()).contains("not a sha256sum line"));
 
-        // A compressed file is hashed here, in the pass that finds its SQL's end.
-        let mut encoder = codec::Encoder::new(Compression::Gzip, Hashing::new(Vec::new())).unwrap();
-        std::io::Write::write_all(&mut encoder, dump.as_bytes()).unwrap();
-        let (gz, gz_sum, _) = encoder.finish().unwrap().finish();
-        let packed = dir.join("good.sql.gz");
-        fs::write(&packed, gz).unwrap();
-        fs::write(dir.join("good.sql.gz.sha256"), backup_file::sidecar_line(&gz_sum, "good.sql.gz")).unwrap();
-        assert!(check(&packed).unwrap().checksum_verified);
-        fs::write(dir.join("good.sql.gz.sha256"), backup_file::sidecar_line(&"0".repeat(64), "good.sql.gz")).unwrap();
-        assert!(format!("{:#}", check(&packed).unwrap_err()).contains("does not match its checksum"));
+        // A compressed file's marker is only known at the end of its SQL: the load checks it.
+        let packed = dir.join("cut.sql.zst");
+        fs::write(&packed, b"not even zstd").unwrap();
+        assert_eq!(precheck(&packed).unwrap().compression, Compression::Zstd);
 
         let truncated = dir.join("truncated.sql");
         fs::write(&truncated, &dump[..20]).unwrap();
-        assert!(format!("{:#}", check(&truncated).unwrap_err()).contains("truncated"));
-        assert!(check(&dir.join("missing.sql")).is_err());
-        assert!(check(&dir).is_err());
+        assert!(format!("{:#}", precheck(&truncated).unwrap_err()).contains("truncated"));
+        assert!(precheck(&dir.join("missing.sql")).is_err());
+        assert!(precheck(&dir).is_err());
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -100,10 +100,11 @@ mod tests {
     use chrono::{Duration, NaiveDate};
 
     use super::*;
-    use crate::store::backup_file::{BackupName, Compression, Revision};
+    use crate::store::backup_file::{BackupName, Compression, Kind, Revision};
 
     fn at(taken: NaiveDateTime) -> Backup {
         let name = BackupName {
+            kind: Kind::Backup,
             db: "hindsight_db".into(),
             taken,
             revision: Revision::Unknown,

@@ -98,7 +98,7 @@ impl Bench {
             db.sql(sh, "CHECKPOINT")?;
             let started = Instant::now();
             let stdout = File::create(&bare)?;
-            process::run_redirected("pg_dump", db.dump(sh), Stdio::null(), stdout.into())?;
+            process::run_redirected("pg_dump", db.bare_dump(sh), Stdio::null(), stdout.into())?;
             samples[0].push(Sample {
                 secs: started.elapsed().as_secs_f64(),
                 bytes: Some(fs::metadata(&bare)?.len()),

@@ -15,13 +15,13 @@ use xshell::Shell;
 
 use crate::{
     cli::DbBackup,
-    db::Database,
+    db::{Database, lock::Mode},
     exit::{Code, Coded},
-    json,
+    interrupt, json,
     output::{self, Progress, human_bytes, step, warning},
-    process,
+    process::{self, Failure},
     store::backup_dir::BackupDir,
-    store::backup_file::{self, BackupName, Compression, Revision, Tail},
+    store::backup_file::{self, BackupName, Compression, Kind, Revision, Tail},
     store::catalogue,
     store::catalogue::Backup,
     stream::codec::{Encoder, Hashing},
@@ -100,67 +100,18 @@ impl DbBackup {
                 db.inspect(sh, &db.name)?
             }
         };
+        // Shared with db-verify and other backups, never during a restore; holding it, the
+        // leftovers of runs that died can go.
+        let mut db_lock = db.lock(sh, Mode::Shared, self.dir.lock_wait_secs)?;
+        db_lock.clean_dead_runs(sh, &db)?;
         self.check_free_space(inspection.size, &dir, &existing)?;
         let revision = inspection.revision.unwrap_or_else(|why| {
             warning!("Alembic revision unknown ({why}): the backup is named `unknown`");
             Revision::Unknown
         });
         let name = fresh_name(dir.path(), &db.name, revision.clone(), self.compress);
-
-        let file_name = name.file_name();
-        step!("dumping database `{}` into {}", db.name, dir.path().join(&file_name).display());
-        let mut partial = dir.create_partial(&file_name)?;
-        let (dumped, written) = match self.compress {
-            // Plain SQL goes into the file untouched: the docker CLI writes it there itself
-            // and this process reads it back as it lands, to hash and check it.
-            Compression::None => {
-                let mut follow = File::open(partial.path())?;
-                let mut sink = DumpSink::new(Compression::None, io::sink(), Some(partial.file().try_clone()?))?;
-                let dumped = process::stream_into_file("pg_dump", db.dump(sh), partial.file(), &mut follow, &mut sink);
-                (dumped, sink.finish())
-            }
-            // Compressed: pg_dump's pipe is read here and compressed on another thread.
-            _ => {
-                let file = BufWriter::with_capacity(WRITE_BUF, partial.file().try_clone()?);
-                let mut overlapped = Overlapped::spawn(DumpSink::new(self.compress, file, None)?, DumpSink::finish);
-                let dumped = process::stream_out("pg_dump", db.dump(sh), &mut overlapped);
-                (dumped, overlapped.finish())
-            }
-        };
         let nothing_lost = format!("no backup was written and every existing backup ({}) is untouched", existing.len());
-        // A failed write stops pg_dump, so its error is the one that says why.
-        let written = written.with_context(|| {
-            format!(
-                "writing the dump into {} failed, {nothing_lost}: free some space, then run db-backup again",
-                dir.path().display()
-            )
-        })?;
-        if let Err(err) = dumped {
-            // A plain dump is written by the docker CLI itself: a full disk is its error.
-            let full = format!("{err:#}").to_lowercase().contains("no space left");
-            let next = if full { "free some space" } else { "check the database" };
-            return Err(err.context(format!("pg_dump failed, {nothing_lost}: {next}, then run db-backup again")));
-        }
-        if !backup_file::ends_complete(&written.tail) {
-            bail!(
-                "the dump is incomplete (no `-- PostgreSQL database dump complete` at its end after {}), {nothing_lost}: \
-                 check that the database stayed up, then run db-backup again",
-                human_bytes(written.sql_bytes)
-            );
-        }
-
-        let path = partial.commit()?;
-        let write_sidecar = || -> Result<()> {
-            let mut sidecar = dir.create_partial(&format!("{file_name}{}", backup_file::SHA256_SUFFIX))?;
-            sidecar.file().write_all(backup_file::sidecar_line(&written.sha256, &file_name).as_bytes())?;
-            sidecar.commit().map(drop)
-        };
-        write_sidecar().with_context(|| {
-            format!(
-                "{} is complete, but writing its .sha256 failed: free some space, then run db-backup again",
-                path.display()
-            )
-        })?;
+        let (path, written) = dump_to_file(sh, &db, &db.name, &dir, &name, self.db_lock_wait_secs, &nothing_lost)?;
 
         // Only now that a good new backup exists.
         let removed = db_prune::apply(&dir, &db.name, &self.retention.policy(), Some(&path))
@@ -202,13 +153,94 @@ impl DbBackup {
     }
 }
 
+/// Dumps database `source` into `name` in `dir`: `NAME.partial` first, kept only when
+/// pg_dump exited 0 and the SQL ends with its completion marker; then fsync, a no-clobber
+/// rename, and the `.sha256` sidecar. Used for backups and for the dumps a restore makes
+/// of the databases it replaced. `nothing_lost` says, in every error, what is untouched.
+pub fn dump_to_file(
+    sh: &Shell,
+    db: &Database,
+    source: &str,
+    dir: &BackupDir,
+    name: &BackupName,
+    lock_wait: Duration,
+    nothing_lost: &str,
+) -> Result<(PathBuf, Written)> {
+    let file_name = name.file_name();
+    step!("dumping database `{source}` into {}", dir.path().join(&file_name).display());
+    let mut partial = dir.create_partial(&file_name)?;
+    let (dumped, written) = match name.compression {
+        // Plain SQL goes into the file untouched: the docker CLI writes it there itself
+        // and this process reads it back as it lands, to hash and check it.
+        Compression::None => {
+            let mut follow = File::open(partial.path())?;
+            let mut sink = DumpSink::new(Compression::None, io::sink(), Some(partial.file().try_clone()?))?;
+            let dump = db.dump(sh, source, lock_wait);
+            let dumped = process::stream_into_file("pg_dump", dump, partial.file(), &mut follow, &mut sink);
+            (dumped, sink.finish())
+        }
+        // Compressed: pg_dump's pipe is read here and compressed on another thread.
+        compression => {
+            let file = BufWriter::with_capacity(WRITE_BUF, partial.file().try_clone()?);
+            let mut overlapped = Overlapped::spawn(DumpSink::new(compression, file, None)?, DumpSink::finish);
+            let dumped = process::stream_out("pg_dump", db.dump(sh, source, lock_wait), &mut overlapped);
+            (dumped, overlapped.finish())
+        }
+    };
+    interrupt::check()?;
+    // A failed write stops pg_dump, so its error is the one that says why.
+    let written = written.with_context(|| {
+        format!(
+            "writing the dump into {} failed, {nothing_lost}: free some space, then run db-backup again",
+            dir.path().display()
+        )
+    })?;
+    if let Err(err) = dumped {
+        if let Some(failure) = Failure::in_chain(&err) {
+            if let Some(conflict) = db.lock_conflict(sh, source, failure) {
+                return Err(Coded {
+                    code: Code::Busy,
+                    message: format!(
+                        "pg_dump waited {} s for a table lock and gave up: {conflict}; {nothing_lost}: end that \
+                         session or let it finish, then run again (or raise --db-lock-wait-secs)",
+                        lock_wait.as_secs()
+                    ),
+                }
+                .into());
+            }
+        }
+        // A plain dump is written by the docker CLI itself: a full disk is its error.
+        let full = Failure::in_chain(&err).is_some_and(|f| f.said("no space left"));
+        let next = if full { "free some space" } else { "check the database" };
+        return Err(err.context(format!("pg_dump failed, {nothing_lost}: {next}, then run again")));
+    }
+    if !backup_file::ends_complete(&written.tail) {
+        bail!(
+            "the dump is incomplete (no `-- PostgreSQL database dump complete` at its end after {}), {nothing_lost}: \
+             check that the database stayed up, then run again",
+            human_bytes(written.sql_bytes)
+        );
+    }
+
+    let path = partial.commit()?;
+    let write_sidecar = || -> Result<()> {
+        let mut sidecar = dir.create_partial(&format!("{file_name}{}", backup_file::SHA256_SUFFIX))?;
+        sidecar.file().write_all(backup_file::sidecar_line(&written.sha256, &file_name).as_bytes())?;
+        sidecar.commit().map(drop)
+    };
+    write_sidecar().with_context(|| {
+        format!("{} is complete, but writing its .sha256 failed: free some space, then run again", path.display())
+    })?;
+    Ok((path, written))
+}
+
 /// A name no existing file has: two backups within one second would share one, so the
 /// second waits for the clock to tick.
 fn fresh_name(dir: &Path, db: &str, revision: Revision, compression: Compression) -> BackupName {
     loop {
         let now = chrono::Local::now().naive_local();
         let taken = now.with_nanosecond(0).unwrap_or(now);
-        let name = BackupName { db: db.to_owned(), taken, revision: revision.clone(), compression };
+        let name = BackupName { db: db.to_owned(), kind: Kind::Backup, taken, revision: revision.clone(), compression };
         if !dir.join(name.file_name()).exists() {
             return name;
         }
@@ -230,11 +262,11 @@ struct DumpSink<W: Write> {
 /// How often the file's written part is flushed to disk while the dump goes on.
 const SYNC_EVERY: u64 = 64 * 1024 * 1024;
 
-struct Written {
+pub struct Written {
     tail: Vec<u8>,
-    sql_bytes: u64,
-    stored_bytes: u64,
-    sha256: String,
+    pub sql_bytes: u64,
+    pub stored_bytes: u64,
+    pub sha256: String,
 }
 
 impl<W: Write> DumpSink<W> {

@@ -1,28 +1,29 @@
-//! `cargo xtask db-restore`: check the backup, load it into a new database, swap that in
-//! by renaming (the replaced data is kept), then migrate with Alembic.
+//! `cargo xtask db-restore`: check the backup, load it into a new database through the one
+//! restore pipeline, swap that in by renaming (the replaced data is kept), migrate with
+//! Alembic, and only then retire older replaced databases: each is dumped into the backup
+//! directory, checked, and only then dropped.
 
 use std::{
-    fs::File,
     path::{Path, PathBuf},
-    thread,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
+use chrono::{Local, NaiveDateTime, TimeZone, Utc};
 use xshell::Shell;
 
 use crate::{
     alembic::Alembic,
     cli::DbRestore,
-    db::Database,
+    db::{Database, lock::Mode},
     exit::{Code, Coded},
-    output::{self, Progress, human_bytes, step, warning},
-    process, prompt,
+    interrupt,
+    output::{self, human_bytes, step},
+    prompt,
     store::backup_dir::BackupDir,
-    store::backup_file::{self, BackupName, Compression, Revision},
+    store::backup_file::{self, BackupName, Compression, Kind, Revision},
     store::catalogue,
-    store::catalogue::Checked,
-    stream::codec::{self, Hashing, Tap},
+    tasks::db_backup::dump_to_file,
 };
 
 impl DbRestore {
@@ -33,86 +34,87 @@ impl DbRestore {
         let alembic = Alembic::find(sh, self.alembic_dir.as_deref(), "db-restore")?;
         let dir = BackupDir::open(sh.current_dir().join(&self.dir.backup_dir))?;
         let path = self.choose(&dir, &db.name)?;
-        // A plain file's checksum is compared while psql reads it, before the swap.
-        let checked = catalogue::check(&path).context("the backup was refused and the database not touched")?;
+        let backup = catalogue::precheck(&path).context("the backup was refused and the database not touched")?;
         step!(
-            "checked {} ({}, {})",
+            "checked {} ({}; {})",
             path.display(),
-            human_bytes(checked.size),
-            match (checked.checksum_verified, &checked.sha256_to_compare) {
-                (true, _) => "checksum matches",
-                (false, Some(_)) => "checksum compared during the load, before anything is swapped",
-                (false, None) => "no .sha256 to compare",
+            human_bytes(backup.size),
+            match backup.sha256 {
+                Some(_) => "its checksum, marker and row counts are checked during the load, before anything is swapped",
+                None => "no .sha256 to compare; its marker and row counts are checked during the load",
             }
         );
-        self.confirm(&db.name, &path)?;
+        // What happens to the replaced data is part of the question: look before asking.
+        db.ensure_ready(sh, self.db.wait_secs)?;
+        let plan = self.plan(sh, &db)?;
+        self.confirm(&db.name, &path, &dir, &plan)?;
 
         let _lock = dir.lock("db-restore", self.dir.lock_wait_secs)?;
-        db.ensure_ready(sh, self.db.wait_secs)?;
-        let prefix = |what: &str| format!("{}__{what}_", db.name);
-        db.drop_leftovers(sh, &prefix("restore"), "db-restore")?;
+        dir.remove_partials(&db.name)?;
+        // Alone: no backup, verification or other restore of this database meanwhile,
+        // from this checkout or any other.
+        let mut db_lock = db.lock(sh, Mode::Exclusive, self.dir.lock_wait_secs)?;
+        db_lock.clean_dead_runs(sh, &db)?;
 
         // UTC: the names sort by age whatever the clock's zone or daylight saving did.
-        let stamp = chrono::Utc::now().format(backup_file::TIME_FORMAT).to_string();
-        let scratch = format!("{}{stamp}", prefix("restore"));
-        let previous = format!("{}{stamp}", prefix("pre_restore"));
-        step!("restoring into new database `{scratch}`; `{}` stays as it is until it succeeds", db.name);
-        db.create_database(sh, &scratch)?;
-        if let Err(err) = load(sh, &db, &scratch, &path, &checked) {
-            let cleanup = db.drop_database(sh, &scratch);
-            let left = match cleanup {
-                Ok(()) => "the scratch database was dropped".to_owned(),
-                Err(drop_err) => format!("drop `{scratch}` by hand ({drop_err:#})"),
-            };
-            return Err(err.context(format!(
-                "restoring {} failed; database `{}` is unchanged and {left}: pick another backup",
-                path.display(),
-                db.name
-            )));
-        }
-
-        step!("swapping `{scratch}` in as `{}`; the current data becomes `{previous}`", db.name);
-        db.swap_in(sh, &scratch, &previous).with_context(|| {
+        let stamp = Utc::now().format(backup_file::TIME_FORMAT).to_string();
+        let previous = format!("{}{stamp}", previous_prefix(&db.name));
+        step!("restoring into a new database; `{}` stays as it is until every check has passed", db.name);
+        let loaded = db.load_backup(sh, &backup, "restore", None, self.trust_file).with_context(|| {
             format!(
-                "the swap failed; `{}` is unchanged and the restored data is in `{scratch}`: retry db-restore",
+                "restoring {} failed; database `{}` is unchanged and the scratch database is dropped: pick another backup",
+                path.display(),
                 db.name
             )
         })?;
+        interrupt::check()?;
+
+        let scratch = loaded.scratch.name().to_owned();
+        step!("swapping `{scratch}` in as `{}`; the current data becomes `{previous}`", db.name);
+        let replaced = db
+            .swap_in(sh, &scratch, &previous, self.db_lock_wait_secs)
+            .with_context(|| format!("the swap failed; `{}` is unchanged: retry db-restore", db.name))?;
+        loaded.scratch.keep();
         let back = format!(
             "ALTER DATABASE \"{0}\" RENAME TO \"{0}__unwanted_{stamp}\"; ALTER DATABASE \"{previous}\" RENAME TO \"{0}\"",
             db.name
         );
-        step!("the replaced data is kept as `{previous}`; to swap back: {}", db.psql_hint(&back));
+        if replaced {
+            step!("the replaced data is kept as `{previous}`; to swap back: {}", db.psql_hint(&back));
+        } else {
+            step!("there was no database `{}` to keep: the restored one simply took its place", db.name);
+        }
 
-        // From here on the restored data is live: every failure says how to go back.
+        // From here on the restored data is live: a failure or a signal stops, drops
+        // nothing, and says how to go back.
         let target = self.migration_target(&path);
         let after_swap = || -> Result<()> {
-            self.drop_old_previous(sh, &db, &prefix("pre_restore"), &previous)?;
             match &alembic {
                 _ if self.no_migrate => step!("--no-migrate: skipping the Alembic migration"),
                 None => step!("no alembic.ini found: skipping the migration (pass --alembic-dir to run it)"),
                 Some(alembic) => {
+                    interrupt::check()?;
                     step!("migrating `{}` to {target} with Alembic in {}", db.name, alembic.dir().display());
                     alembic
                         .upgrade(sh, &target, &db.host_url(sh)?)
                         .with_context(|| format!("the migration to {target} failed"))?;
                 }
             }
-            Ok(())
+            self.retire_previous(sh, &db, &dir, replaced.then_some(previous.as_str()))
         };
         after_swap().with_context(|| {
-            format!(
-                "the backup was restored into `{}` (the replaced data is `{previous}`), but a later step failed; \
-                 to roll back to the previous database: {}",
-                db.name,
-                db.psql_hint(&back)
-            )
+            let back = if replaced {
+                format!("(the replaced data is `{previous}`); to roll back to it: {}", db.psql_hint(&back))
+            } else {
+                "(there was no database to keep)".to_owned()
+            };
+            format!("the backup was restored into `{}` {back}; a later step failed", db.name)
         })?;
         step!(
             "restore complete: `{}` now holds {} ({}, migrated to {}, {:.1} s, peak memory {})",
             db.name,
             path.file_name().unwrap_or_default().to_string_lossy(),
-            human_bytes(checked.size),
+            human_bytes(backup.size),
             if alembic.is_some() && !self.no_migrate { target.as_str() } else { "-" },
             started.elapsed().as_secs_f64(),
             output::peak_memory()
@@ -148,17 +150,45 @@ impl DbRestore {
         catalogue::resolve(dir.path(), db, wanted)
     }
 
-    fn confirm(&self, db: &str, path: &Path) -> Result<()> {
+    /// What this restore will do with the databases earlier restores replaced: the newest
+    /// `--keep-previous` stay (counting the one this restore makes), the rest are dumped
+    /// into the backup directory and then dropped.
+    fn plan(&self, sh: &Shell, db: &Database) -> Result<Plan> {
+        let live = db.size_of(sh, &db.name)?.is_some();
+        let mut earlier = db.databases_with_prefix(sh, &previous_prefix(&db.name))?;
+        earlier.reverse();
+        let kept = self.keep_previous.get() - usize::from(live);
+        let retired = earlier.split_off(kept.min(earlier.len()));
+        Ok(Plan { live, kept: earlier, retired })
+    }
+
+    fn confirm(&self, db: &str, path: &Path, dir: &BackupDir, plan: &Plan) -> Result<()> {
+        let mut lines = vec![match plan.live {
+            true => format!("the current data of `{db}` is kept as database `{db}__pre_restore_<now>`"),
+            false => format!("there is no database `{db}` now: nothing is replaced"),
+        }];
+        if !plan.kept.is_empty() {
+            lines.push(format!("kept as they are: {}", quoted(&plan.kept)));
+        }
+        if !plan.retired.is_empty() {
+            lines.push(format!(
+                "dumped into {} as `{db}_prerestore_<time>_<revision>.sql` (checked, with a .sha256; kept until you \
+                 remove them), then dropped: {}",
+                dir.path().display(),
+                quoted(&plan.retired)
+            ));
+        }
         if self.yes {
+            for line in &lines {
+                step!("{line}");
+            }
             return Ok(());
         }
         if !prompt::is_interactive() {
             return Err(refused("no terminal to confirm on: pass --yes to restore without a question"));
         }
-        let question = format!(
-            "Restore {} into database `{db}`? Its current data is kept as `{db}__pre_restore_...`.",
-            path.display()
-        );
+        let question =
+            format!("Restore {} into database `{db}`?\n  {}\nGo ahead?", path.display(), lines.join("\n  "));
         if prompt::confirm(&question)? { Ok(()) } else { Err(refused("not confirmed")) }
     }
 
@@ -173,59 +203,66 @@ impl DbRestore {
         }
     }
 
-    /// Keeps the newest `--keep-previous` replaced databases, the one just made always
-    /// among them.
-    fn drop_old_previous(&self, sh: &Shell, db: &Database, prefix: &str, just_made: &str) -> Result<()> {
-        let mut older = db.databases_with_prefix(sh, prefix)?;
-        older.retain(|name| name != just_made);
-        // The UTC timestamp in the names sorts them by age.
-        older.reverse();
-        for old in older.iter().skip(self.keep_previous.get() - 1) {
-            step!("dropping `{old}` (keeping the newest {} replaced databases)", self.keep_previous);
-            if let Err(err) = db.drop_database(sh, old) {
-                warning!("could not drop `{old}`: {err:#}");
-            }
+    /// Keeps the newest `--keep-previous` replaced databases (`just_made` among them) and
+    /// retires the others: each is dumped into the backup directory as a prerestore file,
+    /// checked like any backup, and dropped only then. A dump that fails keeps its database.
+    fn retire_previous(&self, sh: &Shell, db: &Database, dir: &BackupDir, just_made: Option<&str>) -> Result<()> {
+        let prefix = previous_prefix(&db.name);
+        let mut earlier = db.databases_with_prefix(sh, &prefix)?;
+        earlier.retain(|name| Some(name.as_str()) != just_made);
+        // The UTC timestamp in the names sorts them by age: newest first.
+        earlier.reverse();
+        let keep = self.keep_previous.get() - usize::from(just_made.is_some());
+        for old in earlier.iter().skip(keep) {
+            interrupt::check()?;
+            let revision = db.revision_of(sh, old)?;
+            let replaced_at = replaced_at(&old[prefix.len()..]).unwrap_or_else(|| Local::now().naive_local());
+            let name = fresh_prerestore_name(dir.path(), &db.name, replaced_at, revision);
+            let untouched = format!("`{old}` was not dropped");
+            let (path, _) = dump_to_file(sh, db, old, dir, &name, self.db_lock_wait_secs, &untouched)
+                .with_context(|| format!("could not dump `{old}` before dropping it"))?;
+            db.drop_database(sh, old)?;
+            step!(
+                "dropped `{old}` (keeping the newest {} replaced databases); its data is in {}",
+                self.keep_previous,
+                path.display()
+            );
         }
         Ok(())
     }
 }
 
-fn refused(why: &str) -> anyhow::Error {
-    Coded { code: Code::Refused, message: format!("{why}; nothing was changed") }.into()
+/// What a restore does with earlier replaced databases.
+struct Plan {
+    live: bool,
+    kept: Vec<String>,
+    retired: Vec<String>,
 }
 
-/// Streams the dump from the file into psql, decompressing on the way: the file is never
-/// read into memory. A plain file's checksum, left by the check, is computed alongside
-/// from the page cache, and a mismatch fails the load.
-fn load(sh: &Shell, db: &Database, into: &str, path: &Path, checked: &Checked) -> Result<()> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut progress = Progress::new("read");
-    let loaded = match checked.compression {
-        // Plain SQL needs nothing from this process: psql's side reads the file itself.
-        Compression::None => {
-            let hashing = checked.sha256_to_compare.as_ref().map(|_| {
-                let path = path.to_owned();
-                thread::spawn(move || -> std::io::Result<String> {
-                    let mut stored = Hashing::new(File::open(&path)?);
-                    std::io::copy(&mut stored, &mut std::io::sink())?;
-                    Ok(stored.finish().1)
-                })
-            });
-            let loaded = process::stream_from_file("psql", db.load(sh, into), file, &mut progress);
-            if let (Some(hashing), Some(expected)) = (hashing, &checked.sha256_to_compare) {
-                let actual = hashing.join().map_err(|_| anyhow::anyhow!("the hashing thread panicked"))??;
-                // A damaged file is the cause of whatever psql said about it.
-                if &actual != expected {
-                    return Err(catalogue::checksum_mismatch(path, &actual, expected));
-                }
-            }
-            loaded
-        }
-        compression => {
-            let stored = Tap::new(file, |chunk| progress.add(chunk.len()));
-            process::stream_in("psql", db.load(sh, into), &mut codec::decoder(compression, stored)?)
-        }
-    };
-    progress.finish();
-    loaded
+fn previous_prefix(db: &str) -> String {
+    format!("{db}__pre_restore_")
+}
+
+/// The local time a `__pre_restore_<UTC stamp>` database was replaced at.
+fn replaced_at(stamp: &str) -> Option<NaiveDateTime> {
+    let utc = NaiveDateTime::parse_from_str(stamp, backup_file::TIME_FORMAT).ok()?;
+    Some(Local.from_utc_datetime(&utc).naive_local())
+}
+
+/// A prerestore name no file has yet: a second later if the first is taken.
+fn fresh_prerestore_name(dir: &Path, db: &str, taken: NaiveDateTime, revision: Revision) -> BackupName {
+    let mut name =
+        BackupName { db: db.to_owned(), kind: Kind::PreRestore, taken, revision, compression: Compression::None };
+    while dir.join(name.file_name()).exists() {
+        name.taken += Duration::from_secs(1);
+    }
+    name
+}
+
+fn quoted(names: &[String]) -> String {
+    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+}
+
+fn refused(why: &str) -> anyhow::Error {
+    Coded { code: Code::Refused, message: format!("{why}; nothing was changed") }.into()
 }

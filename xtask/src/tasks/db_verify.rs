@@ -4,7 +4,6 @@
 //! scratch database, and records the result beside the backup.
 
 use std::{
-    fs::File,
     io::Write,
     path::{Path, PathBuf},
 };
@@ -14,16 +13,12 @@ use xshell::Shell;
 
 use crate::{
     cli::DbVerify,
-    db::Database,
-    json,
-    output::{human_bytes, step, warning},
-    process,
+    db::{Database, lock::Mode},
+    interrupt, json,
+    output::{human_bytes, step},
     store::backup_dir::{BackupDir, remove_if_exists},
-    store::backup_file::{
-        self, BackupName, Compression, CopyRows, PARTIAL_SUFFIX, Revision, TIME_FORMAT, Tail, VERIFIED_SUFFIX,
-    },
+    store::backup_file::{BackupName, PARTIAL_SUFFIX, Revision, VERIFIED_SUFFIX},
     store::catalogue::{self, beside},
-    stream::codec::{self, Hashing, Tap},
 };
 
 struct Verified {
@@ -46,14 +41,16 @@ impl DbVerify {
         }
         let _lock = dir.lock_verify(self.dir.lock_wait_secs)?;
         db.ensure_ready(sh, self.db.wait_secs)?;
-        let prefix = format!("{}__verify_", db.name);
-        db.drop_leftovers(sh, &prefix, "db-verify")?;
+        // Shared: db-backup and other verifications go on; a restore waits.
+        let mut db_lock = db.lock(sh, Mode::Shared, self.dir.lock_wait_secs)?;
+        db_lock.clean_dead_runs(sh, &db)?;
 
-        let stamp = chrono::Utc::now().format(TIME_FORMAT);
         let mut reports = Vec::new();
         for (i, path) in targets.iter().enumerate() {
+            interrupt::check()?;
             step!("verifying {}", path.display());
-            let result = verify(sh, &db, path, &format!("{prefix}{stamp}_{i}"));
+            let result = verify(sh, &db, path, i, self.trust_file);
+            interrupt::check()?;
             if result.is_err() && !path.exists() {
                 step!("skipped {}: it was removed (by retention?) while being verified", path.display());
                 continue;
@@ -105,59 +102,14 @@ impl DbVerify {
     }
 }
 
-/// Restores `path` into `scratch` and compares it with the dump; the scratch database is
-/// dropped whatever happens. Everything is checked in the one pass that feeds psql: the
-/// stored bytes are hashed, the SQL's end and its COPY rows are kept as they stream.
-fn verify(sh: &Shell, db: &Database, path: &Path, scratch: &str) -> Result<Verified> {
-    let meta = std::fs::metadata(path).with_context(|| format!("backup {} not found", path.display()))?;
-    if !meta.is_file() {
-        bail!("{} is not a regular file", path.display());
-    }
-    let expected = catalogue::sidecar_sum(path)?;
-    db.create_database(sh, scratch)?;
-    let result = restore_and_compare(sh, db, path, scratch, expected.as_deref());
-    if let Err(err) = db.drop_database(sh, scratch) {
-        // The verdict stands; the next db-verify drops what is left.
-        warning!("could not drop `{scratch}`: {err:#}");
-    }
-    let verified = result?;
-    step!("restored {} into `{scratch}` and dropped it again", human_bytes(meta.len()));
-    Ok(verified)
-}
-
-fn restore_and_compare(
-    sh: &Shell,
-    db: &Database,
-    path: &Path,
-    scratch: &str,
-    expected: Option<&str>,
-) -> Result<Verified> {
-    let compression = Compression::of_file_name(&path.file_name().unwrap_or_default().to_string_lossy());
-    let mut stored = Hashing::new(File::open(path).with_context(|| format!("cannot open {}", path.display()))?);
-    let (mut rows, mut tail) = (CopyRows::default(), Tail::default());
-    let loaded = codec::decoder(compression, &mut stored).map_err(anyhow::Error::from).and_then(|sql| {
-        let mut seen = Tap::new(sql, |chunk| {
-            rows.push(chunk);
-            tail.push(chunk);
-        });
-        process::stream_in("psql", db.load(sh, scratch), &mut seen)
-    });
-    // The rest of the file, if psql stopped early, still counts for the checksum.
-    std::io::copy(&mut stored, &mut std::io::sink())?;
-    let (_, actual, _) = stored.finish();
-    // A damaged file is the cause of whatever psql said about it.
-    if let Some(expected) = expected
-        && actual != expected
-    {
-        return Err(catalogue::checksum_mismatch(path, &actual, expected));
-    }
-    loaded.context("the test restore failed")?;
-    if !backup_file::ends_complete(tail.bytes()) {
-        bail!("{} is truncated: its SQL does not end with `-- PostgreSQL database dump complete`", path.display());
-    }
-
+/// Loads `path` into a scratch database through the one restore pipeline (checksum,
+/// marker and COPY row counts in the pass that loads it), compares the revision, and
+/// drops the scratch database whatever happens.
+fn verify(sh: &Shell, db: &Database, path: &Path, n: usize, trust_file: bool) -> Result<Verified> {
+    let backup = catalogue::precheck(path)?;
+    let loaded = db.load_backup(sh, &backup, "verify", Some(n), trust_file).context("the test restore failed")?;
     let named = BackupName::of_path(path).map(|n| n.revision);
-    let restored = db.inspect(sh, scratch)?.revision;
+    let restored = db.inspect(sh, loaded.scratch.name())?.revision;
     let revision = match (named, restored) {
         (Some(Revision::Known(want)), Ok(Revision::Known(got))) if want == got => want,
         (Some(Revision::Known(want)), got) => {
@@ -167,21 +119,8 @@ fn restore_and_compare(
         (_, Ok(got)) => got.to_string(),
         (_, Err(_)) => "unknown".to_owned(),
     };
-
-    let tables = rows.tables().to_vec();
-    let with_rows: Vec<&(String, u64)> = tables.iter().filter(|(_, rows)| *rows > 0).collect();
-    if !with_rows.is_empty() {
-        // ONLY: COPY holds a table's own rows, count(*) would add its children's.
-        let counts: Vec<String> =
-            with_rows.iter().map(|(table, _)| format!("(SELECT count(*) FROM ONLY {table})")).collect();
-        let got = db.query_in(sh, scratch, &format!("SELECT {}", counts.join(", ")))?;
-        for ((table, want), got) in with_rows.iter().zip(got.trim().split('|')) {
-            if got.trim() != want.to_string() {
-                bail!("table {table} has {} rows after the restore, the dump holds {want}", got.trim());
-            }
-        }
-    }
-    Ok(Verified { checksum_verified: expected.is_some(), revision, tables })
+    step!("restored {} of SQL into `{}`, all checks passed", human_bytes(loaded.sql_bytes), loaded.scratch.name());
+    Ok(Verified { checksum_verified: loaded.checksum_verified, revision, tables: loaded.tables })
 }
 
 /// Records a pass as `NAME.verified` beside a backup in the backup directory; a failure

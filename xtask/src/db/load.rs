@@ -1,0 +1,320 @@
+//! The one restore pipeline, used by every task that loads a backup (db-restore,
+//! db-verify): room on the database volume, then a scratch database, then one pass over
+//! the file that hashes the stored bytes, decompresses, keeps the SQL's end and the COPY
+//! row counts, and feeds psql. Nothing is committed until that pass has checked the size,
+//! the checksum and the completion marker: psql gets `BEGIN` from this process and
+//! `COMMIT` only then (psql commits what it has read when its input simply ends, so the
+//! end of input must never be the commit). Then the row counts are compared in the
+//! scratch database. Any failure, and any signal, drops the scratch database.
+//!
+//! The file is untrusted: psql reads it after this process's own `\restrict` line with a
+//! random key, and the file's own `\restrict`/`\unrestrict` lines are taken out, so a
+//! `\connect`, `\!` or `\o |cmd` in the file fails the load. SQL itself still runs with
+//! the rights of the database user (see the README).
+
+use std::{
+    fs::File,
+    io::{self, BufWriter, Read, Write},
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use xshell::Shell;
+
+use super::{Database, scratch::Scratch};
+use crate::{
+    exit::{Code, Coded},
+    interrupt,
+    output::{Progress, human_bytes, step, warning},
+    process::Feeding,
+    store::{
+        backup_file::{self, Compression, SqlScan},
+        catalogue::{self, Candidate},
+    },
+    stream::codec::{self, Hashing},
+};
+
+/// What psql reads at a time; large enough that a pipe write is never split.
+const CHUNK: usize = 256 * 1024;
+/// Buffered towards psql: many short SQL lines become few writes.
+const PIPE_BUF: usize = 1024 * 1024;
+
+/// A backup loaded into a scratch database that passed every check.
+pub struct Loaded<'a> {
+    pub scratch: Scratch<'a>,
+    pub sql_bytes: u64,
+    pub checksum_verified: bool,
+    /// Tables with the rows the dump holds for them, all counted in the scratch database.
+    pub tables: Vec<(String, u64)>,
+}
+
+impl Database {
+    /// Loads `backup` into a new scratch database `<db>__<kind>_<run>[_<n>]`, checking it
+    /// on the way; see the module's documentation.
+    pub fn load_backup<'a>(
+        &'a self,
+        sh: &'a Shell,
+        backup: &Candidate,
+        kind: &str,
+        n: Option<usize>,
+        trust_file: bool,
+    ) -> Result<Loaded<'a>> {
+        let restrict = self.restrict_key(sh, trust_file)?;
+        self.check_room(sh, backup)?;
+        interrupt::check()?;
+        let scratch = self.scratch(sh, kind, n)?;
+        let streamed = self.stream(sh, backup, scratch.name(), restrict.as_deref())?;
+        self.count_rows(sh, scratch.name(), &streamed.tables)?;
+        Ok(Loaded {
+            scratch,
+            sql_bytes: streamed.sql_bytes,
+            checksum_verified: backup.sha256.is_some(),
+            tables: streamed.tables,
+        })
+    }
+
+    /// The key of the `\restrict` line the load starts with. A psql that predates the
+    /// command would run the file's backslash commands: refused unless the user vouches
+    /// for the file.
+    fn restrict_key(&self, sh: &Shell, trust_file: bool) -> Result<Option<String>> {
+        let (major, minor) = self.psql_version(sh)?;
+        if restrict_supported(major, minor) {
+            return Ok(Some(random_key()));
+        }
+        if trust_file {
+            warning!("psql {major}.{minor} predates \\restrict: --trust-file loads this file with its backslash commands enabled");
+            return Ok(None);
+        }
+        bail!(
+            "psql {major}.{minor} in service `{}` predates `\\restrict` (13.22, 14.19, 15.14, 16.10, 17.6), so it cannot \
+             load a file with its backslash commands disabled: update the image, or pass --trust-file if you made this \
+             file yourself",
+            self.service
+        )
+    }
+
+    /// Refuses (exit 5) a load that clearly will not fit on the database volume: a full
+    /// volume stops PostgreSQL itself. The estimate is the larger of the live database's
+    /// size and the backup's SQL (plain: the file; compressed: five times the file, a
+    /// low guess for both gzip and zstd).
+    fn check_room(&self, sh: &Shell, backup: &Candidate) -> Result<()> {
+        let sql = match backup.compression {
+            Compression::None => backup.size,
+            _ => backup.size.saturating_mul(5),
+        };
+        let need = sql.max(self.size_of(sh, &self.name)?.unwrap_or(0));
+        let free = self.volume_free(sh)?;
+        if free < need {
+            return Err(Coded {
+                code: Code::NoSpace,
+                message: format!(
+                    "the database volume of service `{}` has {} free, and loading {} into a scratch database needs \
+                     about {} ({} missing): nothing was loaded; free space on that volume (old `{}__pre_restore_` \
+                     databases, other data), then retry",
+                    self.service,
+                    human_bytes(free),
+                    backup.path.display(),
+                    human_bytes(need),
+                    human_bytes(need - free),
+                    self.name
+                ),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// The one pass over the file; commits only when it checked out.
+    fn stream(&self, sh: &Shell, backup: &Candidate, scratch: &str, restrict: Option<&str>) -> Result<Streamed> {
+        let path = &backup.path;
+        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let mut stored = Hashing::new(file);
+        let mut scan = SqlScan::default();
+        let mut progress = Progress::new("loaded");
+        let mut psql = Feeding::start("psql", self.load_cmd(sh, scratch))?;
+
+        let fed = {
+            let mut pipe = BufWriter::with_capacity(PIPE_BUF, psql.stdin());
+            let fed = feed(backup.compression, &mut stored, &mut scan, &mut progress, restrict, &mut |bytes| {
+                pipe.write_all(bytes)
+            });
+            fed.and_then(|()| pipe.flush().map_err(Fed::Sink))
+        };
+        progress.finish();
+        // What the decoder did not read (trailing bytes) still counts for the checksum;
+        // after an early stop, reading on lets a damaged file take the blame for what
+        // psql or the decoder said.
+        if interrupt::received().is_none() && (fed.is_ok() || backup.sha256.is_some()) {
+            let _ = io::copy(&mut stored, &mut io::sink());
+        }
+        let (_, sha256, stored_bytes) = stored.finish();
+
+        let problem = verdict(backup, &fed, &sha256, stored_bytes, scan.tail());
+        interrupt::check()?;
+        match problem {
+            None => {
+                // Every check passed: only now does the load become permanent.
+                let committed = psql.stdin().write_all(b"COMMIT;\n").and_then(|()| psql.stdin().flush());
+                let finished = psql.finish();
+                interrupt::check()?;
+                finished?;
+                committed.context("psql stopped before the COMMIT")?;
+                step!("loaded {} of SQL into `{scratch}`", human_bytes(scan.bytes()));
+                Ok(Streamed { sql_bytes: scan.bytes(), tables: scan.tables().to_vec() })
+            }
+            Some(problem) => {
+                // No COMMIT: psql rolls back at the end of its input.
+                let said = psql.close();
+                interrupt::check()?;
+                Err(match said {
+                    Some(failure) if !problem.blames_file => anyhow::Error::from(failure).context(problem.message),
+                    Some(failure) => anyhow!("{}", problem.message).context(failure.to_string()),
+                    None => anyhow!("{}", problem.message),
+                })
+            }
+        }
+    }
+
+    /// Every table the dump holds rows for has exactly that many (`FROM ONLY`: COPY holds
+    /// a table's own rows, count(*) would add its children's).
+    fn count_rows(&self, sh: &Shell, scratch: &str, tables: &[(String, u64)]) -> Result<()> {
+        let with_rows: Vec<&(String, u64)> = tables.iter().filter(|(_, rows)| *rows > 0).collect();
+        if with_rows.is_empty() {
+            return Ok(());
+        }
+        let counts: Vec<String> =
+            with_rows.iter().map(|(table, _)| format!("(SELECT count(*) FROM ONLY {table})")).collect();
+        let got = self.query_in(sh, scratch, &format!("SELECT {}", counts.join(", ")))?;
+        for ((table, want), got) in with_rows.iter().zip(got.trim().split('|')) {
+            if got.trim() != want.to_string() {
+                bail!("table {table} has {} rows after the restore, the dump holds {want}", got.trim());
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Streamed {
+    sql_bytes: u64,
+    tables: Vec<(String, u64)>,
+}
+
+/// How feeding psql ended early.
+enum Fed {
+    /// Reading or decompressing the file failed.
+    Source(io::Error),
+    /// psql stopped reading (an SQL error, a signal).
+    Sink(io::Error),
+}
+
+fn feed(
+    compression: Compression,
+    stored: &mut Hashing<File>,
+    scan: &mut SqlScan,
+    progress: &mut Progress,
+    restrict: Option<&str>,
+    send: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+) -> Result<(), Fed> {
+    if let Some(key) = restrict {
+        send(format!("\\restrict {key}\n").as_bytes()).map_err(Fed::Sink)?;
+    }
+    send(b"BEGIN;\n").map_err(Fed::Sink)?;
+    let mut sql = codec::decoder(compression, stored).map_err(Fed::Source)?;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = match sql.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(Fed::Source(err)),
+        };
+        progress.add(n);
+        scan.feed(&buf[..n], send).map_err(Fed::Sink)?;
+    }
+    scan.finish(send).map_err(Fed::Sink)?;
+    // A newline first: the file's last line may lack one.
+    send(b"\n").map_err(Fed::Sink)
+}
+
+struct Problem {
+    message: String,
+    /// The file is at fault (checksum, truncation): psql's words are only its symptom.
+    blames_file: bool,
+}
+
+/// What is wrong with the pass, if anything, the file's own faults first.
+fn verdict(backup: &Candidate, fed: &Result<(), Fed>, sha256: &str, stored: u64, tail: &[u8]) -> Option<Problem> {
+    let path = &backup.path;
+    let file_fault = |message: String| Some(Problem { message, blames_file: true });
+    if let Some(expected) = &backup.sha256
+        && expected != sha256
+    {
+        return file_fault(format!("{:#}", catalogue::checksum_mismatch(path, sha256, expected)));
+    }
+    match fed {
+        Err(Fed::Source(err)) => {
+            return file_fault(format!("{} cannot be read to its end: {err}; the file is damaged", path.display()));
+        }
+        Err(Fed::Sink(err)) => {
+            return Some(Problem { message: format!("psql stopped reading: {err}"), blames_file: false });
+        }
+        Ok(()) => {}
+    }
+    if stored != backup.size {
+        return file_fault(format!(
+            "{} changed while it was read ({} bytes before, {stored} read): restore it again once nothing writes it",
+            path.display(),
+            backup.size
+        ));
+    }
+    if !backup_file::ends_complete(tail) {
+        return file_fault(format!("{:#}", catalogue::incomplete(path)));
+    }
+    None
+}
+
+/// psql learnt `\restrict` in 13.22, 14.19, 15.14, 16.10 and 17.6.
+fn restrict_supported(major: u32, minor: u32) -> bool {
+    match major {
+        ..=12 => false,
+        13 => minor >= 22,
+        14 => minor >= 19,
+        15 => minor >= 14,
+        16 => minor >= 10,
+        17 => minor >= 6,
+        _ => true,
+    }
+}
+
+/// 32 random letters and digits: a file cannot guess it to `\unrestrict` itself.
+fn random_key() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = [0u8; 32];
+    rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).expect("the kernel's random numbers");
+    bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restrict_arrived_in_these_releases() {
+        for (major, minor, ok) in
+            [(12, 22, false), (13, 16, false), (13, 22, true), (14, 18, false), (14, 19, true), (15, 13, false)]
+        {
+            assert_eq!(restrict_supported(major, minor), ok, "{major}.{minor}");
+        }
+        for (major, minor) in [(15, 14), (15, 18), (16, 10), (17, 6), (17, 12), (18, 0)] {
+            assert!(restrict_supported(major, minor), "{major}.{minor}");
+        }
+        assert!(!restrict_supported(16, 9) && !restrict_supported(17, 5));
+    }
+
+    #[test]
+    fn keys_are_random_and_plain() {
+        let (a, b) = (random_key(), random_key());
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,143 @@
+//! Ctrl-C and SIGTERM. A signal does not end the process on the spot: a thread notes it,
+//! ends this run's work inside the container (its server sessions), then the programs it
+//! started; the task's own code sees its step fail, and every guard on the way out cleans
+//! up (the `.partial` file, the scratch database) before the lock is released and the
+//! process exits 130 or 143.
+//!
+//! The programs run in their own process group (see `process`), so a terminal's Ctrl-C
+//! reaches this process only, and it ends them in that order: a `docker exec` client
+//! killed first would leave its pg_dump or psql running inside the container.
+
+use std::{
+    fmt,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicI32, AtomicU64, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use signal_hook::{
+    consts::{SIGINT, SIGTERM},
+    iterator::Signals,
+};
+
+use crate::output;
+
+static RECEIVED: AtomicI32 = AtomicI32::new(0);
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+type Stop = Arc<dyn Fn() + Send + Sync>;
+
+/// What to run when a signal arrives, by stage: server sessions are ended before the
+/// programs that carry them.
+static STOPPERS: Mutex<Vec<(Stage, u64, Stop)>> = Mutex::new(Vec::new());
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    /// End this run's sessions on the server (pg_terminate_backend by application name).
+    Sessions,
+    /// Then the programs still running, after a short grace for them to exit on their own.
+    Programs,
+}
+
+/// Handles SIGINT and SIGTERM from here on.
+pub fn install() -> std::io::Result<()> {
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    thread::spawn(move || {
+        for signal in signals.forever() {
+            if RECEIVED.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                output::line(format_args!(
+                    "{}: stopping this run's work in the database, then cleaning up (this takes a few seconds)",
+                    name(signal)
+                ));
+                stop_work();
+            } else {
+                output::line(format_args!("{}: already stopping, still cleaning up", name(signal)));
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The signal received, if any.
+pub fn received() -> Option<i32> {
+    match RECEIVED.load(Ordering::SeqCst) {
+        0 => None,
+        signal => Some(signal),
+    }
+}
+
+/// Fails once a signal has arrived: call between steps, so no new work starts.
+pub fn check() -> Result<(), Stopped> {
+    received().map_or(Ok(()), |signal| Err(Stopped(signal)))
+}
+
+/// The run was stopped by a signal; its exit code is 128 + the signal's number.
+#[derive(Debug)]
+pub struct Stopped(pub i32);
+
+impl Stopped {
+    pub fn exit_code(&self) -> u8 {
+        128u8.saturating_add(self.0 as u8)
+    }
+}
+
+impl fmt::Display for Stopped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "stopped by {}", name(self.0))
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+fn name(signal: i32) -> &'static str {
+    match signal {
+        SIGINT => "SIGINT (Ctrl-C)",
+        SIGTERM => "SIGTERM",
+        _ => "a signal",
+    }
+}
+
+/// Registers `stop` until the returned guard is dropped. If a signal has already arrived,
+/// `stop` runs at once: work that started in the race is ended all the same.
+#[must_use = "the stopper is removed when the guard drops"]
+pub fn on_stop(stage: Stage, stop: impl Fn() + Send + Sync + 'static) -> OnStop {
+    let id = NEXT_ID.fetch_add(1, Ordering::SeqCst);
+    let stop: Stop = Arc::new(stop);
+    STOPPERS.lock().unwrap_or_else(|p| p.into_inner()).push((stage, id, stop.clone()));
+    if received().is_some() {
+        stop();
+    }
+    OnStop { id }
+}
+
+pub struct OnStop {
+    id: u64,
+}
+
+impl Drop for OnStop {
+    fn drop(&mut self) {
+        STOPPERS.lock().unwrap_or_else(|p| p.into_inner()).retain(|(_, id, _)| *id != self.id);
+    }
+}
+
+/// Runs the stoppers, sessions first; programs get a moment to exit by themselves once
+/// their sessions are gone, then are sent SIGTERM.
+fn stop_work() {
+    let stoppers = |stage: Stage| -> Vec<Stop> {
+        let all = STOPPERS.lock().unwrap_or_else(|p| p.into_inner());
+        all.iter().filter(|(s, _, _)| *s == stage).map(|(_, _, stop)| stop.clone()).collect()
+    };
+    for stop in stoppers(Stage::Sessions) {
+        stop();
+    }
+    let grace = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < grace && !stoppers(Stage::Programs).is_empty() {
+        thread::sleep(Duration::from_millis(50));
+    }
+    for stop in stoppers(Stage::Programs) {
+        stop();
+    }
+}
