@@ -9,9 +9,12 @@ use xtask::{cli, exit, interrupt, project_root};
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    let result = interrupt::install().map_err(anyhow::Error::from).and_then(|()| xshell::Shell::new().map_err(anyhow::Error::from)).and_then(|sh| {
-        sh.change_dir(project_root());
-        cli.task.run(&sh)
-    });
+    let result = interrupt::install()
+        .map_err(anyhow::Error::from)
+        .and_then(|()| xshell::Shell::new().map_err(anyhow::Error::from))
+        .and_then(|sh| {
+            sh.change_dir(project_root());
+            cli.task.run(&sh)
+        });
     exit::report(result)
 }

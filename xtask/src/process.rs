@@ -73,16 +73,32 @@ pub fn read(what: &str, cmd: Cmd<'_>) -> Result<String> {
     Ok(text)
 }
 
+/// Runs a command with `input` on its stdin (small: a script) and returns its output.
+pub fn read_fed(what: &str, cmd: Cmd<'_>, input: &[u8]) -> Result<String> {
+    let mut running = Running::spawn(what, cmd, Stdio::piped(), Stdio::piped())?;
+    let mut stdin = running.child.stdin.take().expect("piped");
+    let input = input.to_vec();
+    // A thread writes, so a program that answers before it has read everything cannot
+    // fill its output pipe while this side is still writing.
+    let writer = thread::spawn(move || stdin.write_all(&input));
+    let mut text = String::new();
+    let read = running.child.stdout.take().expect("piped").read_to_string(&mut text);
+    let _ = writer.join();
+    running.finish_shown()?;
+    read.with_context(|| format!("reading the output of {what}"))?;
+    Ok(text)
+}
+
 /// Whether a command succeeds; quiet, for probes repeated in a loop.
 pub fn succeeds(cmd: Cmd<'_>) -> bool {
     interrupt::check().is_ok()
         && Command::from(cmd.quiet())
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
 }
 
 /// Streams the command's stdout into `sink`. A program that

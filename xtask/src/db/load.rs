@@ -64,6 +64,13 @@ impl Database {
         let scratch = self.scratch(sh, kind, n)?;
         let streamed = self.stream(sh, backup, scratch.name(), restrict.as_deref())?;
         self.count_rows(sh, scratch.name(), &streamed.tables)?;
+        step!(
+            "loaded {} of SQL into `{}`: {}, complete, the rows of {} tables counted",
+            human_bytes(streamed.sql_bytes),
+            scratch.name(),
+            if backup.sha256.is_some() { "checksum matches" } else { "no .sha256 to compare" },
+            streamed.tables.len()
+        );
         Ok(Loaded {
             scratch,
             sql_bytes: streamed.sql_bytes,
@@ -81,7 +88,9 @@ impl Database {
             return Ok(Some(random_key()));
         }
         if trust_file {
-            warning!("psql {major}.{minor} predates \\restrict: --trust-file loads this file with its backslash commands enabled");
+            warning!(
+                "psql {major}.{minor} predates \\restrict: --trust-file loads this file with its backslash commands enabled"
+            );
             return Ok(None);
         }
         bail!(
@@ -158,7 +167,6 @@ impl Database {
                 interrupt::check()?;
                 finished?;
                 committed.context("psql stopped before the COMMIT")?;
-                step!("loaded {} of SQL into `{scratch}`", human_bytes(scan.bytes()));
                 Ok(Streamed { sql_bytes: scan.bytes(), tables: scan.tables().to_vec() })
             }
             Some(problem) => {
@@ -166,8 +174,10 @@ impl Database {
                 let said = psql.close();
                 interrupt::check()?;
                 Err(match said {
-                    Some(failure) if !problem.blames_file => anyhow::Error::from(failure).context(problem.message),
-                    Some(failure) => anyhow!("{}", problem.message).context(failure.to_string()),
+                    // psql's own words say why it stopped reading.
+                    Some(failure) if !problem.blames_file => failure.into(),
+                    // A damaged file is the cause of whatever psql said about it.
+                    Some(failure) => anyhow::Error::from(failure).context(problem.message),
                     None => anyhow!("{}", problem.message),
                 })
             }
@@ -252,7 +262,10 @@ fn verdict(backup: &Candidate, fed: &Result<(), Fed>, sha256: &str, stored: u64,
     }
     match fed {
         Err(Fed::Source(err)) => {
-            return file_fault(format!("{} cannot be read to its end: {err}; the file is damaged", path.display()));
+            return file_fault(format!(
+                "{} is truncated or damaged: it cannot be read to its end ({err})",
+                path.display()
+            ));
         }
         Err(Fed::Sink(err)) => {
             return Some(Problem { message: format!("psql stopped reading: {err}"), blames_file: false });

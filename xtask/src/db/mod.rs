@@ -48,6 +48,8 @@ pub struct Database {
     /// This run's id: random, so two runs (or two machines) never share one.
     run: String,
     task: String,
+    /// The application name of this run's working sessions.
+    app: String,
     _on_stop: OnStop,
 }
 
@@ -55,13 +57,24 @@ impl Database {
     /// Finds Compose for the service; nothing runs yet. From here on, a signal ends this
     /// run's sessions on the server.
     pub fn open(sh: &Shell, args: &DbArgs, task: &str) -> Result<Database> {
-        let compose = Compose::find(sh, args.compose, &args.compose_file, task)?;
         let run = run_id();
+        Database::open_as(sh, args, task, app_name(&run, task), run)
+    }
+
+    /// A door for looking on, as the end-to-end tests do: its sessions are not a run's,
+    /// so no run's cleanup ends them.
+    pub fn open_observer(sh: &Shell, args: &DbArgs) -> Result<Database> {
+        let run = run_id();
+        Database::open_as(sh, args, "observer", format!("hindsight-observer:{run}"), run)
+    }
+
+    fn open_as(sh: &Shell, args: &DbArgs, task: &str, app: String, run: String) -> Result<Database> {
+        let compose = Compose::find(sh, args.compose, &args.compose_file, task)?;
         let stopper = Stopper {
             compose: compose.clone(),
             service: args.service.clone(),
             user: args.db_user.clone(),
-            app: app_name(&run, task),
+            app: app.clone(),
         };
         Ok(Database {
             compose,
@@ -70,6 +83,7 @@ impl Database {
             user: args.db_user.clone(),
             run,
             task: task.to_owned(),
+            app,
             _on_stop: interrupt::on_stop(Stage::Sessions, move || stopper.stop()),
         })
     }
@@ -81,7 +95,7 @@ impl Database {
 
     /// The application name of this run's working sessions.
     fn app(&self) -> String {
-        app_name(&self.run, &self.task)
+        self.app.clone()
     }
 
     /// Starts the service when it is not running and waits until PostgreSQL accepts connections.
@@ -199,7 +213,8 @@ impl Database {
     /// After pg_dump gave up waiting for a table's lock: the sessions holding that table,
     /// with their pid, state, since when and query, for a message a person can act on.
     pub fn lock_conflict(&self, sh: &Shell, db: &str, failure: &Failure) -> Option<String> {
-        if !failure.said("lock timeout") && !failure.said("could not obtain lock") {
+        // pg_dump enforces --lock-wait-timeout with a statement timeout around its LOCK TABLE.
+        if !failure.said("timeout") && !failure.said("could not obtain lock") {
             return None;
         }
         let table = locked_table(&failure.stderr)?;
@@ -318,6 +333,14 @@ impl Database {
             warning!("Alembic revision of `{db}` unknown ({why})");
             Revision::Unknown
         }))
+    }
+
+    /// Runs an SQL script in `db` as psql reads a file (every statement's rows printed,
+    /// unaligned, stopping at the first error) and returns what it printed.
+    pub fn script_in(&self, sh: &Shell, db: &str, sql: &str) -> Result<String> {
+        let cmd = self.psql(sh, db).args(["-t", "-A"]);
+        process::read_fed("psql", cmd, sql.as_bytes())
+            .with_context(|| format!("cannot run SQL in database `{db}` in service `{}`", self.service))
     }
 
     /// Runs SQL in `db` and returns its unaligned rows.

@@ -89,7 +89,12 @@ impl Bench {
 
         let exe = std::env::current_exe()?;
         let variants = ["bare pg_dump pipe", "db-backup none", "db-backup gzip", "db-backup zstd"];
-        let restores = ["bare drop, create, psql < file", "db-restore (plain)", "db-restore (zstd)"];
+        let restores = [
+            "bare drop, create, psql < file",
+            "db-restore (plain)",
+            "db-restore (zstd)",
+            "db-restore (plain), retiring an older replaced database",
+        ];
         let mut samples: Vec<Vec<Sample>> = (0..variants.len() + restores.len()).map(|_| Vec::new()).collect();
         for round in 1..=self.rounds.get() {
             step!("round {round} of {}", self.rounds);
@@ -117,9 +122,8 @@ impl Bench {
                 made.push(file);
             }
 
-            // A restore is timed until its data is durable: db-restore's DROP of the older
-            // replaced database forces a checkpoint, which bare psql would otherwise leave
-            // to whatever runs next.
+            // A restore is timed until its data is durable (a CHECKPOINT after it), which
+            // bare psql would otherwise leave to whatever runs next.
             db.sql(sh, "CHECKPOINT")?;
             let started = Instant::now();
             db.drop_database(sh, "bench_bare")?;
@@ -127,9 +131,21 @@ impl Bench {
             process::run_redirected("psql", db.bare_load(sh, "bench_bare"), File::open(&bare)?.into(), Stdio::null())?;
             db.sql(sh, "CHECKPOINT")?;
             samples[4].push(Sample { secs: started.elapsed().as_secs_f64(), bytes: None, peak_kib: None });
-            for (slot, file) in [(5, &made[0]), (6, &made[2])] {
+            // The restores' own directory: a retired database's dump lands there, never
+            // in the repository's backups.
+            let restore_dir = work.join("restores");
+            let restore_dir = restore_dir.as_path();
+            for (slot, file) in [(5, &made[0]), (6, &made[2]), (7, &made[0])] {
+                // Slots 5 and 6 have no older replaced database to dump (dropped here,
+                // untimed); slot 7 retires the one slot 6 left: a dump, then a drop.
+                if slot != 7 {
+                    for old in db.databases_with_prefix(sh, &format!("{}__pre_restore_", db.name))? {
+                        db.drop_database(sh, &old)?;
+                    }
+                }
                 // Without the Alembic step, which the comparison leaves out.
-                let restore = cmd!(sh, "{exe} db-restore {file} --yes --no-migrate");
+                let restore =
+                    cmd!(sh, "{exe} db-restore {file} --yes --no-migrate --backup-dir {restore_dir} --keep-previous 1");
                 db.sql(sh, "CHECKPOINT")?;
                 let started = Instant::now();
                 let (_, peak_kib) = timed(restore)?;
@@ -137,6 +153,10 @@ impl Bench {
                 let secs = started.elapsed().as_secs_f64();
                 samples[slot].push(Sample { secs, bytes: None, peak_kib });
             }
+            let _ = fs::remove_dir_all(restore_dir);
+        }
+        for old in db.databases_with_prefix(sh, &format!("{}__pre_restore_", db.name))? {
+            db.drop_database(sh, &old)?;
         }
         db.drop_database(sh, "bench_bare")?;
 

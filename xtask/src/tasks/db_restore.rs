@@ -40,7 +40,8 @@ impl DbRestore {
             path.display(),
             human_bytes(backup.size),
             match backup.sha256 {
-                Some(_) => "its checksum, marker and row counts are checked during the load, before anything is swapped",
+                Some(_) =>
+                    "its checksum, marker and row counts are checked during the load, before anything is swapped",
                 None => "no .sha256 to compare; its marker and row counts are checked during the load",
             }
         );
@@ -62,7 +63,7 @@ impl DbRestore {
         step!("restoring into a new database; `{}` stays as it is until every check has passed", db.name);
         let loaded = db.load_backup(sh, &backup, "restore", None, self.trust_file).with_context(|| {
             format!(
-                "restoring {} failed; database `{}` is unchanged and the scratch database is dropped: pick another backup",
+                "restoring {} failed; database `{}` is unchanged and the scratch database was dropped: pick another backup",
                 path.display(),
                 db.name
             )
@@ -187,8 +188,7 @@ impl DbRestore {
         if !prompt::is_interactive() {
             return Err(refused("no terminal to confirm on: pass --yes to restore without a question"));
         }
-        let question =
-            format!("Restore {} into database `{db}`?\n  {}\nGo ahead?", path.display(), lines.join("\n  "));
+        let question = format!("Restore {} into database `{db}`?\n  {}\nGo ahead?", path.display(), lines.join("\n  "));
         if prompt::confirm(&question)? { Ok(()) } else { Err(refused("not confirmed")) }
     }
 

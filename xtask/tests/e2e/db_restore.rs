@@ -205,21 +205,8 @@ fn a_connected_session_does_not_block_the_restore_and_old_data_is_kept() {
     // The replaced data is kept, and a second restore keeps only the newest replaced one.
     let previous: Vec<String> = bed.databases().into_iter().filter(|d| d.contains("__pre_restore_")).collect();
     assert_eq!(previous.len(), 1, "{previous:?}");
-    let kept = bed
-        .compose(&[
-            "exec",
-            "-T",
-            "db",
-            "psql",
-            "-U",
-            "user",
-            "-d",
-            &previous[0],
-            "-Atc",
-            "SELECT count(*) FROM memories",
-        ])
-        .stdout;
-    assert_eq!(String::from_utf8_lossy(&kept).trim(), changed.trim(), "the previous data is intact");
+    let kept = bed.psql_in(&previous[0], "SELECT count(*) FROM memories");
+    assert_eq!(kept.trim(), changed.trim(), "the previous data is intact");
     thread::sleep(Duration::from_millis(1100));
     let run = restore(&bed, &["latest", "--yes"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);

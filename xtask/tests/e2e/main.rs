@@ -5,6 +5,9 @@
 mod db_backup;
 mod db_ops;
 mod db_restore;
+mod hardening;
 mod install_cron;
+mod interrupt;
 mod memory;
+mod prerestore;
 mod testbed;

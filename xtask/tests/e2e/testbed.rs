@@ -4,14 +4,23 @@
 //!
 //! Nothing here is mocked, and nothing skips: without a Docker Engine every test fails,
 //! saying to run `cargo xtask test`, which provisions one.
+//!
+//! The helpers reach the database through the xtask's own door (`xtask::db::Database`),
+//! as the tasks do: psql into any database, the sessions and databases on the server.
 
 use std::{
+    fmt::Debug,
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     sync::{Mutex, MutexGuard, Once},
     thread,
     time::{Duration, Instant},
+};
+
+use xtask::{
+    cli::{ComposeFlavor, DbArgs, DbName},
+    db::Database,
 };
 
 pub const DB: &str = "hindsight_db";
@@ -130,52 +139,50 @@ impl Bed {
 
     /// Starts the service and waits for it over TCP, as a person would before loading data.
     pub fn start(&self) {
-        let out = self.compose(&["up", "-d", "db"]);
-        assert!(out.status.success(), "compose up: {}", String::from_utf8_lossy(&out.stderr));
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let ready = self.compose(&["exec", "-T", "db", "pg_isready", "-q", "-h", "127.0.0.1"]);
-            if ready.status.success() && self.try_psql("SELECT 1").is_ok() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the database did not come up within 90 s");
-            thread::sleep(Duration::from_millis(300));
-        }
+        let door = self.door();
+        door.db.ensure_ready(&door.sh, Duration::from_secs(90)).expect("the database comes up within 90 s");
+    }
+
+    /// The xtask's own door to this bed's database, and the shell its commands run in.
+    pub fn door(&self) -> Door {
+        let sh = xshell::Shell::new().unwrap();
+        sh.set_var("COMPOSE_PROJECT_NAME", &self.project);
+        sh.set_var("HINDSIGHT_DB_PORT", self.port.to_string());
+        sh.set_var("POSTGRES_PASSWORD", &self.password);
+        let args = DbArgs {
+            compose_file: compose_file(),
+            service: "db".to_owned(),
+            name: DbName { db_name: DB.to_owned() },
+            db_user: "user".to_owned(),
+            compose: if self.flavor == Flavor::V2 { ComposeFlavor::V2 } else { ComposeFlavor::V1 },
+            wait_secs: Duration::from_secs(90),
+        };
+        let db = Database::open_observer(&sh, &args).expect("the door opens");
+        Door { sh, db }
     }
 
     fn try_psql(&self, sql: &str) -> Result<String, String> {
-        let out = self
-            .compose_cmd(&[
-                "exec",
-                "-T",
-                "db",
-                "psql",
-                "-X",
-                "-q",
-                "-t",
-                "-A",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-U",
-                "user",
-                "-d",
-                DB,
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .and_then(|mut child| {
-                use std::io::Write;
-                child.stdin.take().unwrap().write_all(sql.as_bytes())?;
-                child.wait_with_output()
-            })
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
+        self.try_psql_in(DB, sql)
+    }
+
+    fn try_psql_in(&self, db: &str, sql: &str) -> Result<String, String> {
+        let door = self.door();
+        door.db.script_in(&door.sh, db, sql).map_err(|err| format!("{err:#}"))
+    }
+
+    /// Runs SQL in database `db`; panics on an error.
+    pub fn psql_in(&self, db: &str, sql: &str) -> String {
+        self.try_psql_in(db, sql).unwrap_or_else(|err| panic!("psql failed: {err}\nSQL: {sql}"))
+    }
+
+    /// The sessions of any xtask run on the server: (application_name, query).
+    pub fn xtask_sessions(&self) -> Vec<(String, String)> {
+        let rows = self.psql_in(
+            "postgres",
+            "SELECT application_name || '|' || left(regexp_replace(query, '\\s+', ' ', 'g'), 80) \
+             FROM pg_stat_activity WHERE application_name LIKE 'hindsight-xtask:%'",
+        );
+        rows.lines().filter_map(|l| l.split_once('|')).map(|(a, q)| (a.to_owned(), q.to_owned())).collect()
     }
 
     /// Runs SQL in the database through psql inside the container; panics on an error.
@@ -198,17 +205,22 @@ impl Bed {
 
     /// The databases on the server, sorted.
     pub fn databases(&self) -> Vec<String> {
-        let out = self.try_psql("SELECT datname FROM pg_database ORDER BY datname").unwrap_or_default();
+        let out = self.try_psql_in("postgres", "SELECT datname FROM pg_database ORDER BY datname").unwrap_or_default();
         out.lines().map(str::to_owned).collect()
+    }
+
+    /// The scratch databases on the server (restores' and verifications').
+    pub fn scratch_databases(&self) -> Vec<String> {
+        self.databases().into_iter().filter(|d| d.contains("__restore_") || d.contains("__verify_")).collect()
     }
 
     /// The database's whole content and schema as pg_dump sees it, less the random
     /// `\restrict` keys, for comparing before and after.
     pub fn dump_text(&self) -> String {
-        let out = self.compose(&["exec", "-T", "db", "pg_dump", "-U", "user", "-d", DB]);
-        assert!(out.status.success(), "pg_dump: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout)
-            .unwrap()
+        let door = self.door();
+        let dump = door.db.dump(&door.sh, DB, Duration::from_secs(60));
+        xtask::process::read("pg_dump", dump)
+            .expect("pg_dump runs")
             .lines()
             .filter(|l| !l.starts_with("\\restrict ") && !l.starts_with("\\unrestrict "))
             .collect::<Vec<_>>()
@@ -242,6 +254,34 @@ impl Bed {
             })
             .collect()
     }
+}
+
+/// The xtask's door to a bed's database.
+pub struct Door {
+    pub sh: xshell::Shell,
+    pub db: Database,
+}
+
+/// Polls `probe` until it gives a value, failing the test after `secs` with `what`.
+pub fn wait_for<T: Debug>(what: &str, secs: u64, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "waited {secs} s for {what}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Checks a dump file's `.sha256` sidecar against its bytes, with the xtask's own reader.
+pub fn assert_sidecar_matches(path: &Path) {
+    let expected = xtask::store::catalogue::sidecar_sum(path)
+        .unwrap()
+        .unwrap_or_else(|| panic!("{} has no .sha256 sidecar", path.display()));
+    let mut hashing = xtask::stream::codec::Hashing::new(std::fs::File::open(path).unwrap());
+    std::io::copy(&mut hashing, &mut std::io::sink()).unwrap();
+    assert_eq!(hashing.finish().1, expected, "{} matches its sidecar", path.display());
 }
 
 impl Drop for Bed {
