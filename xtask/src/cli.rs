@@ -212,6 +212,11 @@ pub struct DbPrune {
     /// Show what would be kept and removed, and why; remove nothing.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Remove only the incomplete files named like backups (empty, cut short, compressed
+    /// without a .sha256), which retention never counts nor removes; no complete backup is touched.
+    #[arg(long)]
+    pub incomplete: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,4 +1,5 @@
-//! The backups in a directory: the complete files whose names parse as ours, newest first.
+//! The backups in a directory: the files whose names parse as ours, newest first, each
+//! classified as complete or not, so that only complete ones are ever counted.
 
 use std::{
     fs::File,
@@ -23,9 +24,25 @@ pub struct Backup {
     pub path: PathBuf,
     pub name: BackupName,
     pub size: u64,
+    /// It has its `.sha256` (db-backup writes that only after every check passed), or it
+    /// is a plain `.sql` without one (the old script's) whose end carries pg_dump's
+    /// completion marker. Anything else named like a backup was cut short (a killed run, a
+    /// full disk): it never counts for retention, `latest`, the picker or the free-space
+    /// estimate, and only `db-prune --incomplete` removes it.
+    pub complete: bool,
 }
 
 impl Backup {
+    /// Why an incomplete file is one, in a few words for a listing; `None` when complete.
+    pub fn why_incomplete(&self) -> Option<&'static str> {
+        match (self.complete, self.size, self.name.compression) {
+            (true, _, _) => None,
+            (false, 0, _) => Some("empty"),
+            (false, _, Compression::None) => Some("no .sha256 and no completion marker at its end"),
+            (false, _, _) => Some("compressed, without its .sha256"),
+        }
+    }
+
     pub fn sidecar(&self) -> PathBuf {
         beside(&self.path, SHA256_SUFFIX)
     }
@@ -47,14 +64,14 @@ pub fn beside(path: &Path, suffix: &str) -> PathBuf {
     path.into()
 }
 
-/// A backup named by a person: `latest`, a file name in `dir`, or a path taken from the
-/// working directory.
+/// A backup named by a person: `latest` (the newest complete one), a file name in `dir`,
+/// or a path taken from the working directory.
 pub fn resolve(dir: &Path, db: &str, wanted: &str) -> Result<PathBuf> {
     if wanted == "latest" {
         return list(dir, db)?
             .first()
             .map(|b| b.path.clone())
-            .with_context(|| format!("there are no backups of `{db}` in {}", dir.display()));
+            .with_context(|| format!("there are no complete backups of `{db}` in {}", dir.display()));
     }
     let as_given = Path::new(wanted);
     if as_given.components().count() == 1 && dir.join(as_given).exists() {
@@ -63,9 +80,16 @@ pub fn resolve(dir: &Path, db: &str, wanted: &str) -> Result<PathBuf> {
     Ok(std::env::current_dir()?.join(as_given))
 }
 
-/// `db`'s complete backups in `dir`, newest first. Symlinks and other databases' files are
-/// not ours to list, nor to remove.
+/// `db`'s complete backups in `dir`, newest first: the only ones retention, `latest`, the
+/// picker and db-backup's free-space estimate may count.
 pub fn list(dir: &Path, db: &str) -> Result<Vec<Backup>> {
+    Ok(scan(dir, db)?.into_iter().filter(|b| b.complete).collect())
+}
+
+/// Every file in `dir` named as one of `db`'s backups, complete or not, newest first.
+/// Symlinks and other databases' files are not ours to list, nor to remove. Whether a
+/// file is complete costs at most one read of its last `TAIL_LEN` bytes, never the file.
+pub fn scan(dir: &Path, db: &str) -> Result<Vec<Backup>> {
     let mut backups = Vec::new();
     for entry in entries(dir)? {
         let Some(name) = entry.file_name().to_str().and_then(BackupName::parse) else {
@@ -75,10 +99,39 @@ pub fn list(dir: &Path, db: &str) -> Result<Vec<Backup>> {
             continue;
         }
         let size = entry.metadata().with_context(|| format!("reading {}", entry.path().display()))?.len();
-        backups.push(Backup { path: entry.into_path(), name, size });
+        let path = entry.into_path();
+        let complete = is_complete(&path, name.compression, size)?;
+        backups.push(Backup { path, name, size, complete });
     }
     backups.sort_by(|a, b| b.name.taken.cmp(&a.name.taken).then_with(|| b.path.cmp(&a.path)));
     Ok(backups)
+}
+
+/// See `Backup::complete`. A compressed file's marker is only known after decompressing
+/// all of it, so without a sidecar it is not taken on trust.
+fn is_complete(path: &Path, compression: Compression, size: u64) -> Result<bool> {
+    if beside(path, SHA256_SUFFIX).is_file() {
+        return Ok(true);
+    }
+    if compression != Compression::None || size == 0 {
+        return Ok(false);
+    }
+    let tail = File::open(path).and_then(|mut file| read_tail(&mut file, size)).with_context(|| {
+        format!(
+            "cannot read the end of {} to tell whether it is a complete backup: fix its permissions, \
+             or move it out of the backup directory",
+            path.display()
+        )
+    })?;
+    Ok(backup_file::ends_complete(&tail))
+}
+
+/// The last `TAIL_LEN` bytes of a file `size` bytes long: where pg_dump's marker is.
+fn read_tail(file: &mut File, size: u64) -> std::io::Result<Vec<u8>> {
+    let mut tail = Vec::with_capacity(TAIL_LEN);
+    file.seek(SeekFrom::End(-(size.min(TAIL_LEN as u64) as i64)))?;
+    file.take(TAIL_LEN as u64).read_to_end(&mut tail)?;
+    Ok(tail)
 }
 
 /// Partial files a killed run left behind: a dump or a sidecar of `db` not yet renamed.
@@ -133,9 +186,7 @@ pub fn check(path: &Path) -> Result<Checked> {
 
     if compression == Compression::None {
         // Nothing to hash here: the marker is in the last bytes.
-        let mut tail = Vec::new();
-        file.seek(SeekFrom::End(-(meta.len().min(TAIL_LEN as u64) as i64)))?;
-        file.read_to_end(&mut tail)?;
+        let tail = read_tail(&mut file, meta.len())?;
         return if backup_file::ends_complete(&tail) {
             Ok(Checked { size: meta.len(), compression, checksum_verified: false, sha256_to_compare: expected })
         } else {
@@ -297,19 +348,74 @@ mod tests {
             "README.txt",
         ];
         for file in files {
-            fs::write(dir.join(file), file).unwrap();
+            fs::write(dir.join(file), format!("{file}\n{DUMP_END}")).unwrap();
         }
         fs::create_dir(dir.join("hindsight_db_backup_20261128_090000_unknown.sql")).unwrap();
 
         let listed: Vec<String> = list(&dir, "hindsight_db").unwrap().iter().map(|b| b.name.file_name()).collect();
         assert_eq!(listed, [files[1], files[0]]);
         let backups = list(&dir, "hindsight_db").unwrap();
-        assert_eq!(backups[0].size, files[1].len() as u64);
+        assert_eq!(backups[0].size, (files[1].len() + 1 + DUMP_END.len()) as u64);
         assert_eq!(backups[0].sidecar(), dir.join(files[2]));
 
         let mut stale: Vec<PathBuf> = partials(&dir, "hindsight_db").unwrap();
         stale.sort();
         assert_eq!(stale, [dir.join(files[3]), dir.join(files[4])]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The end of a real pg_dump: what makes a plain file without a sidecar complete.
+    const DUMP_END: &str = "--\n-- PostgreSQL database dump complete\n--\n\n";
+
+    #[test]
+    fn only_files_with_a_sidecar_or_a_marked_plain_end_are_complete() {
+        let dir = scratch_dir("classify");
+        let name = |stamp: &str, ending: &str| format!("hindsight_db_backup_{stamp}_unknown{ending}");
+        // Oldest to newest: the broken ones are the newest, as a killed run leaves them.
+        let with_sidecar = name("20261120_090000", ".sql.zst");
+        let old_script = name("20261121_090000", ".sql");
+        let plain_with_sidecar = name("20261122_090000", ".sql");
+        let truncated = name("20261123_090000", ".sql");
+        let compressed_bare = name("20261124_090000", ".sql.gz");
+        let empty = name("20261125_090000", ".sql");
+        // A sidecar vouches for the file: its bytes are not read here (check() hashes them).
+        fs::write(dir.join(&with_sidecar), "zstd bytes").unwrap();
+        fs::write(dir.join(format!("{with_sidecar}.sha256")), "x").unwrap();
+        // The marker beyond the first TAIL_LEN bytes: only the end is read.
+        let long_dump = format!("{}\n{DUMP_END}", "COPY t FROM stdin;\n".repeat(1000));
+        fs::write(dir.join(&old_script), &long_dump).unwrap();
+        fs::write(dir.join(&plain_with_sidecar), "cut sho").unwrap();
+        fs::write(dir.join(format!("{plain_with_sidecar}.sha256")), "x").unwrap();
+        fs::write(dir.join(&truncated), &long_dump[..long_dump.len() - 20]).unwrap();
+        // Compressed: its marker would need the whole file decompressed; no sidecar, no trust.
+        let mut encoder = codec::Encoder::new(Compression::Gzip, Vec::new()).unwrap();
+        std::io::Write::write_all(&mut encoder, long_dump.as_bytes()).unwrap();
+        fs::write(dir.join(&compressed_bare), encoder.finish().unwrap()).unwrap();
+        fs::write(dir.join(&empty), "").unwrap();
+
+        let scanned: Vec<(String, bool, Option<&str>)> = scan(&dir, "hindsight_db")
+            .unwrap()
+            .iter()
+            .map(|b| (b.name.file_name(), b.complete, b.why_incomplete()))
+            .collect();
+        assert_eq!(
+            scanned,
+            [
+                (empty.clone(), false, Some("empty")),
+                (compressed_bare.clone(), false, Some("compressed, without its .sha256")),
+                (truncated.clone(), false, Some("no .sha256 and no completion marker at its end")),
+                (plain_with_sidecar.clone(), true, None),
+                (old_script.clone(), true, None),
+                (with_sidecar.clone(), true, None),
+            ]
+        );
+        let listed: Vec<String> = list(&dir, "hindsight_db").unwrap().iter().map(|b| b.name.file_name()).collect();
+        assert_eq!(listed, [plain_with_sidecar.clone(), old_script, with_sidecar]);
+        assert_eq!(
+            resolve(&dir, "hindsight_db", "latest").unwrap(),
+            dir.join(&plain_with_sidecar),
+            "never a broken one"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }
