@@ -65,7 +65,8 @@ pub fn beside(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// A backup named by a person: `latest` (the newest complete one), a file name in `dir`,
-/// or a path taken from the working directory.
+/// or a path taken from the working directory. A name that is none of these is an error:
+/// a typo must never read as "nothing to do".
 pub fn resolve(dir: &Path, db: &str, wanted: &str) -> Result<PathBuf> {
     if wanted == "latest" {
         return list(dir, db)?
@@ -74,10 +75,23 @@ pub fn resolve(dir: &Path, db: &str, wanted: &str) -> Result<PathBuf> {
             .with_context(|| format!("there are no complete backups of `{db}` in {}", dir.display()));
     }
     let as_given = Path::new(wanted);
-    if as_given.components().count() == 1 && dir.join(as_given).exists() {
-        return Ok(dir.join(as_given));
+    let in_dir = (as_given.components().count() == 1).then(|| dir.join(as_given));
+    if let Some(in_dir) = in_dir.as_ref().filter(|p| p.exists()) {
+        return Ok(in_dir.clone());
     }
-    Ok(std::env::current_dir()?.join(as_given))
+    let from_cwd = std::env::current_dir().context("cannot read the working directory")?.join(as_given);
+    if from_cwd.exists() {
+        return Ok(from_cwd);
+    }
+    let tried = match &in_dir {
+        Some(in_dir) => format!("neither {} nor {} exists", in_dir.display(), from_cwd.display()),
+        None => format!(
+            "{} does not exist (a path, so the backup directory {} was not searched)",
+            from_cwd.display(),
+            dir.display()
+        ),
+    };
+    bail!("no backup `{wanted}`: {tried}; run `cargo xtask db-list` to see the backups in {}", dir.display())
 }
 
 /// `db`'s complete backups in `dir`, newest first: the only ones retention, `latest`, the
@@ -417,5 +431,29 @@ mod tests {
             "never a broken one"
         );
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_name_that_is_nowhere_is_an_error_naming_where_it_looked() {
+        let dir = scratch_dir("resolve");
+        let file = "hindsight_db_backup_20261120_090000_unknown.sql";
+        fs::write(dir.join(file), DUMP_END).unwrap();
+        assert_eq!(resolve(&dir, "hindsight_db", file).unwrap(), dir.join(file));
+        let by_path = dir.join(file).display().to_string();
+        assert_eq!(resolve(&dir, "hindsight_db", &by_path).unwrap(), dir.join(file));
+
+        let err = format!("{:#}", resolve(&dir, "hindsight_db", "nope.sql").unwrap_err());
+        let cwd = std::env::current_dir().unwrap();
+        assert!(err.contains(&dir.join("nope.sql").display().to_string()), "{err}");
+        assert!(err.contains(&cwd.join("nope.sql").display().to_string()), "{err}");
+        assert!(err.contains("cargo xtask db-list"), "{err}");
+        let err = format!("{:#}", resolve(&dir, "hindsight_db", "sub/nope.sql").unwrap_err());
+        assert!(err.contains(&dir.display().to_string()) && err.contains("cargo xtask db-list"), "{err}");
+
+        let empty = scratch_dir("resolve-empty");
+        let err = format!("{:#}", resolve(&empty, "hindsight_db", "latest").unwrap_err());
+        assert!(err.contains("no complete backups"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+        fs::remove_dir_all(&empty).unwrap();
     }
 }

@@ -1,7 +1,7 @@
 //! Which files count as backups, against the real test bed: empty and cut-short files
 //! named like backups (the old shell script leaves them) never take a good backup's place
 //! in retention or as `latest`, db-list marks them, and only `db-prune --incomplete`
-//! removes them.
+//! removes them. A backup name that is nowhere fails instead of passing as "nothing to do".
 
 use std::{
     fs,
@@ -142,4 +142,41 @@ fn incomplete_files_never_take_a_good_backups_place_and_go_only_when_asked() {
     let left: Vec<(String, String)> = before.into_iter().filter(|(name, _)| !gone.contains(name)).collect();
     assert_eq!(bed.snapshot(), left, "exactly the incomplete files went; the rest is byte for byte as it was");
     assert!(stranger.exists(), "another database's files are not ours");
+}
+
+#[test]
+fn a_backup_name_that_is_nowhere_fails_and_touches_nothing() {
+    let bed = Bed::new("nowhere", Flavor::V2);
+    bed.start();
+    seed(&bed);
+
+    // Nothing to verify yet: with --json, still one object saying so.
+    let run = bed.run(&["db-verify", "--json"]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert_eq!(python_json(&run.stdout, "(d['ok'], d['backups'])"), "(False, [])");
+    assert!(python_json(&run.stdout, "d['error']").contains("no complete backups"), "{}", run.stdout);
+
+    bed.run_ok(&["db-backup"]);
+    let files = bed.snapshot();
+    let live = (bed.dump_text(), bed.databases());
+    let dir = bed.backup_dir.display().to_string();
+
+    let run = bed.run(&["db-verify", "nope.sql"]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let error = run.last_line();
+    assert!(error.contains("no backup `nope.sql`") && error.contains(&format!("{dir}/nope.sql")), "{error}");
+    assert!(error.contains("cargo xtask db-list"), "{error}");
+    assert!(!run.stderr.contains("skipped"), "a name that is nowhere is no skip: {}", run.stderr);
+
+    let run = bed.run(&["db-verify", "nope.sql", "--json"]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert_eq!(python_json(&run.stdout, "d['ok']"), "False");
+    assert!(python_json(&run.stdout, "d['error']").contains("no backup `nope.sql`"), "{}", run.stdout);
+
+    let run = bed.run(&["db-restore", "nope.sql", "--yes"]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.last_line().contains("no backup `nope.sql`"), "{}", run.last_line());
+
+    assert_eq!((bed.dump_text(), bed.databases()), live, "the database is untouched");
+    assert_eq!(bed.snapshot(), files, "so are the backups");
 }
