@@ -66,7 +66,7 @@ impl DbPrune {
             }
         }
         let done = if self.dry_run { "dry run: nothing was removed" } else { "removed" };
-        step!("{done}: {} incomplete files; the {complete} complete backups were not touched", incomplete.len());
+        step!("{done}: {} incomplete files; complete backups untouched: {complete}", incomplete.len());
         Ok(())
     }
 }
