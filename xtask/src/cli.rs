@@ -170,6 +170,43 @@ pub struct DbBackup {
     pub json: bool,
 }
 
+impl DbBackup {
+    /// These settings as db-backup's command line again, `db-backup` first: every setting
+    /// spelled out (the job must not depend on an environment it may not have), paths made
+    /// absolute from `root`, `--json` left out (a log wants lines). The one place that
+    /// knows db-backup's flags besides clap: install-cron writes this into the job, and a
+    /// unit test round-trips it through clap and checks that no flag is missing. The
+    /// destructuring has no `..`: a new field does not compile until it is handled here.
+    pub fn to_args(&self, root: &std::path::Path) -> Vec<String> {
+        let DbBackup { db, dir, retention, compress, db_lock_wait_secs, json: _ } = self;
+        let DbArgs { compose_file, service, name: DbName { db_name }, db_user, compose, wait_secs } = db;
+        let BackupDirArgs { backup_dir, lock_wait_secs } = dir;
+        let RetentionArgs { max_backups, keep_hourly, keep_daily, keep_weekly, keep_monthly } = retention;
+        // As clap spells the values: what it parses back.
+        let spelled =
+            |value: Option<clap::builder::PossibleValue>| value.expect("no skipped variants").get_name().to_owned();
+        let flags = [
+            ("--compose-file", root.join(compose_file).display().to_string()),
+            ("--service", service.clone()),
+            ("--db-name", db_name.clone()),
+            ("--db-user", db_user.clone()),
+            ("--compose", spelled(compose.to_possible_value())),
+            ("--wait-secs", wait_secs.as_secs().to_string()),
+            ("--backup-dir", root.join(backup_dir).display().to_string()),
+            ("--lock-wait-secs", lock_wait_secs.as_secs().to_string()),
+            ("--max-backups", max_backups.to_string()),
+            ("--keep-hourly", keep_hourly.to_string()),
+            ("--keep-daily", keep_daily.to_string()),
+            ("--keep-weekly", keep_weekly.to_string()),
+            ("--keep-monthly", keep_monthly.to_string()),
+            ("--compress", spelled(compress.to_possible_value())),
+            ("--db-lock-wait-secs", db_lock_wait_secs.as_secs().to_string()),
+        ];
+        let flags = flags.into_iter().flat_map(|(flag, value)| [flag.to_owned(), value]);
+        std::iter::once("db-backup".to_owned()).chain(flags).collect()
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct DbList {
     #[command(flatten)]
@@ -222,6 +259,11 @@ pub struct DbPrune {
     /// Show what would be kept and removed, and why; remove nothing.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Remove only the incomplete files named like backups (empty, cut short, compressed
+    /// without a .sha256), which retention never counts nor removes; no complete backup is touched.
+    #[arg(long)]
+    pub incomplete: bool,
 }
 
 #[derive(Debug, Args)]
@@ -349,10 +391,101 @@ fn parse_db_name(text: &str) -> Result<String, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use std::path::Path;
+
     use clap::CommandFactory;
 
     use super::*;
+
+    /// A db-backup command line with a value other than the default for every flag, some
+    /// needing quotes in a crontab. Every flag is given, so no `HINDSIGHT_*` variable of the
+    /// test's environment leaks into the parse (removing them is not thread safe).
+    pub(crate) const EVERY_DB_BACKUP_FLAG: [&str; 31] = [
+        "db-backup",
+        "--compose-file",
+        "/srv/it's 100% here/compose.yml",
+        "--service",
+        "pg main",
+        "--db-name",
+        "other_db",
+        "--db-user",
+        "back'up",
+        "--compose",
+        "v1",
+        "--wait-secs",
+        "7",
+        "--backup-dir",
+        "/var/backups/hindsight db",
+        "--lock-wait-secs",
+        "9",
+        "--max-backups",
+        "24",
+        "--keep-hourly",
+        "1",
+        "--keep-daily",
+        "2",
+        "--keep-weekly",
+        "3",
+        "--keep-monthly",
+        "4",
+        "--compress",
+        "zstd",
+        "--db-lock-wait-secs",
+        "11",
+    ];
+
+    /// `args` (starting with `db-backup`) as clap parses them.
+    pub(crate) fn parse_db_backup<S: AsRef<str>>(args: &[S]) -> DbBackup {
+        let argv = std::iter::once("xtask").chain(args.iter().map(AsRef::as_ref));
+        match Cli::try_parse_from(argv) {
+            Ok(Cli { task: Task::DbBackup(backup) }) => backup,
+            Ok(other) => panic!("not db-backup: {other:?}"),
+            Err(err) => panic!("{err}"),
+        }
+    }
+
+    #[test]
+    fn db_backup_settings_round_trip_through_to_args() {
+        let parsed = parse_db_backup(&EVERY_DB_BACKUP_FLAG);
+        let args = parsed.to_args(Path::new("/repo"));
+        // Debug shows every field: what clap parses back is exactly what it parsed.
+        assert_eq!(format!("{:?}", parse_db_backup(&args)), format!("{parsed:?}"));
+
+        // Relative paths are taken from the root; --json is for a person, not the job.
+        let mut relative = EVERY_DB_BACKUP_FLAG.to_vec();
+        relative[2] = "infra/compose.yml";
+        relative[14] = "backups";
+        relative.push("--json");
+        let args = parse_db_backup(&relative).to_args(Path::new("/repo"));
+        assert_eq!(args[1..3], ["--compose-file", "/repo/infra/compose.yml"]);
+        assert_eq!(args[13..15], ["--backup-dir", "/repo/backups"]);
+        assert!(!args.contains(&"--json".to_owned()));
+    }
+
+    #[test]
+    fn to_args_spells_out_every_db_backup_flag() {
+        let command = Cli::command();
+        let backup = command.find_subcommand("db-backup").expect("a db-backup task");
+        let flags: Vec<String> = backup
+            .get_arguments()
+            .filter_map(|arg| arg.get_long())
+            .filter(|long| !["json", "help"].contains(long))
+            .map(|long| format!("--{long}"))
+            .collect();
+        assert!(flags.len() >= 14, "clap introspection found the flags: {flags:?}");
+        let args = parse_db_backup(&EVERY_DB_BACKUP_FLAG).to_args(Path::new("/repo"));
+        for flag in &flags {
+            let times = args.iter().filter(|arg| *arg == flag).count();
+            assert_eq!(times, 1, "DbBackup::to_args must pass {flag} once: a new db-backup flag goes there too");
+            assert!(
+                EVERY_DB_BACKUP_FLAG.contains(&flag.as_str()),
+                "EVERY_DB_BACKUP_FLAG must give {flag} a value other than its default, for the round trip"
+            );
+        }
+        let given: Vec<&String> = args.iter().filter(|arg| arg.starts_with("--")).collect();
+        assert_eq!(given.len(), flags.len(), "only db-backup's own flags: {given:?}");
+    }
 
     #[test]
     fn cli_is_well_formed() {

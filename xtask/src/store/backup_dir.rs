@@ -109,9 +109,10 @@ impl BackupDir {
         Ok(Lock { _file: file })
     }
 
-    /// Removes what a killed run left: partial files are never backups. Call with the lock held.
-    pub fn remove_partials(&self, db: &str) -> Result<()> {
-        for path in catalogue::partials(&self.path, db)? {
+    /// Removes what a killed run left: partial files are never backups. Call with the
+    /// directory's lock held (`verify_records`: the verify lock, for `.verified.partial`).
+    pub fn remove_partials(&self, db: &str, verify_records: bool) -> Result<()> {
+        for path in catalogue::partials(&self.path, db, verify_records)? {
             fs::remove_file(&path).with_context(|| format!("cannot remove stale {}", path.display()))?;
             step!("removed {}, left by an interrupted run", path.display());
         }

@@ -1,4 +1,5 @@
-//! The backups in a directory: the complete files whose names parse as ours, newest first.
+//! The backups in a directory: the files whose names parse as ours, newest first, each
+//! classified as complete or not, so that only complete ones are ever counted.
 
 use std::{
     fs::File,
@@ -22,9 +23,25 @@ pub struct Backup {
     pub path: PathBuf,
     pub name: BackupName,
     pub size: u64,
+    /// It has its `.sha256` (db-backup writes that only after every check passed), or it
+    /// is a plain `.sql` without one (the old script's) whose end carries pg_dump's
+    /// completion marker. Anything else named like a backup was cut short (a killed run, a
+    /// full disk): it never counts for retention, `latest`, the picker or the free-space
+    /// estimate, and only `db-prune --incomplete` removes it.
+    pub complete: bool,
 }
 
 impl Backup {
+    /// Why an incomplete file is one, in a few words for a listing; `None` when complete.
+    pub fn why_incomplete(&self) -> Option<&'static str> {
+        match (self.complete, self.size, self.name.compression) {
+            (true, _, _) => None,
+            (false, 0, _) => Some("empty"),
+            (false, _, Compression::None) => Some("no .sha256 and no completion marker at its end"),
+            (false, _, _) => Some("compressed, without its .sha256"),
+        }
+    }
+
     pub fn sidecar(&self) -> PathBuf {
         beside(&self.path, SHA256_SUFFIX)
     }
@@ -46,43 +63,104 @@ pub fn beside(path: &Path, suffix: &str) -> PathBuf {
     path.into()
 }
 
-/// A backup named by a person: `latest`, a file name in `dir`, or a path taken from the
-/// working directory.
+/// A backup named by a person: `latest` (the newest complete one), a file name in `dir`,
+/// or a path taken from the working directory. A name that is none of these is an error:
+/// a typo must never read as "nothing to do".
 pub fn resolve(dir: &Path, db: &str, wanted: &str) -> Result<PathBuf> {
     if wanted == "latest" {
         return list(dir, db)?
             .first()
             .map(|b| b.path.clone())
-            .with_context(|| format!("there are no backups of `{db}` in {}", dir.display()));
+            .with_context(|| format!("there are no complete backups of `{db}` in {}", dir.display()));
     }
     let as_given = Path::new(wanted);
-    if as_given.components().count() == 1 && dir.join(as_given).exists() {
-        return Ok(dir.join(as_given));
+    let in_dir = (as_given.components().count() == 1).then(|| dir.join(as_given));
+    if let Some(in_dir) = in_dir.as_ref().filter(|p| p.exists()) {
+        return Ok(in_dir.clone());
     }
-    Ok(std::env::current_dir()?.join(as_given))
+    let from_cwd = std::env::current_dir().context("cannot read the working directory")?.join(as_given);
+    if from_cwd.exists() {
+        return Ok(from_cwd);
+    }
+    let tried = match &in_dir {
+        Some(in_dir) => format!("neither {} nor {} exists", in_dir.display(), from_cwd.display()),
+        None => format!(
+            "{} does not exist (a path, so the backup directory {} was not searched)",
+            from_cwd.display(),
+            dir.display()
+        ),
+    };
+    bail!("no backup `{wanted}`: {tried}; run `cargo xtask db-list` to see the backups in {}", dir.display())
 }
 
-/// `db`'s complete backups in `dir`, newest first. Symlinks and other databases' files are
-/// not ours to list, nor to remove.
+/// `db`'s complete backups in `dir`, newest first: the only ones retention, `latest`, the
+/// picker and db-backup's free-space estimate may count.
 pub fn list(dir: &Path, db: &str) -> Result<Vec<Backup>> {
+    Ok(scan(dir, db)?.into_iter().filter(|b| b.complete).collect())
+}
+
+/// Every file in `dir` named as one of `db`'s backups, complete or not, newest first.
+/// Symlinks and other databases' files are not ours to list, nor to remove. Whether a
+/// file is complete costs at most one read of its last `TAIL_LEN` bytes, never the file.
+pub fn scan(dir: &Path, db: &str) -> Result<Vec<Backup>> {
+    scan_kind(dir, db, Kind::Backup)
+}
+
+/// The dumps restores made of the databases they retired (`<db>_prerestore_...`), newest
+/// first: listed apart, never `latest`, never counted or removed by retention.
+pub fn prerestore_dumps(dir: &Path, db: &str) -> Result<Vec<Backup>> {
+    scan_kind(dir, db, Kind::PreRestore)
+}
+
+fn scan_kind(dir: &Path, db: &str, kind: Kind) -> Result<Vec<Backup>> {
     let mut backups = Vec::new();
     for entry in entries(dir)? {
         let Some(name) = entry.file_name().to_str().and_then(BackupName::parse) else {
             continue;
         };
-        // A restore's dumps of replaced databases are listed apart: never `latest`, never pruned.
-        if name.db != db || name.kind != Kind::Backup || !entry.file_type().is_file() {
+        if name.db != db || name.kind != kind || !entry.file_type().is_file() {
             continue;
         }
         let size = entry.metadata().with_context(|| format!("reading {}", entry.path().display()))?.len();
-        backups.push(Backup { path: entry.into_path(), name, size });
+        let path = entry.into_path();
+        let complete = is_complete(&path, name.compression, size)?;
+        backups.push(Backup { path, name, size, complete });
     }
     backups.sort_by(|a, b| b.name.taken.cmp(&a.name.taken).then_with(|| b.path.cmp(&a.path)));
     Ok(backups)
 }
 
+/// See `Backup::complete`. A compressed file's marker is only known after decompressing
+/// all of it, so without a sidecar it is not taken on trust.
+fn is_complete(path: &Path, compression: Compression, size: u64) -> Result<bool> {
+    if beside(path, SHA256_SUFFIX).is_file() {
+        return Ok(true);
+    }
+    if compression != Compression::None || size == 0 {
+        return Ok(false);
+    }
+    let tail = File::open(path).and_then(|mut file| read_tail(&mut file, size)).with_context(|| {
+        format!(
+            "cannot read the end of {} to tell whether it is a complete backup: fix its permissions, \
+             or move it out of the backup directory",
+            path.display()
+        )
+    })?;
+    Ok(backup_file::ends_complete(&tail))
+}
+
+/// The last `TAIL_LEN` bytes of a file `size` bytes long: where pg_dump's marker is.
+fn read_tail(file: &mut File, size: u64) -> std::io::Result<Vec<u8>> {
+    let mut tail = Vec::with_capacity(TAIL_LEN);
+    file.seek(SeekFrom::End(-(size.min(TAIL_LEN as u64) as i64)))?;
+    file.take(TAIL_LEN as u64).read_to_end(&mut tail)?;
+    Ok(tail)
+}
+
 /// Partial files a killed run left behind: a dump or a sidecar of `db` not yet renamed.
-pub fn partials(dir: &Path, db: &str) -> Result<Vec<PathBuf>> {
+/// `verify_records`: the `.verified.partial` files, which db-verify writes under its own
+/// lock; else every other partial file, which the tasks holding the directory's lock write.
+pub fn partials(dir: &Path, db: &str, verify_records: bool) -> Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     for entry in entries(dir)? {
         let Some(file_name) = entry.file_name().to_str() else {
@@ -91,9 +169,14 @@ pub fn partials(dir: &Path, db: &str) -> Result<Vec<PathBuf>> {
         let Some(complete) = file_name.strip_suffix(PARTIAL_SUFFIX) else {
             continue;
         };
-        let complete =
-            [SHA256_SUFFIX, VERIFIED_SUFFIX].iter().find_map(|s| complete.strip_suffix(s)).unwrap_or(complete);
-        if BackupName::parse(complete).is_some_and(|name| name.db == db) && entry.file_type().is_file() {
+        let (complete, record) = match complete.strip_suffix(VERIFIED_SUFFIX) {
+            Some(backup) => (backup, true),
+            None => (complete.strip_suffix(SHA256_SUFFIX).unwrap_or(complete), false),
+        };
+        if record == verify_records
+            && BackupName::parse(complete).is_some_and(|name| name.db == db)
+            && entry.file_type().is_file()
+        {
             found.push(entry.into_path());
         }
     }
@@ -123,10 +206,7 @@ pub fn precheck(path: &Path) -> Result<Candidate> {
     let sha256 = sidecar_sum(path)?;
     if compression == Compression::None {
         let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        let mut tail = Vec::new();
-        file.seek(SeekFrom::End(-(meta.len().min(TAIL_LEN as u64) as i64)))?;
-        file.read_to_end(&mut tail)?;
-        if !backup_file::ends_complete(&tail) {
+        if !backup_file::ends_complete(&read_tail(&mut file, meta.len())?) {
             return Err(incomplete(path));
         }
     }
@@ -258,19 +338,98 @@ mod tests {
             "README.txt",
         ];
         for file in files {
-            fs::write(dir.join(file), file).unwrap();
+            fs::write(dir.join(file), format!("{file}\n{DUMP_END}")).unwrap();
         }
         fs::create_dir(dir.join("hindsight_db_backup_20261128_090000_unknown.sql")).unwrap();
 
         let listed: Vec<String> = list(&dir, "hindsight_db").unwrap().iter().map(|b| b.name.file_name()).collect();
         assert_eq!(listed, [files[1], files[0]]);
         let backups = list(&dir, "hindsight_db").unwrap();
-        assert_eq!(backups[0].size, files[1].len() as u64);
+        assert_eq!(backups[0].size, (files[1].len() + 1 + DUMP_END.len()) as u64);
         assert_eq!(backups[0].sidecar(), dir.join(files[2]));
 
-        let mut stale: Vec<PathBuf> = partials(&dir, "hindsight_db").unwrap();
+        let mut stale: Vec<PathBuf> = partials(&dir, "hindsight_db", false).unwrap();
         stale.sort();
         assert_eq!(stale, [dir.join(files[3]), dir.join(files[4])]);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The end of a real pg_dump: what makes a plain file without a sidecar complete.
+    const DUMP_END: &str = "--\n-- PostgreSQL database dump complete\n--\n\n";
+
+    #[test]
+    fn only_files_with_a_sidecar_or_a_marked_plain_end_are_complete() {
+        let dir = scratch_dir("classify");
+        let name = |stamp: &str, ending: &str| format!("hindsight_db_backup_{stamp}_unknown{ending}");
+        // Oldest to newest: the broken ones are the newest, as a killed run leaves them.
+        let with_sidecar = name("20261120_090000", ".sql.zst");
+        let old_script = name("20261121_090000", ".sql");
+        let plain_with_sidecar = name("20261122_090000", ".sql");
+        let truncated = name("20261123_090000", ".sql");
+        let compressed_bare = name("20261124_090000", ".sql.gz");
+        let empty = name("20261125_090000", ".sql");
+        // A sidecar vouches for the file: its bytes are not read here (check() hashes them).
+        fs::write(dir.join(&with_sidecar), "zstd bytes").unwrap();
+        fs::write(dir.join(format!("{with_sidecar}.sha256")), "x").unwrap();
+        // The marker beyond the first TAIL_LEN bytes: only the end is read.
+        let long_dump = format!("{}\n{DUMP_END}", "COPY t FROM stdin;\n".repeat(1000));
+        fs::write(dir.join(&old_script), &long_dump).unwrap();
+        fs::write(dir.join(&plain_with_sidecar), "cut sho").unwrap();
+        fs::write(dir.join(format!("{plain_with_sidecar}.sha256")), "x").unwrap();
+        fs::write(dir.join(&truncated), &long_dump[..long_dump.len() - 20]).unwrap();
+        // Compressed: its marker would need the whole file decompressed; no sidecar, no trust.
+        let mut encoder = crate::stream::codec::Encoder::new(Compression::Gzip, Vec::new()).unwrap();
+        std::io::Write::write_all(&mut encoder, long_dump.as_bytes()).unwrap();
+        fs::write(dir.join(&compressed_bare), encoder.finish().unwrap()).unwrap();
+        fs::write(dir.join(&empty), "").unwrap();
+
+        let scanned: Vec<(String, bool, Option<&str>)> = scan(&dir, "hindsight_db")
+            .unwrap()
+            .iter()
+            .map(|b| (b.name.file_name(), b.complete, b.why_incomplete()))
+            .collect();
+        assert_eq!(
+            scanned,
+            [
+                (empty.clone(), false, Some("empty")),
+                (compressed_bare.clone(), false, Some("compressed, without its .sha256")),
+                (truncated.clone(), false, Some("no .sha256 and no completion marker at its end")),
+                (plain_with_sidecar.clone(), true, None),
+                (old_script.clone(), true, None),
+                (with_sidecar.clone(), true, None),
+            ]
+        );
+        let listed: Vec<String> = list(&dir, "hindsight_db").unwrap().iter().map(|b| b.name.file_name()).collect();
+        assert_eq!(listed, [plain_with_sidecar.clone(), old_script, with_sidecar]);
+        assert_eq!(
+            resolve(&dir, "hindsight_db", "latest").unwrap(),
+            dir.join(&plain_with_sidecar),
+            "never a broken one"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_name_that_is_nowhere_is_an_error_naming_where_it_looked() {
+        let dir = scratch_dir("resolve");
+        let file = "hindsight_db_backup_20261120_090000_unknown.sql";
+        fs::write(dir.join(file), DUMP_END).unwrap();
+        assert_eq!(resolve(&dir, "hindsight_db", file).unwrap(), dir.join(file));
+        let by_path = dir.join(file).display().to_string();
+        assert_eq!(resolve(&dir, "hindsight_db", &by_path).unwrap(), dir.join(file));
+
+        let err = format!("{:#}", resolve(&dir, "hindsight_db", "nope.sql").unwrap_err());
+        let cwd = std::env::current_dir().unwrap();
+        assert!(err.contains(&dir.join("nope.sql").display().to_string()), "{err}");
+        assert!(err.contains(&cwd.join("nope.sql").display().to_string()), "{err}");
+        assert!(err.contains("cargo xtask db-list"), "{err}");
+        let err = format!("{:#}", resolve(&dir, "hindsight_db", "sub/nope.sql").unwrap_err());
+        assert!(err.contains(&dir.display().to_string()) && err.contains("cargo xtask db-list"), "{err}");
+
+        let empty = scratch_dir("resolve-empty");
+        let err = format!("{:#}", resolve(&empty, "hindsight_db", "latest").unwrap_err());
+        assert!(err.contains("no complete backups"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+        fs::remove_dir_all(&empty).unwrap();
     }
 }

@@ -1,7 +1,8 @@
 //! Which backups to keep, and why: the newest `--max-backups`, or, with age rules, the
 //! newest backup of each of the last N hours, days, ISO weeks and months (restic's
 //! `forget`), capped at `--max-backups`. The newest backup and the one just written are
-//! always kept.
+//! always kept. Only complete backups are counted: an incomplete file neither takes a
+//! slot nor is newest, and retention never removes it (`db-prune --incomplete` does).
 
 use std::path::Path;
 
@@ -46,10 +47,10 @@ const RULES: [(&str, Bucket); 4] = [
     ("monthly", |t| (t.year(), t.month(), 0, 0)),
 ];
 
-/// Decisions for every backup, newest first.
+/// Decisions for every complete backup, newest first; incomplete ones get none.
 pub fn decide<'a>(backups: &'a [Backup], policy: &Policy, just_written: Option<&Path>) -> Vec<Decision<'a>> {
     let mut decisions: Vec<Decision<'a>> =
-        backups.iter().map(|backup| Decision { backup, reasons: Vec::new() }).collect();
+        backups.iter().filter(|b| b.complete).map(|backup| Decision { backup, reasons: Vec::new() }).collect();
     decisions
         .sort_by(|a, b| b.backup.name.taken.cmp(&a.backup.name.taken).then_with(|| b.backup.path.cmp(&a.backup.path)));
     let Some(newest) = decisions.first_mut() else { return decisions };
@@ -110,7 +111,11 @@ mod tests {
             revision: Revision::Unknown,
             compression: Compression::None,
         };
-        Backup { path: format!("/b/{}", name.file_name()).into(), name, size: 1 }
+        Backup { path: format!("/b/{}", name.file_name()).into(), name, size: 1, complete: true }
+    }
+
+    fn broken(taken: NaiveDateTime) -> Backup {
+        Backup { complete: false, ..at(taken) }
     }
 
     fn time(day: u32, hour: u32) -> NaiveDateTime {
@@ -141,6 +146,20 @@ mod tests {
         let just = backups[3].path.clone();
         let decisions = decide(&backups, &count(2), Some(&just));
         assert_eq!(kept(&decisions), [time(9, 0), time(1, 0)]);
+    }
+
+    #[test]
+    fn incomplete_files_take_no_slot_are_never_newest_and_are_never_removed() {
+        // A killed run's files named newer than every good backup, as db-backup then sees them.
+        let backups = vec![broken(time(9, 0)), broken(time(8, 0)), at(time(7, 0)), at(time(6, 0)), at(time(5, 0))];
+        let decisions = decide(&backups, &count(2), Some(&backups[2].path));
+        assert_eq!(kept(&decisions), [time(7, 0), time(6, 0)]);
+        assert_eq!(decisions[0].reasons, ["newest", "just written", "newest 2 #1"]);
+        let removed: Vec<NaiveDateTime> = decisions.iter().filter(|d| !d.keep()).map(|d| d.backup.name.taken).collect();
+        assert_eq!(removed, [time(5, 0)], "only the oldest good one; the broken ones are not retention's");
+        let age = Policy { max: 100, daily: 1, ..Policy::default() };
+        assert_eq!(kept(&decide(&backups, &age, None)), [time(7, 0)], "the daily slot goes to a good backup");
+        assert!(decide(&[broken(time(9, 0))], &count(1), None).is_empty());
     }
 
     /// Hourly backups from Sep 1 to Nov 24 2026, 00:00 to 23:00 each day.

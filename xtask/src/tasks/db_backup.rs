@@ -88,7 +88,7 @@ impl DbBackup {
         let db = Database::open(sh, &self.db, "db-backup")?;
         let dir = BackupDir::open(sh.current_dir().join(&self.dir.backup_dir))?;
         let _lock = dir.lock("db-backup", self.dir.lock_wait_secs)?;
-        dir.remove_partials(&db.name)?;
+        dir.remove_partials(&db.name, false)?;
         let existing = catalogue::list(dir.path(), &db.name)?;
 
         // The hourly case costs one exec: a database that answers is up. Anything else

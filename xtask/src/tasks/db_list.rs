@@ -1,4 +1,6 @@
-//! `cargo xtask db-list`: the backups, newest first, as a table or as JSON.
+//! `cargo xtask db-list`: the backups, newest first, as a table or as JSON. Files named
+//! like backups that are not complete are listed too, marked `incomplete`, so a person
+//! sees what `db-prune --incomplete` would remove.
 
 use anyhow::Result;
 use xshell::Shell;
@@ -8,10 +10,11 @@ use crate::{cli::DbList, json, store::catalogue};
 impl DbList {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let dir = sh.current_dir().join(&self.dir.backup_dir);
-        let backups = if dir.exists() { catalogue::list(&dir, &self.name.db_name)? } else { Vec::new() };
+        let backups = if dir.exists() { catalogue::scan(&dir, &self.name.db_name)? } else { Vec::new() };
+        let dumps = if dir.exists() { catalogue::prerestore_dumps(&dir, &self.name.db_name)? } else { Vec::new() };
         let now = chrono::Local::now().naive_local();
         if self.json {
-            let items = backups.iter().map(|backup| {
+            let item = |backup: &catalogue::Backup| {
                 json::Object::new()
                     .str("file", &backup.path.file_name().unwrap_or_default().to_string_lossy())
                     .str("path", &backup.path.to_string_lossy())
@@ -20,16 +23,27 @@ impl DbList {
                     .str("revision", &backup.name.revision.to_string())
                     .str("compression", backup.name.compression.name())
                     .raw("size", backup.size)
+                    .raw("complete", backup.complete)
                     .raw("checksum_file", backup.sidecar().exists())
                     .opt_str("verified", backup.verified().as_deref())
                     .build()
-            });
+            };
             let report = json::Object::new()
                 .str("database", &self.name.db_name)
                 .str("backup_dir", &dir.to_string_lossy())
-                .raw("backups", json::array(items));
+                .raw("backups", json::array(backups.iter().map(item)))
+                .raw("prerestore_dumps", json::array(dumps.iter().map(item)));
             println!("{}", report.build());
             return Ok(());
+        }
+        if !dumps.is_empty() {
+            println!(
+                "dumps of databases that restores replaced, kept until you remove them (restore one by its name):"
+            );
+            for dump in &dumps {
+                let status = dump.why_incomplete().map_or("complete".to_owned(), |why| format!("incomplete ({why})"));
+                println!("  {}  {status}", catalogue::describe(dump, now));
+            }
         }
         if backups.is_empty() {
             println!("no backups of `{}` in {}", self.name.db_name, dir.display());
@@ -37,13 +51,21 @@ impl DbList {
         }
         println!("backups of `{}` in {}, newest first:", self.name.db_name, dir.display());
         for backup in &backups {
-            let verified = match backup.verified() {
-                Some(record) => {
+            let status = match (backup.why_incomplete(), backup.verified()) {
+                (Some(why), _) => format!("incomplete ({why})"),
+                (None, Some(record)) => {
                     record.split_whitespace().nth(1).map_or("verified".to_owned(), |at| format!("verified {at}"))
                 }
-                None => "not verified".to_owned(),
+                (None, None) => "not verified".to_owned(),
             };
-            println!("  {}  {verified}", catalogue::describe(backup, now));
+            println!("  {}  {status}", catalogue::describe(backup, now));
+        }
+        let incomplete = backups.iter().filter(|b| !b.complete).count();
+        if incomplete > 0 {
+            println!(
+                "{incomplete} incomplete: never counted as backups (nor as the newest); \
+                 `cargo xtask db-prune --incomplete` removes them"
+            );
         }
         Ok(())
     }

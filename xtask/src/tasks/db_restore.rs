@@ -51,7 +51,7 @@ impl DbRestore {
         self.confirm(&db.name, &path, &dir, &plan)?;
 
         let _lock = dir.lock("db-restore", self.dir.lock_wait_secs)?;
-        dir.remove_partials(&db.name)?;
+        dir.remove_partials(&db.name, false)?;
         // Alone: no backup, verification or other restore of this database meanwhile,
         // from this checkout or any other.
         let mut db_lock = db.lock(sh, Mode::Exclusive, self.dir.lock_wait_secs)?;

@@ -8,12 +8,13 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use xshell::Shell;
 
 use crate::{
     cli::DbVerify,
     db::{Database, lock::Mode},
+    exit::Coded,
     interrupt, json,
     output::{human_bytes, step},
     store::backup_dir::{BackupDir, remove_if_exists},
@@ -27,48 +28,22 @@ struct Verified {
     tables: Vec<(String, u64)>,
 }
 
+/// What each target came to, in order.
+type Reports = Vec<(PathBuf, Result<Verified>)>;
+
 impl DbVerify {
     pub fn run(self, sh: &Shell) -> Result<()> {
-        let db = Database::open(sh, &self.db, "db-verify")?;
-        let dir = BackupDir::open(sh.current_dir().join(&self.dir.backup_dir))?;
-        let targets: Vec<PathBuf> = if self.all {
-            catalogue::list(dir.path(), &db.name)?.into_iter().map(|b| b.path).collect()
-        } else {
-            vec![catalogue::resolve(dir.path(), &db.name, self.backup.as_deref().unwrap_or("latest"))?]
+        // `--json` promises one object on stdout, also when nothing got as far as a report.
+        let reports = match self.verify_targets(sh) {
+            Ok(reports) => reports,
+            Err(err) => {
+                if self.json {
+                    let report = json::Object::new().raw("ok", false).str("error", &format!("{err:#}"));
+                    println!("{}", report.raw("backups", json::array(std::iter::empty())).build());
+                }
+                return Err(err);
+            }
         };
-        if targets.is_empty() {
-            bail!("there are no backups of `{}` in {} to verify", db.name, dir.path().display());
-        }
-        let _lock = dir.lock_verify(self.dir.lock_wait_secs)?;
-        db.ensure_ready(sh, self.db.wait_secs)?;
-        // Shared: db-backup and other verifications go on; a restore waits.
-        let mut db_lock = db.lock(sh, Mode::Shared, self.dir.lock_wait_secs)?;
-        db_lock.clean_dead_runs(sh, &db)?;
-
-        let mut reports = Vec::new();
-        for (i, path) in targets.iter().enumerate() {
-            interrupt::check()?;
-            step!("verifying {}", path.display());
-            let result = verify(sh, &db, path, i, self.trust_file);
-            interrupt::check()?;
-            if result.is_err() && !path.exists() {
-                step!("skipped {}: it was removed (by retention?) while being verified", path.display());
-                continue;
-            }
-            record(&dir, path, &result)?;
-            match &result {
-                Ok(v) => step!(
-                    "verified {}: {}, revision {}, {} tables with {} rows restored and counted",
-                    path.display(),
-                    if v.checksum_verified { "checksum matches" } else { "no .sha256 to compare" },
-                    v.revision,
-                    v.tables.len(),
-                    v.tables.iter().map(|(_, n)| n).sum::<u64>()
-                ),
-                Err(err) => step!("FAILED {}: {err:#}", path.display()),
-            }
-            reports.push((path, result));
-        }
 
         let failed = reports.iter().filter(|(_, r)| r.is_err()).count();
         if self.json {
@@ -99,6 +74,69 @@ impl DbVerify {
             );
         }
         Ok(())
+    }
+
+    /// Finds the targets and verifies each one. `Err` only when nothing could be verified
+    /// (no backups, a name that is nowhere, no database, the lock); a failed target is a
+    /// report.
+    fn verify_targets(&self, sh: &Shell) -> Result<Reports> {
+        let db = Database::open(sh, &self.db, "db-verify")?;
+        let dir = BackupDir::open(sh.current_dir().join(&self.dir.backup_dir))?;
+        let targets: Vec<PathBuf> = if self.all {
+            catalogue::list(dir.path(), &db.name)?.into_iter().map(|b| b.path).collect()
+        } else {
+            vec![catalogue::resolve(dir.path(), &db.name, self.backup.as_deref().unwrap_or("latest"))?]
+        };
+        if targets.is_empty() {
+            bail!(
+                "there are no complete backups of `{}` in {} to verify: make one with `cargo xtask db-backup`",
+                db.name,
+                dir.path().display()
+            );
+        }
+        let _lock = dir.lock_verify(self.dir.lock_wait_secs)?;
+        dir.remove_partials(&db.name, true)?;
+        db.ensure_ready(sh, self.db.wait_secs)?;
+        // Shared: db-backup and other verifications go on; a restore waits.
+        let mut db_lock = db.lock(sh, Mode::Shared, self.dir.lock_wait_secs)?;
+        db_lock.clean_dead_runs(sh, &db)?;
+
+        let mut reports = Vec::new();
+        for (i, path) in targets.into_iter().enumerate() {
+            interrupt::check()?;
+            step!("verifying {}", path.display());
+            let mut result = verify(sh, &db, &path, i, self.trust_file);
+            interrupt::check()?;
+            // No room on the volume, a lock not granted: not the backup's fault, and the
+            // same for every other one; the run ends with that code.
+            if let Err(err) = &result
+                && err.chain().any(|cause| cause.is::<Coded>())
+            {
+                return Err(result.err().expect("an error"));
+            }
+            if result.is_err() && !path.exists() {
+                // Gone while it was read: it was not verified, and that is a failure, not a skip.
+                result = Err(anyhow!(
+                    "{} is gone (retention may have removed it while it was verified): \
+                     see `cargo xtask db-list`, then verify another backup",
+                    path.display()
+                ));
+            }
+            record(&dir, &path, &result)?;
+            match &result {
+                Ok(v) => step!(
+                    "verified {}: {}, revision {}, {} tables with {} rows restored and counted",
+                    path.display(),
+                    if v.checksum_verified { "checksum matches" } else { "no .sha256 to compare" },
+                    v.revision,
+                    v.tables.len(),
+                    v.tables.iter().map(|(_, n)| n).sum::<u64>()
+                ),
+                Err(err) => step!("FAILED {}: {err:#}", path.display()),
+            }
+            reports.push((path, result));
+        }
+        Ok(reports)
     }
 }
 

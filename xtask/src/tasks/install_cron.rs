@@ -8,11 +8,10 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use clap::ValueEnum;
 use xshell::{Shell, cmd};
 
 use crate::{
-    cli::{DbBackup, InstallCron},
+    cli::InstallCron,
     cron_entry::{self, Job},
     output::step,
     process,
@@ -31,7 +30,8 @@ impl InstallCron {
         let root = sh.current_dir();
         let program = root.join(JOB_BINARY);
         let log = root.join(&self.log_file);
-        let args = backup_args(&self.backup, &root);
+        // Every db-backup setting, from the one place that turns them back into flags.
+        let args = self.backup.to_args(&root);
         let path_dirs = job_path();
         let env: Vec<(String, String)> =
             COMPOSE_ENV.iter().filter_map(|key| Some((key.to_string(), std::env::var(key).ok()?))).collect();
@@ -80,31 +80,6 @@ impl InstallCron {
         eprint!("{entry}");
         Ok(())
     }
-}
-
-/// The job's db-backup flags, every one spelled out with paths made absolute, so the job
-/// depends on nothing in cron's environment.
-fn backup_args(backup: &DbBackup, root: &Path) -> Vec<String> {
-    let (db, dir, keep) = (&backup.db, &backup.dir, &backup.retention);
-    let flavor = db.compose.to_possible_value().expect("no skipped variants");
-    let flags = [
-        ("--compose-file", root.join(&db.compose_file).display().to_string()),
-        ("--service", db.service.clone()),
-        ("--db-name", db.name.db_name.clone()),
-        ("--db-user", db.db_user.clone()),
-        ("--compose", flavor.get_name().to_owned()),
-        ("--wait-secs", db.wait_secs.as_secs().to_string()),
-        ("--backup-dir", root.join(&dir.backup_dir).display().to_string()),
-        ("--lock-wait-secs", dir.lock_wait_secs.as_secs().to_string()),
-        ("--max-backups", keep.max_backups.to_string()),
-        ("--keep-hourly", keep.keep_hourly.to_string()),
-        ("--keep-daily", keep.keep_daily.to_string()),
-        ("--keep-weekly", keep.keep_weekly.to_string()),
-        ("--keep-monthly", keep.keep_monthly.to_string()),
-        ("--compress", backup.compress.name().to_owned()),
-    ];
-    let flags = flags.into_iter().flat_map(|(flag, value)| [flag.to_owned(), value]);
-    std::iter::once("db-backup".to_owned()).chain(flags).collect()
 }
 
 /// The directories where `which` finds the job's tools now, then the usual system ones.
@@ -157,4 +132,64 @@ fn cron_daemon_runs() -> bool {
     procs.filter_map(Result::ok).any(|entry| {
         fs::read_to_string(entry.path().join("comm")).is_ok_and(|comm| matches!(comm.trim(), "cron" | "crond"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        cli::tests::{EVERY_DB_BACKUP_FLAG, parse_db_backup},
+        cron_entry::Schedule,
+    };
+
+    /// The words of a job line as cron and then `sh` see them: cron turns `\%` into `%` (a
+    /// bare `%` would end the command), `sh` drops the single quotes and reads `\'` as `'`,
+    /// so `'\''` is a quote inside a quoted word.
+    fn unquote(line: &str) -> Vec<String> {
+        assert!(!line.replace(r"\%", "").contains('%'), "a bare % would cut the command: {line}");
+        let line = line.replace(r"\%", "%");
+        let (mut words, mut word, mut chars) = (Vec::new(), None::<String>, line.chars());
+        while let Some(c) = chars.next() {
+            match c {
+                ' ' => words.extend(word.take()),
+                '\'' => {
+                    let word = word.get_or_insert_with(String::new);
+                    loop {
+                        match chars.next().expect("an unclosed quote") {
+                            '\'' => break,
+                            c => word.push(c),
+                        }
+                    }
+                }
+                '\\' => word.get_or_insert_with(String::new).push(chars.next().expect("a character after \\")),
+                c => word.get_or_insert_with(String::new).push(c),
+            }
+        }
+        words.extend(word);
+        words
+    }
+
+    #[test]
+    fn the_job_line_carries_exactly_the_parsed_db_backup_settings() {
+        let backup = parse_db_backup(&EVERY_DB_BACKUP_FLAG);
+        let root = Path::new("/home/me/it's 100% mine");
+        let args = backup.to_args(root);
+        let program = root.join(JOB_BINARY);
+        let entry = cron_entry::render(&Job {
+            schedule: &Schedule::parse("0 * * * *").unwrap(),
+            root,
+            path_dirs: &["/usr/bin".to_owned()],
+            env: &[("COMPOSE_PROJECT_NAME".to_owned(), "a 'b' %c".to_owned())],
+            program: &program,
+            args: &args,
+            log: &root.join("backup.log"),
+        });
+        let words = unquote(entry.lines().nth(1).expect("the job line"));
+        assert_eq!(words[..7], ["0", "*", "*", "*", "*", "cd", "/home/me/it's 100% mine"]);
+        assert!(words.contains(&"COMPOSE_PROJECT_NAME=a 'b' %c".to_owned()), "{words:?}");
+        let start = words.iter().position(|w| Path::new(w) == program).expect("the program") + 1;
+        let end = words.iter().position(|w| w == ">>").expect("the log redirection");
+        assert_eq!(words[start..end], args);
+        assert_eq!(format!("{:?}", parse_db_backup(&words[start..end])), format!("{backup:?}"));
+    }
 }

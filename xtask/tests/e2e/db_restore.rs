@@ -121,7 +121,8 @@ fn compressed_backups_and_the_old_scripts_plain_files_restore() {
     let cut = bed.backup_dir.join("hindsight_db_backup_20990101_000000_unknown.sql.zst");
     fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let databases = bed.databases();
-    let run = restore(&bed, &["latest", "--yes"]);
+    // Named by hand: without its .sha256 it is incomplete, so `latest` never picks it.
+    let run = restore(&bed, &[cut.to_str().unwrap(), "--yes"]);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert!(run.last_line().contains("truncated"), "{}", run.last_line());
     assert_eq!((fingerprint(&bed), bed.databases()), (before, databases));
@@ -135,10 +136,10 @@ fn truncated_and_mismatching_backups_are_refused_with_the_database_untouched() {
     let dump = fs::read(&good).unwrap();
     let before = (fingerprint(&bed), bed.databases());
 
-    // Truncated: named as the newest backup, so `latest` picks it.
+    // Truncated, named by hand: `latest` skips it, being incomplete.
     let truncated = bed.backup_dir.join("hindsight_db_backup_20990101_000000_unknown.sql");
     fs::write(&truncated, &dump[..dump.len() / 2]).unwrap();
-    let run = restore(&bed, &["latest", "--yes"]);
+    let run = restore(&bed, &[truncated.to_str().unwrap(), "--yes"]);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert!(run.last_line().contains("truncated") && run.last_line().contains("not touched"), "{}", run.last_line());
     fs::remove_file(&truncated).unwrap();

@@ -2,6 +2,7 @@
 //! `xtask` binary against the real test bed. Each module covers one task or promise;
 //! `testbed` holds the helpers, which reach the database through the xtask's own door.
 
+mod catalogue;
 mod db_backup;
 mod db_ops;
 mod db_restore;
