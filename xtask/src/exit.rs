@@ -43,6 +43,10 @@ pub fn report(result: anyhow::Result<()>) -> ExitCode {
     }
     // `{:#}` puts the whole chain on one line: what failed, then the tool's own words.
     crate::output::line(format_args!("error: {err:#}"));
-    let code = err.chain().find_map(|cause| cause.downcast_ref::<Coded>()).map_or(1, |coded| coded.code as u8);
-    ExitCode::from(code)
+    ExitCode::from(code_of(&err).map_or(1, |code| code as u8))
+}
+
+/// The exit code an error carries, if it is not a plain failure (1).
+pub fn code_of(err: &anyhow::Error) -> Option<Code> {
+    err.chain().find_map(|cause| cause.downcast_ref::<Coded>()).map(|coded| coded.code)
 }

@@ -1,8 +1,10 @@
-//! Ctrl-C and SIGTERM. A signal does not end the process on the spot: a thread notes it,
-//! ends this run's work inside the container (its server sessions), then the programs it
-//! started; the task's own code sees its step fail, and every guard on the way out cleans
-//! up (the `.partial` file, the scratch database) before the lock is released and the
-//! process exits 130 or 143.
+//! Ctrl-C, SIGTERM and SIGHUP. A signal does not end the process on the spot: a thread
+//! notes it, ends this run's work inside the container (its server sessions), then the
+//! programs it started; the task's own code sees its step fail, and every guard on the
+//! way out cleans up (the `.partial` file, the scratch database) before the lock is
+//! released and the process exits 128 + the signal's number (130, 143, 129). A second
+//! signal ends the programs and exits at once, leaving the cleanup to the next run; a
+//! signal while a question waits for its answer exits at once, nothing having started.
 //!
 //! The programs run in their own process group (see `process`), so a terminal's Ctrl-C
 //! reaches this process only, and it ends them in that order: a `docker exec` client
@@ -12,14 +14,15 @@ use std::{
     fmt,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicI32, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering},
+        mpsc,
     },
     thread,
     time::{Duration, Instant},
 };
 
 use signal_hook::{
-    consts::{SIGINT, SIGTERM},
+    consts::{SIGHUP, SIGINT, SIGTERM},
     iterator::Signals,
 };
 
@@ -27,6 +30,11 @@ use crate::output;
 
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// A question waits for its answer: nothing has been started that needs cleaning.
+static ASKING: AtomicBool = AtomicBool::new(false);
+/// How long ending the run's sessions may take before the programs are ended anyway
+/// (a hung Docker daemon must not keep the run from stopping).
+const SESSIONS_TIMEOUT: Duration = Duration::from_secs(15);
 
 type Stop = Arc<dyn Fn() + Send + Sync>;
 
@@ -42,23 +50,46 @@ pub enum Stage {
     Programs,
 }
 
-/// Handles SIGINT and SIGTERM from here on.
+/// Handles SIGINT, SIGTERM and SIGHUP from here on.
 pub fn install() -> std::io::Result<()> {
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     thread::spawn(move || {
         for signal in signals.forever() {
-            if RECEIVED.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
-                output::line(format_args!(
-                    "{}: stopping this run's work in the database, then cleaning up (this takes a few seconds)",
-                    name(signal)
-                ));
-                stop_work();
-            } else {
-                output::line(format_args!("{}: already stopping, still cleaning up", name(signal)));
+            match RECEIVED.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) if ASKING.load(Ordering::SeqCst) => {
+                    output::line(format_args!("{}: nothing was changed", name(signal)));
+                    std::process::exit(Stopped(signal).exit_code().into());
+                }
+                Ok(_) => {
+                    output::line(format_args!(
+                        "{}: stopping this run's work in the database, then cleaning up (this takes a few \
+                         seconds; a second signal exits at once and leaves the cleanup to the next run)",
+                        name(signal)
+                    ));
+                    stop_work();
+                }
+                Err(first) => {
+                    output::line(format_args!(
+                        "{}: exiting now; the next db-backup, db-restore or db-verify cleans up what is left",
+                        name(signal)
+                    ));
+                    for stop in stoppers(Stage::Programs) {
+                        stop();
+                    }
+                    std::process::exit(Stopped(first).exit_code().into());
+                }
             }
         }
     });
     Ok(())
+}
+
+/// Runs `ask` (a question on the terminal) so that a signal meanwhile exits at once.
+pub fn asking<T>(ask: impl FnOnce() -> T) -> T {
+    ASKING.store(true, Ordering::SeqCst);
+    let answer = ask();
+    ASKING.store(false, Ordering::SeqCst);
+    answer
 }
 
 /// The signal received, if any.
@@ -96,6 +127,7 @@ fn name(signal: i32) -> &'static str {
     match signal {
         SIGINT => "SIGINT (Ctrl-C)",
         SIGTERM => "SIGTERM",
+        SIGHUP => "SIGHUP (the terminal went away)",
         _ => "a signal",
     }
 }
@@ -123,15 +155,23 @@ impl Drop for OnStop {
     }
 }
 
-/// Runs the stoppers, sessions first; programs get a moment to exit by themselves once
-/// their sessions are gone, then are sent SIGTERM.
+fn stoppers(stage: Stage) -> Vec<Stop> {
+    let all = STOPPERS.lock().unwrap_or_else(|p| p.into_inner());
+    all.iter().filter(|(s, _, _)| *s == stage).map(|(_, _, stop)| stop.clone()).collect()
+}
+
+/// Runs the stoppers, sessions first (each given `SESSIONS_TIMEOUT`); programs get a
+/// moment to exit by themselves once their sessions are gone, then are sent SIGTERM.
 fn stop_work() {
-    let stoppers = |stage: Stage| -> Vec<Stop> {
-        let all = STOPPERS.lock().unwrap_or_else(|p| p.into_inner());
-        all.iter().filter(|(s, _, _)| *s == stage).map(|(_, _, stop)| stop.clone()).collect()
-    };
     for stop in stoppers(Stage::Sessions) {
-        stop();
+        let (done, finished) = mpsc::channel();
+        thread::spawn(move || {
+            stop();
+            let _ = done.send(());
+        });
+        if finished.recv_timeout(SESSIONS_TIMEOUT).is_err() {
+            output::line(format_args!("ending the run's sessions takes too long: ending its programs"));
+        }
     }
     let grace = Instant::now() + Duration::from_secs(3);
     while Instant::now() < grace && !stoppers(Stage::Programs).is_empty() {

@@ -215,7 +215,7 @@ fn copy(source: &mut dyn Read, sink: &mut dyn Write) -> Result<(), CopyError> {
 /// A program whose stdin this process writes: a load fed piece by piece, whose end (and
 /// whether a `COMMIT` comes before it) the caller decides.
 pub struct Feeding {
-    running: Running,
+    running: Option<Running>,
     stdin: Option<ChildStdin>,
 }
 
@@ -227,7 +227,7 @@ impl Feeding {
         if let Some(stdin) = &stdin {
             let _ = rustix::pipe::fcntl_setpipe_size(stdin, PIPE_SIZE);
         }
-        Ok(Feeding { running, stdin })
+        Ok(Feeding { running: Some(running), stdin })
     }
 
     pub fn stdin(&mut self) -> &mut ChildStdin {
@@ -237,14 +237,24 @@ impl Feeding {
     /// Closes stdin (the end of input) and waits: the program's own failure, if any.
     pub fn finish(mut self) -> Result<()> {
         drop(self.stdin.take());
-        self.running.finish_shown().map(drop)
+        self.running.take().expect("running until finished").finish_shown().map(drop)
     }
 
     /// Ends the input early and waits, without judging the exit: the caller already
     /// knows what went wrong; the program's own words are added when it failed too.
     pub fn close(mut self) -> Option<Failure> {
         drop(self.stdin.take());
-        self.running.finish().err()
+        self.running.take().expect("running until finished").finish().err()
+    }
+}
+
+impl Drop for Feeding {
+    /// Left on an early return (a signal): ended and waited for, never left behind.
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        if let Some(running) = self.running.take() {
+            running.abandon();
+        }
     }
 }
 

@@ -34,7 +34,7 @@ fn ask(prompt: &str) -> Result<String> {
     eprint!("{prompt}");
     io::stderr().flush()?;
     let mut line = String::new();
-    if io::stdin().lock().read_line(&mut line).context("reading the answer")? == 0 {
+    if crate::interrupt::asking(|| io::stdin().lock().read_line(&mut line)).context("reading the answer")? == 0 {
         return Ok("q".to_owned());
     }
     Ok(line.trim().to_owned())

@@ -1,11 +1,14 @@
 //! The one restore pipeline, used by every task that loads a backup (db-restore,
 //! db-verify): room on the database volume, then a scratch database, then one pass over
 //! the file that hashes the stored bytes, decompresses, keeps the SQL's end and the COPY
-//! row counts, and feeds psql. Nothing is committed until that pass has checked the size,
-//! the checksum and the completion marker: psql gets `BEGIN` from this process and
-//! `COMMIT` only then (psql commits what it has read when its input simply ends, so the
-//! end of input must never be the commit). Then the row counts are compared in the
-//! scratch database. Any failure, and any signal, drops the scratch database.
+//! row counts, and feeds psql. Nothing of the load is committed until that pass has
+//! checked the size, the checksum and the completion marker: psql gets `BEGIN` from this
+//! process and `COMMIT` only then (psql commits what it has read when its input simply
+//! ends, so the end of input must never be the commit), and a comment set in the same
+//! transaction proves the `COMMIT` really ran. (A file can commit on its own: pg_dump
+//! wraps large objects in their own `BEGIN`/`COMMIT`. What it commits stays in the scratch
+//! database, which is never swapped in unchecked.) Then the row counts are compared in
+//! the scratch database. Any failure, and any signal, drops the scratch database.
 //!
 //! The file is untrusted: psql reads it after this process's own `\restrict` line with a
 //! random key, and the file's own `\restrict`/`\unrestrict` lines are taken out, so a
@@ -20,7 +23,7 @@ use std::{
 use anyhow::{Context, Result, anyhow, bail};
 use xshell::Shell;
 
-use super::{Database, scratch::Scratch};
+use super::{Database, ident, literal, scratch::Scratch, session::Session};
 use crate::{
     exit::{Code, Coded},
     interrupt,
@@ -53,16 +56,17 @@ impl Database {
     pub fn load_backup<'a>(
         &'a self,
         sh: &'a Shell,
+        session: &mut Session,
         backup: &Candidate,
         kind: &str,
         n: Option<usize>,
         trust_file: bool,
     ) -> Result<Loaded<'a>> {
-        let restrict = self.restrict_key(sh, trust_file)?;
-        self.check_room(sh, backup)?;
+        let restrict = self.restrict_key(session, trust_file)?;
+        self.check_room(sh, session, backup)?;
         interrupt::check()?;
         let scratch = self.scratch(sh, kind, n)?;
-        let streamed = self.stream(sh, backup, scratch.name(), restrict.as_deref())?;
+        let streamed = self.stream(sh, session, backup, scratch.name(), restrict.as_deref())?;
         self.count_rows(sh, scratch.name(), &streamed.tables)?;
         step!(
             "loaded {} of SQL into `{}`: {}, complete, the rows of {} tables counted",
@@ -82,8 +86,8 @@ impl Database {
     /// The key of the `\restrict` line the load starts with. A psql that predates the
     /// command would run the file's backslash commands: refused unless the user vouches
     /// for the file.
-    fn restrict_key(&self, sh: &Shell, trust_file: bool) -> Result<Option<String>> {
-        let (major, minor) = self.psql_version(sh)?;
+    fn restrict_key(&self, session: &mut Session, trust_file: bool) -> Result<Option<String>> {
+        let (major, minor) = session.psql_version();
         if restrict_supported(major, minor) {
             return Ok(Some(random_key()));
         }
@@ -97,7 +101,7 @@ impl Database {
             "psql {major}.{minor} in service `{}` predates `\\restrict` (13.22, 14.19, 15.14, 16.10, 17.6), so it cannot \
              load a file with its backslash commands disabled: update the image, or pass --trust-file if you made this \
              file yourself",
-            self.service
+            self.door.service
         )
     }
 
@@ -105,13 +109,13 @@ impl Database {
     /// volume stops PostgreSQL itself. The estimate is the larger of the live database's
     /// size and the backup's SQL (plain: the file; compressed: five times the file, a
     /// low guess for both gzip and zstd).
-    fn check_room(&self, sh: &Shell, backup: &Candidate) -> Result<()> {
+    fn check_room(&self, sh: &Shell, session: &mut Session, backup: &Candidate) -> Result<()> {
         let sql = match backup.compression {
             Compression::None => backup.size,
             _ => backup.size.saturating_mul(5),
         };
-        let need = sql.max(self.size_of(sh, &self.name)?.unwrap_or(0));
-        let free = self.volume_free(sh)?;
+        let need = sql.max(session.size_of(&self.name)?.unwrap_or(0));
+        let free = self.volume_free(sh, &session.data_directory()?)?;
         if free < need {
             return Err(Coded {
                 code: Code::NoSpace,
@@ -119,7 +123,7 @@ impl Database {
                     "the database volume of service `{}` has {} free, and loading {} into a scratch database needs \
                      about {} ({} missing): nothing was loaded; free space on that volume (old `{}__pre_restore_` \
                      databases, other data), then retry",
-                    self.service,
+                    self.door.service,
                     human_bytes(free),
                     backup.path.display(),
                     human_bytes(need),
@@ -133,7 +137,14 @@ impl Database {
     }
 
     /// The one pass over the file; commits only when it checked out.
-    fn stream(&self, sh: &Shell, backup: &Candidate, scratch: &str, restrict: Option<&str>) -> Result<Streamed> {
+    fn stream(
+        &self,
+        sh: &Shell,
+        session: &mut Session,
+        backup: &Candidate,
+        scratch: &str,
+        restrict: Option<&str>,
+    ) -> Result<Streamed> {
         let path = &backup.path;
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let mut stored = Hashing::new(file);
@@ -157,28 +168,40 @@ impl Database {
         }
         let (_, sha256, stored_bytes) = stored.finish();
 
-        let problem = verdict(backup, &fed, &sha256, stored_bytes, scan.tail());
+        let problem = verdict(backup, &fed, &sha256, stored_bytes, &scan);
         interrupt::check()?;
         match problem {
             None => {
-                // Every check passed: only now does the load become permanent.
-                let committed = psql.stdin().write_all(b"COMMIT;\n").and_then(|()| psql.stdin().flush());
+                // Every check passed: only now does the load become permanent. The
+                // comment, in the same transaction, shows afterwards that it was.
+                let proof = random_key();
+                let commit = format!("COMMENT ON DATABASE {} IS {};\nCOMMIT;\n", ident(scratch), literal(&proof));
+                let committed = psql.stdin().write_all(commit.as_bytes()).and_then(|()| psql.stdin().flush());
                 let finished = psql.finish();
                 interrupt::check()?;
                 finished?;
                 committed.context("psql stopped before the COMMIT")?;
+                if session.database_comment(scratch)?.as_deref() != Some(proof.as_str()) {
+                    return Err(FileFault(format!(
+                        "psql ended without committing {}: the file's end left it somewhere the COMMIT could not run",
+                        backup.path.display()
+                    ))
+                    .into());
+                }
+                session.query(&format!("COMMENT ON DATABASE {} IS NULL;", ident(scratch)))?;
                 Ok(Streamed { sql_bytes: scan.bytes(), tables: scan.tables().to_vec() })
             }
             Some(problem) => {
                 // No COMMIT: psql rolls back at the end of its input.
                 let said = psql.close();
                 interrupt::check()?;
-                Err(match said {
-                    // psql's own words say why it stopped reading.
-                    Some(failure) if !problem.blames_file => failure.into(),
+                Err(match (problem, said) {
                     // A damaged file is the cause of whatever psql said about it.
-                    Some(failure) => anyhow::Error::from(failure).context(problem.message),
-                    None => anyhow!("{}", problem.message),
+                    (Problem::File(fault), Some(failure)) => anyhow::Error::from(failure).context(fault),
+                    (Problem::File(fault), None) => fault.into(),
+                    // psql's own words say why it stopped reading.
+                    (Problem::Psql(_), Some(failure)) => failure.into(),
+                    (Problem::Psql(message), None) => anyhow!("{message}"),
                 })
             }
         }
@@ -245,16 +268,37 @@ fn feed(
     send(b"\n").map_err(Fed::Sink)
 }
 
-struct Problem {
-    message: String,
-    /// The file is at fault (checksum, truncation): psql's words are only its symptom.
-    blames_file: bool,
+/// The backup file itself is at fault (damaged, truncated, changed while read, not a
+/// whole dump): another backup may do.
+#[derive(Debug)]
+pub struct FileFault(pub String);
+
+impl FileFault {
+    /// Whether `err` is, or was caused by, a fault of the file.
+    pub fn in_error(err: &anyhow::Error) -> bool {
+        err.downcast_ref::<FileFault>().is_some() || err.chain().any(|cause| cause.is::<FileFault>())
+    }
+}
+
+impl std::fmt::Display for FileFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for FileFault {}
+
+enum Problem {
+    /// psql's words, if it has any, are only the symptom.
+    File(FileFault),
+    /// psql stopped reading: its own words say why.
+    Psql(String),
 }
 
 /// What is wrong with the pass, if anything, the file's own faults first.
-fn verdict(backup: &Candidate, fed: &Result<(), Fed>, sha256: &str, stored: u64, tail: &[u8]) -> Option<Problem> {
+fn verdict(backup: &Candidate, fed: &Result<(), Fed>, sha256: &str, stored: u64, scan: &SqlScan) -> Option<Problem> {
     let path = &backup.path;
-    let file_fault = |message: String| Some(Problem { message, blames_file: true });
+    let file_fault = |message: String| Some(Problem::File(FileFault(message)));
     if let Some(expected) = &backup.sha256
         && expected != sha256
     {
@@ -267,9 +311,7 @@ fn verdict(backup: &Candidate, fed: &Result<(), Fed>, sha256: &str, stored: u64,
                 path.display()
             ));
         }
-        Err(Fed::Sink(err)) => {
-            return Some(Problem { message: format!("psql stopped reading: {err}"), blames_file: false });
-        }
+        Err(Fed::Sink(err)) => return Some(Problem::Psql(format!("psql stopped reading: {err}"))),
         Ok(()) => {}
     }
     if stored != backup.size {
@@ -279,8 +321,14 @@ fn verdict(backup: &Candidate, fed: &Result<(), Fed>, sha256: &str, stored: u64,
             backup.size
         ));
     }
-    if !backup_file::ends_complete(tail) {
+    if !backup_file::ends_complete(scan.tail()) {
         return file_fault(format!("{:#}", catalogue::incomplete(path)));
+    }
+    if let Some(table) = scan.open_copy() {
+        return file_fault(format!(
+            "{} ends inside the data of table {table} (no `\\.` line): it is not a whole pg_dump file",
+            path.display()
+        ));
     }
     None
 }

@@ -17,8 +17,8 @@ use xshell::{Cmd, Shell};
 
 pub mod compose;
 pub mod load;
-pub mod lock;
 pub mod scratch;
+pub mod session;
 
 use crate::{
     cli::DbArgs,
@@ -41,16 +41,37 @@ pub struct Inspection {
 }
 
 pub struct Database {
-    compose: Compose,
-    service: String,
+    door: Door,
     pub name: String,
-    user: String,
     /// This run's id: random, so two runs (or two machines) never share one.
     run: String,
     task: String,
     /// The application name of this run's working sessions.
     app: String,
     _on_stop: OnStop,
+}
+
+/// How a program reaches the server: `exec` in the Compose service, as its `postgres`
+/// user (a dump is code, and root in the container is more than psql needs).
+#[derive(Clone)]
+struct Door {
+    compose: Compose,
+    service: String,
+    user: String,
+}
+
+impl Door {
+    fn exec<'a>(&self, sh: &'a Shell) -> Cmd<'a> {
+        self.compose.cmd(sh).args(["exec", "-T", "-u", "postgres", &self.service])
+    }
+
+    /// psql into `db` as session `app`, stopped by the first error (without
+    /// `ON_ERROR_STOP`, psql exits 0 through SQL errors).
+    fn psql<'a>(&self, sh: &'a Shell, db: &str, app: &str) -> Cmd<'a> {
+        let conninfo = conninfo(db, app);
+        let args = ["psql", "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-U", &self.user, "-d", &conninfo];
+        self.exec(sh).args(args)
+    }
 }
 
 impl Database {
@@ -70,27 +91,16 @@ impl Database {
 
     fn open_as(sh: &Shell, args: &DbArgs, task: &str, app: String, run: String) -> Result<Database> {
         let compose = Compose::find(sh, args.compose, &args.compose_file, task)?;
-        let stopper = Stopper {
-            compose: compose.clone(),
-            service: args.service.clone(),
-            user: args.db_user.clone(),
-            app: app.clone(),
-        };
+        let door = Door { compose, service: args.service.clone(), user: args.db_user.clone() };
+        let stopper = Stopper { door: door.clone(), app: app.clone() };
         Ok(Database {
-            compose,
-            service: args.service.clone(),
+            door,
             name: args.name.db_name.clone(),
-            user: args.db_user.clone(),
             run,
             task: task.to_owned(),
             app,
             _on_stop: interrupt::on_stop(Stage::Sessions, move || stopper.stop()),
         })
-    }
-
-    /// This run's id, as it appears in its sessions' and scratch databases' names.
-    pub fn run_id(&self) -> &str {
-        &self.run
     }
 
     /// The application name of this run's working sessions.
@@ -104,22 +114,23 @@ impl Database {
         if self.is_ready(sh) {
             return Ok(());
         }
-        let service = &self.service;
+        let service = &self.door.service;
         let running = process::read(
             "compose ps",
-            self.compose.cmd(sh).args(["ps", "--services", "--filter", "status=running"]),
+            self.door.compose.cmd(sh).args(["ps", "--services", "--filter", "status=running"]),
         )
         .context(
             "Compose cannot reach the Docker engine: start it (e.g. `sudo systemctl start docker`) and try again",
         )?;
         if !running.lines().any(|line| line.trim() == service) {
             step!("service `{service}` is not running: starting it");
-            process::run("compose up", self.compose.cmd(sh).args(["up", "-d", service])).with_context(|| {
-                format!("cannot start service `{service}`: see `{} logs {service}`", self.compose.spelled())
+            process::run("compose up", self.door.compose.cmd(sh).args(["up", "-d", service])).with_context(|| {
+                format!("cannot start service `{service}`: see `{} logs {service}`", self.door.compose.spelled())
             })?;
         }
         let deadline = Instant::now() + wait;
         loop {
+            interrupt::check()?;
             if self.is_ready(sh) {
                 return Ok(());
             }
@@ -127,7 +138,7 @@ impl Database {
                 bail!(
                     "service `{service}` did not accept connections within {} s: see `{} logs {service}`, or raise --wait-secs",
                     wait.as_secs(),
-                    self.compose.spelled()
+                    self.door.compose.spelled()
                 );
             }
             thread::sleep(Duration::from_millis(500));
@@ -137,7 +148,7 @@ impl Database {
     /// Over TCP: on a fresh volume the image first runs a socket-only server, which a
     /// socket check would mistake for the real one just before it restarts.
     fn is_ready(&self, sh: &Shell) -> bool {
-        process::succeeds(self.exec(sh).args(["pg_isready", "-q", "-h", "127.0.0.1", "-U", &self.user]))
+        process::succeeds(self.exec(sh).args(["pg_isready", "-q", "-h", "127.0.0.1", "-U", &self.door.user]))
     }
 
     /// `db`'s size and Alembic revision, in one round trip: `query_to_xml` runs the
@@ -162,7 +173,7 @@ impl Database {
     /// or `VACUUM FULL` fails the dump instead of hanging it, and `lock_conflict` says who.
     pub fn dump<'a>(&self, sh: &'a Shell, db: &str, lock_wait: Duration) -> Cmd<'a> {
         let timeout = format!("--lock-wait-timeout={}ms", lock_wait.as_millis().max(1));
-        self.exec(sh).args(["pg_dump", "--no-password", &timeout, "-U", &self.user, "-d", &self.conninfo(db)])
+        self.exec(sh).args(["pg_dump", "--no-password", &timeout, "-U", &self.door.user, "-d", &self.conninfo(db)])
     }
 
     /// psql reading SQL on stdin into `into`, stopped by the first error (without
@@ -174,13 +185,13 @@ impl Database {
 
     /// `pg_dump` with no options of ours: the floor a backup is measured against.
     pub fn bare_dump<'a>(&self, sh: &'a Shell) -> Cmd<'a> {
-        self.exec(sh).args(["pg_dump", "-U", &self.user, "-d", &self.name])
+        self.exec(sh).args(["pg_dump", "-U", &self.door.user, "-d", &self.name])
     }
 
     /// psql reading SQL on stdin into `db` with no options of ours: the floor a restore
     /// is measured against.
     pub fn bare_load<'a>(&self, sh: &'a Shell, db: &str) -> Cmd<'a> {
-        self.exec(sh).args(["psql", "-X", "-q", "-o", "/dev/null", "-U", &self.user, "-d", db])
+        self.exec(sh).args(["psql", "-X", "-q", "-o", "/dev/null", "-U", &self.door.user, "-d", db])
     }
 
     /// Runs SQL in the database and returns its unaligned rows.
@@ -188,26 +199,12 @@ impl Database {
         self.query_in(sh, &self.name, sql)
     }
 
-    /// The container's psql release, as (major, minor): `\restrict` needs a recent one.
-    pub fn psql_version(&self, sh: &Shell) -> Result<(u32, u32)> {
-        let out = process::read("psql --version", self.exec(sh).args(["psql", "--version"]))?;
-        parse_psql_version(&out).with_context(|| format!("unexpected `psql --version` output `{}`", out.trim()))
-    }
-
-    /// Free bytes on the volume that holds the server's data directory, as `df` inside
-    /// the container sees it: a scratch load that fills it would stop PostgreSQL itself.
-    pub fn volume_free(&self, sh: &Shell) -> Result<u64> {
-        let data_dir = self.admin(sh, &["SELECT current_setting('data_directory')"])?;
-        let data_dir = data_dir.trim();
+    /// Free bytes on the volume that holds `data_dir` (the server's data directory), as
+    /// `df` inside the container sees it: a scratch load that fills it would stop
+    /// PostgreSQL itself.
+    pub fn volume_free(&self, sh: &Shell, data_dir: &str) -> Result<u64> {
         let out = process::read("df", self.exec(sh).args(["df", "-P", "-k", data_dir]))?;
         parse_df_available(&out).with_context(|| format!("unexpected `df` output `{}`", out.trim()))
-    }
-
-    /// The size of `db`, if it exists.
-    pub fn size_of(&self, sh: &Shell, db: &str) -> Result<Option<u64>> {
-        let sql = format!("SELECT pg_database_size(datname) FROM pg_database WHERE datname = {}", literal(db));
-        let out = self.admin(sh, &[&sql])?;
-        Ok(out.trim().parse().ok())
     }
 
     /// After pg_dump gave up waiting for a table's lock: the sessions holding that table,
@@ -240,7 +237,10 @@ impl Database {
     /// `pgbench -i` at `scale` (about 15 MB of tables and indexes per unit).
     pub fn pgbench_init(&self, sh: &Shell, scale: u32) -> Result<()> {
         let scale = scale.to_string();
-        process::run("pgbench", self.exec(sh).args(["pgbench", "-i", "-q", "-s", &scale, "-U", &self.user, &self.name]))
+        process::run(
+            "pgbench",
+            self.exec(sh).args(["pgbench", "-i", "-q", "-s", &scale, "-U", &self.door.user, &self.name]),
+        )
     }
 
     /// The databases whose names start with `prefix`, sorted by name.
@@ -255,10 +255,11 @@ impl Database {
         self.admin(sh, &[&format!("CREATE DATABASE {} TEMPLATE template0", ident(name))]).map(drop)
     }
 
-    /// Drops `name`, ending its sessions. It cleans up, so it runs also after a signal.
+    /// Drops `name`, ending its sessions. It cleans up, so it runs also after a signal,
+    /// in a session of its own name that the signal's stopper leaves alone.
     pub fn drop_database(&self, sh: &Shell, name: &str) -> Result<()> {
         let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(name));
-        let cmd = self.psql(sh, "postgres").args(["-t", "-A", "-c", &sql]);
+        let cmd = self.door.psql(sh, "postgres", &format!("{}:cleanup", self.app)).args(["-t", "-A", "-c", &sql]);
         process::read_cleanup("psql", cmd).map(drop)
     }
 
@@ -268,15 +269,22 @@ impl Database {
     /// renames are one transaction, so either both happen or neither does, and a killed
     /// run leaves nothing half-done. A live database that is gone (dropped by accident) is
     /// simply replaced.
-    /// Returns whether there was a live database to keep. A lock the renames wait for
-    /// longer than `lock_wait` fails the swap with exit 3, nothing renamed.
-    pub fn swap_in(&self, sh: &Shell, restored: &str, previous: &str, lock_wait: Duration) -> Result<bool> {
+    /// `live_exists` says whether there is a live database to keep. A lock the renames
+    /// wait for longer than `lock_wait` fails the swap with exit 3, nothing renamed.
+    pub fn swap_in(
+        &self,
+        sh: &Shell,
+        restored: &str,
+        previous: &str,
+        lock_wait: Duration,
+        live_exists: bool,
+    ) -> Result<()> {
         let (live, restored, previous) = (ident(&self.name), ident(restored), ident(previous));
         let lock_timeout = format!("SET lock_timeout = '{}ms'", lock_wait.as_millis().max(1));
-        if !self.databases_with_prefix(sh, &self.name)?.contains(&self.name) {
+        if !live_exists {
             self.admin(sh, &[&lock_timeout, &format!("ALTER DATABASE {restored} RENAME TO {live}")])
                 .map_err(busy_on_lock_timeout)?;
-            return Ok(false);
+            return Ok(());
         }
         // The one-argument form: the timeout argument exists only from PostgreSQL 14.
         let terminate = format!(
@@ -296,14 +304,14 @@ impl Database {
                 Err(err) => return Err(busy_on_lock_timeout(err)),
             }
         }
-        Ok(true)
+        Ok(())
     }
 
     /// `postgresql://USER:PASSWORD@127.0.0.1:PORT/DB` for a program on this host, such as
     /// Alembic: the port Compose published, the password the container was started with.
     pub fn host_url(&self, sh: &Shell) -> Result<String> {
-        let service = &self.service;
-        let published = process::read("compose port", self.compose.cmd(sh).args(["port", service, "5432"]))
+        let service = &self.door.service;
+        let published = process::read("compose port", self.door.compose.cmd(sh).args(["port", service, "5432"]))
             .with_context(|| format!("cannot find the host port of service `{service}`: does it publish 5432?"))?;
         let port = parse_published_port(&published)
             .with_context(|| format!("unexpected `port` output `{}` for service `{service}`", published.trim()))?;
@@ -311,7 +319,7 @@ impl Database {
             .context("cannot read POSTGRES_PASSWORD from the database container")?;
         Ok(format!(
             "postgresql://{}:{}@127.0.0.1:{port}/{}",
-            percent_encode(&self.user),
+            percent_encode(&self.door.user),
             percent_encode(password.trim_end_matches('\n')),
             self.name
         ))
@@ -319,12 +327,24 @@ impl Database {
 
     /// Stops the service and destroys its volume: for the benchmark's scratch project only.
     pub fn remove_with_volumes(&self, sh: &Shell) -> Result<()> {
-        process::run("compose down", self.compose.cmd(sh).args(["down", "-v"]))
+        process::run("compose down", self.door.compose.cmd(sh).args(["down", "-v"]))
     }
 
     /// How a person would run these statements by hand, for messages.
     pub fn psql_hint(&self, sql: &str) -> String {
-        format!("{} exec {} psql -U {} -d postgres -c '{sql}'", self.compose.spelled(), self.service, self.user)
+        format!(
+            "{} exec {} psql -U {} -d postgres -c '{sql}'",
+            self.door.compose.spelled(),
+            self.door.service,
+            self.door.user
+        )
+    }
+
+    /// The statements that undo a swap: the restored database aside as `<db>__unwanted_`,
+    /// `previous` back in its place.
+    pub fn swap_back_sql(&self, previous: &str, stamp: &str) -> String {
+        let (live, unwanted) = (ident(&self.name), ident(&format!("{}__unwanted_{stamp}", self.name)));
+        format!("ALTER DATABASE {live} RENAME TO {unwanted}; ALTER DATABASE {} RENAME TO {live}", ident(previous))
     }
 
     /// The revision recorded in `db`, or `unknown` with a warning saying why.
@@ -340,14 +360,14 @@ impl Database {
     pub fn script_in(&self, sh: &Shell, db: &str, sql: &str) -> Result<String> {
         let cmd = self.psql(sh, db).args(["-t", "-A"]);
         process::read_fed("psql", cmd, sql.as_bytes())
-            .with_context(|| format!("cannot run SQL in database `{db}` in service `{}`", self.service))
+            .with_context(|| format!("cannot run SQL in database `{db}` in service `{}`", self.door.service))
     }
 
     /// Runs SQL in `db` and returns its unaligned rows.
     pub fn query_in(&self, sh: &Shell, db: &str, sql: &str) -> Result<String> {
         let cmd = self.psql(sh, db).args(["-t", "-A", "-c", sql]);
         process::read("psql", cmd)
-            .with_context(|| format!("cannot query database `{db}` in service `{}`", self.service))
+            .with_context(|| format!("cannot query database `{db}` in service `{}`", self.door.service))
     }
 
     /// Statements run one by one in the maintenance database, stopping at the first error.
@@ -360,34 +380,26 @@ impl Database {
     }
 
     fn psql<'a>(&self, sh: &'a Shell, db: &str) -> Cmd<'a> {
-        self.psql_as(sh, db, &self.app())
+        self.door.psql(sh, db, &self.app)
     }
 
     fn psql_as<'a>(&self, sh: &'a Shell, db: &str, app: &str) -> Cmd<'a> {
-        let conninfo = conninfo(db, app);
-        let args = ["psql", "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-U", &self.user, "-d", &conninfo];
-        self.exec(sh).args(args)
+        self.door.psql(sh, db, app)
     }
 
-    /// `dbname=DB application_name=APP`: names are checked (`cli::parse_db_name`) to need
-    /// no quoting.
     fn conninfo(&self, db: &str) -> String {
-        conninfo(db, &self.app())
+        conninfo(db, &self.app)
     }
 
-    /// As the container's `postgres` user: a dump is code, and root in the container is
-    /// more than psql needs.
     fn exec<'a>(&self, sh: &'a Shell) -> Cmd<'a> {
-        self.compose.cmd(sh).args(["exec", "-T", "-u", "postgres", &self.service])
+        self.door.exec(sh)
     }
 }
 
 /// What a signal runs: ends this run's working sessions on the server (never its lock
-/// session, which goes last, after the cleanup it protects).
+/// session, which goes last, after the cleanup it protects, nor its cleanup's).
 struct Stopper {
-    compose: Compose,
-    service: String,
-    user: String,
+    door: Door,
     app: String,
 }
 
@@ -398,21 +410,7 @@ impl Stopper {
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = {}",
             literal(&self.app)
         );
-        let conninfo = conninfo("postgres", &format!("{}:stop", self.app));
-        let cmd = self.compose.cmd(&sh).args(["exec", "-T", "-u", "postgres", &self.service]).args([
-            "psql",
-            "-X",
-            "-q",
-            "-t",
-            "-A",
-            "--no-password",
-            "-U",
-            &self.user,
-            "-d",
-            &conninfo,
-            "-c",
-            &sql,
-        ]);
+        let cmd = self.door.psql(&sh, "postgres", &format!("{}:stop", self.app)).args(["-t", "-A", "-c", &sql]);
         match process::read_cleanup("psql", cmd) {
             Ok(n) => step!("ended {} session(s) of this run in the database", n.trim()),
             Err(err) => warning!("could not end this run's sessions in the database: {err:#}"),
@@ -420,8 +418,11 @@ impl Stopper {
     }
 }
 
+/// `dbname='DB' application_name='APP'`, quoted as libpq reads it: names read back from
+/// the server (a replaced database renamed by hand) may hold anything.
 fn conninfo(db: &str, app: &str) -> String {
-    format!("dbname={db} application_name={app}")
+    let quoted = |value: &str| format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"));
+    format!("dbname={} application_name={}", quoted(db), quoted(app))
 }
 
 fn app_name(run: &str, task: &str) -> String {
@@ -460,15 +461,6 @@ fn locked_table(stderr: &str) -> Option<String> {
     let rest = &stderr[at..];
     let end = rest.find(" IN ")?;
     Some(rest[..end].trim().to_owned())
-}
-
-/// `psql (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)` -> (15, 18); `16beta1` -> (16, 0).
-fn parse_psql_version(out: &str) -> Option<(u32, u32)> {
-    let version = out.split_whitespace().nth(2)?;
-    let mut parts = version.split('.');
-    let major: u32 = parts.next()?.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok()?;
-    let minor = parts.next().and_then(|m| m.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok());
-    Some((major, minor.unwrap_or(0)))
 }
 
 /// The available bytes from POSIX `df -P -k DIR` output.
@@ -524,10 +516,6 @@ mod tests {
 
     #[test]
     fn tool_output_is_parsed() {
-        assert_eq!(parse_psql_version("psql (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n"), Some((15, 18)));
-        assert_eq!(parse_psql_version("psql (PostgreSQL) 13.16\n"), Some((13, 16)));
-        assert_eq!(parse_psql_version("psql (PostgreSQL) 18beta1"), Some((18, 0)));
-        assert_eq!(parse_psql_version("nonsense"), None);
         let df = "Filesystem     1024-blocks      Used Available Capacity Mounted on\n/dev/vda  263174212 11468688  81350268      13% /var/lib/postgresql/data\n";
         assert_eq!(parse_df_available(df), Some(81350268 * 1024));
         assert_eq!(parse_df_available("garbage"), None);
@@ -535,6 +523,12 @@ mod tests {
                       pg_dump: detail: Query was: LOCK TABLE public.\"My Table\" IN ACCESS SHARE MODE\n";
         assert_eq!(locked_table(stderr).as_deref(), Some("public.\"My Table\""));
         assert_eq!(locked_table("pg_dump: error: connection refused"), None);
+    }
+
+    #[test]
+    fn conninfo_values_are_quoted() {
+        assert_eq!(conninfo("hindsight_db", "a:b"), "dbname='hindsight_db' application_name='a:b'");
+        assert_eq!(conninfo("it's x=1", r"a\b"), r"dbname='it\'s x=1' application_name='a\\b'");
     }
 
     #[test]

@@ -21,12 +21,20 @@ impl Database {
     /// Creates `<db>__<kind>_<run>[_<n>]`: the run's id tells a live run's scratch
     /// database from a dead one's.
     pub fn scratch<'a>(&'a self, sh: &'a Shell, kind: &str, n: Option<usize>) -> Result<Scratch<'a>> {
+        let prefix = self.scratch_prefix(kind);
         let name = match n {
-            Some(n) => format!("{}__{kind}_{}_{n}", self.name, self.run),
-            None => format!("{}__{kind}_{}", self.name, self.run),
+            Some(n) => format!("{prefix}{}_{n}", self.run),
+            None => format!("{prefix}{}", self.run),
         };
         self.create_database(sh, &name)?;
         Ok(Scratch { sh, db: self, name, keep: false })
+    }
+}
+
+impl Database {
+    /// `<db>__<kind>_`: what every scratch database of `kind` is named after, the run's id next.
+    pub fn scratch_prefix(&self, kind: &str) -> String {
+        format!("{}__{kind}_", self.name)
     }
 }
 

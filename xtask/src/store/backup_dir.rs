@@ -77,6 +77,7 @@ impl BackupDir {
         let deadline = Instant::now() + wait;
         let mut said = false;
         loop {
+            crate::interrupt::check()?;
             match file.try_lock() {
                 Ok(()) => break,
                 Err(TryLockError::WouldBlock) if Instant::now() < deadline => {

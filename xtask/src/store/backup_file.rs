@@ -195,27 +195,43 @@ pub fn ends_complete(tail: &[u8]) -> bool {
 /// One pass over a plain dump on its way into psql: it keeps the SQL's end (for the
 /// completion marker), counts the rows of every `COPY ... FROM stdin;` block (COPY's text
 /// format escapes newlines, so a row is a line), and takes out the file's own
-/// `\restrict`/`\unrestrict` lines, which the loader replaces with its own. Only lines
-/// outside COPY data are looked at as commands: a row that happens to start with
-/// `\restrict` is data and passes untouched. Memory stays bounded: a line's first bytes
-/// are kept, never a whole multi-megabyte value.
+/// `\restrict` and `\unrestrict` lines, which the loader replaces with its own. Those are
+/// taken out only where pg_dump writes them: `\restrict` before the first statement,
+/// `\unrestrict` after the completion marker. Anywhere else a line is passed as it is
+/// (psql refuses a backslash command there), so no row of data and no line of a function
+/// body is ever changed. Memory stays bounded: only a line's first bytes are kept.
 #[derive(Default)]
 pub struct SqlScan {
     tail: Tail,
     bytes: u64,
     /// The current line's first bytes (at most `KEEP`).
     line: Vec<u8>,
-    /// The current line is held back until its end shows whether it is a `\restrict`.
+    /// The current line's last bytes, for a COPY header longer than `KEEP`.
+    line_end: Tail,
+    /// The current line is held back until its end shows whether it is taken out.
     holding: Option<Vec<u8>>,
     /// Mid-line: the current line did not start in this chunk.
     mid_line: bool,
+    phase: Phase,
     copy: Option<(String, u64)>,
     tables: Vec<(String, u64)>,
 }
 
+/// Where in pg_dump's layout the scan is.
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Only comments and blank lines so far: where pg_dump writes `\restrict`.
+    #[default]
+    Header,
+    Body,
+    /// The completion marker and nothing but comments and blank lines after it: where
+    /// pg_dump writes `\unrestrict`.
+    AfterMarker,
+}
+
 impl SqlScan {
-    /// Longer COPY header lines (thousands of columns) are not recognised.
-    const KEEP: usize = 64 * 1024;
+    /// Enough for any COPY header: 1600 columns of 63-byte names, quoted.
+    const KEEP: usize = 256 * 1024;
 
     /// Takes in `chunk` and passes what psql should read to `out`.
     pub fn feed(&mut self, chunk: &[u8], out: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
@@ -227,9 +243,8 @@ impl SqlScan {
             let end = chunk[at..].iter().position(|&b| b == b'\n').map(|i| at + i);
             let segment_end = end.map_or(chunk.len(), |e| e + 1);
             let segment = &chunk[at..segment_end];
-            let starts_line = !self.mid_line;
-            if starts_line && self.copy.is_none() && segment[0] == b'\\' {
-                // A meta-command line: hold it back until its end is known.
+            if !self.mid_line && self.phase != Phase::Body && self.copy.is_none() && segment[0] == b'\\' {
+                // A backslash line where pg_dump writes its own: hold it until its end.
                 out(&chunk[pass_from..at])?;
                 self.holding = Some(Vec::new());
             }
@@ -237,7 +252,7 @@ impl SqlScan {
                 held.extend_from_slice(segment);
                 pass_from = segment_end;
                 if held.len() > Self::KEEP {
-                    // Too long to be a `\restrict` line: let it through.
+                    // Too long to be pg_dump's line: let it through.
                     out(held)?;
                     self.holding = None;
                 }
@@ -245,6 +260,9 @@ impl SqlScan {
             let room = if self.copy.is_some() { 3 } else { Self::KEEP };
             let take = segment.len().min(room.saturating_sub(self.line.len()));
             self.line.extend_from_slice(&segment[..take]);
+            if self.copy.is_none() {
+                self.line_end.push(segment);
+            }
             match end {
                 Some(_) => {
                     self.end_line(out)?;
@@ -263,9 +281,10 @@ impl SqlScan {
     fn end_line(&mut self, out: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
         let line = std::mem::take(&mut self.line);
         let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        let ending = self.line_end.bytes().strip_suffix(b"\n").unwrap_or(self.line_end.bytes()).to_vec();
+        self.line_end = Tail::default();
         if let Some(held) = self.holding.take() {
-            let restrict = text.starts_with(b"\\restrict ") || text.starts_with(b"\\unrestrict ");
-            if !restrict {
+            if !self.is_pg_dumps_own(text) {
                 out(&held)?;
             }
         }
@@ -273,11 +292,16 @@ impl SqlScan {
             Some(_) if text == b"\\." => self.tables.extend(self.copy.take()),
             Some((_, rows)) => *rows += 1,
             None => {
-                let header =
-                    std::str::from_utf8(text).ok().and_then(|l| l.strip_prefix("COPY ")?.strip_suffix(" FROM stdin;"));
-                if let Some(header) = header {
-                    let table = header.split_once(" (").map_or(header, |(table, _)| table);
-                    self.copy = Some((table.to_owned(), 0));
+                let blank_or_comment = text.is_empty() || text.starts_with(b"--");
+                self.phase = match self.phase {
+                    _ if text == MARKER => Phase::AfterMarker,
+                    Phase::Header if blank_or_comment || self.is_pg_dumps_own(text) => Phase::Header,
+                    Phase::AfterMarker if blank_or_comment || self.is_pg_dumps_own(text) => Phase::AfterMarker,
+                    _ => Phase::Body,
+                };
+                if text.starts_with(b"COPY ") && ending.ends_with(b" FROM stdin;") {
+                    let header = text.strip_suffix(b" FROM stdin;").unwrap_or(text);
+                    self.copy = Some((copy_table(&header[b"COPY ".len()..]), 0));
                 }
             }
         }
@@ -286,9 +310,25 @@ impl SqlScan {
         Ok(())
     }
 
+    /// pg_dump's own `\restrict` (before the first statement) or `\unrestrict` (after
+    /// the completion marker) line.
+    fn is_pg_dumps_own(&self, line: &[u8]) -> bool {
+        match self.phase {
+            Phase::Header => line.starts_with(b"\\restrict "),
+            Phase::AfterMarker => line.starts_with(b"\\unrestrict "),
+            Phase::Body => false,
+        }
+    }
+
     /// Tables with their row counts, in dump order.
     pub fn tables(&self) -> &[(String, u64)] {
         &self.tables
+    }
+
+    /// The table whose COPY data the SQL ended in, if it did: psql would take whatever
+    /// follows the file (the loader's `COMMIT`) as rows.
+    pub fn open_copy(&self) -> Option<&str> {
+        self.copy.as_ref().map(|(table, _)| table.as_str())
     }
 
     /// The SQL's last bytes, as read (before any line was taken out).
@@ -303,14 +343,29 @@ impl SqlScan {
 
     /// Anything still held back (a last line without a newline) goes out at the end.
     pub fn finish(&mut self, out: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
-        if let Some(held) = self.holding.take() {
-            let restrict = held.starts_with(b"\\restrict ") || held.starts_with(b"\\unrestrict ");
-            if !restrict {
-                out(&held)?;
-            }
+        if let Some(held) = self.holding.take()
+            && !self.is_pg_dumps_own(&held)
+        {
+            out(&held)?;
         }
         Ok(())
     }
+}
+
+/// The table in a COPY header (`public."a (b" (id, v)`): up to the first space outside
+/// double quotes.
+fn copy_table(header: &[u8]) -> String {
+    let mut quoted = false;
+    let end = header
+        .iter()
+        .position(|&b| {
+            if b == b'"' {
+                quoted = !quoted;
+            }
+            b == b' ' && !quoted
+        })
+        .unwrap_or(header.len());
+    String::from_utf8_lossy(&header[..end]).into_owned()
 }
 
 /// The last `TAIL_LEN` bytes of a stream, kept while it passes so the marker check needs
@@ -465,19 +520,42 @@ mod tests {
 
     #[test]
     fn the_files_own_restrict_lines_are_taken_out_but_never_data() {
-        let dump = "\\restrict AbC123\n\nSET x;\nCOPY t (v) FROM stdin;\n\\restrict in a row\n\\unrestrict too\n\\.\n\
+        let dump = "--\n-- PostgreSQL database dump\n--\n\n\\restrict AbC123\n\nSET x;\n\\restrict late\n\
+                    COPY t (v) FROM stdin;\n\\restrict in a row\n\\unrestrict too\n\\.\n\
+                    CREATE FUNCTION f() RETURNS text AS $$\n\\unrestrict in a body\n$$ LANGUAGE sql;\n\
                     \\connect other\n--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict AbC123\n\n";
-        let want = "\nSET x;\nCOPY t (v) FROM stdin;\n\\restrict in a row\n\\unrestrict too\n\\.\n\
+        let want = "--\n-- PostgreSQL database dump\n--\n\n\nSET x;\n\\restrict late\n\
+                    COPY t (v) FROM stdin;\n\\restrict in a row\n\\unrestrict too\n\\.\n\
+                    CREATE FUNCTION f() RETURNS text AS $$\n\\unrestrict in a body\n$$ LANGUAGE sql;\n\
                     \\connect other\n--\n-- PostgreSQL database dump complete\n--\n\n\n";
         for chunk_size in [1, 2, 5, 13, 64, dump.len()] {
             let (out, rows) = scan(dump, chunk_size);
             assert_eq!(out, want, "chunks of {chunk_size}");
             assert_eq!(rows.tables(), [("t".to_owned(), 2)]);
+            assert_eq!(rows.open_copy(), None);
             assert!(ends_complete(rows.tail()), "the marker is checked on the SQL as read");
         }
         // A last line without its newline is judged at the end.
-        assert_eq!(scan("SELECT 1;\n\\unrestrict k", 3).0, "SELECT 1;\n");
+        let end = "-- PostgreSQL database dump complete\n";
+        assert_eq!(scan(&format!("SELECT 1;\n{end}\\unrestrict k"), 3).0, format!("SELECT 1;\n{end}"));
+        assert_eq!(scan("SELECT 1;\n\\unrestrict k", 3).0, "SELECT 1;\n\\unrestrict k");
         assert_eq!(scan("SELECT 1;\n\\connect x", 3).0, "SELECT 1;\n\\connect x");
+    }
+
+    #[test]
+    fn copy_headers_are_read_as_psql_reads_them() {
+        let dump = "COPY public.\"a (b\" (id, \"v w\") FROM stdin;\n1\tx\n\\.\n\
+                    COPY \"Sch\"\"ema\".t FROM stdin;\n1\n2\n\\.\n\
+                    COPY public.open (v) FROM stdin;\n1\n";
+        let (_, rows) = scan(dump, 7);
+        let want = [("public.\"a (b\"".to_owned(), 1), ("\"Sch\"\"ema\".t".to_owned(), 2)];
+        assert_eq!(rows.tables(), want);
+        assert_eq!(rows.open_copy(), Some("public.open"), "a file that ends inside COPY data");
+        // A header longer than what is kept is still seen by its end.
+        let columns: Vec<String> = (0..1600).map(|i| format!("\"column {i:04} {}\"", "x".repeat(160))).collect();
+        let long = format!("COPY public.wide ({}) FROM stdin;\n1\n\\.\n", columns.join(", "));
+        assert!(long.len() > SqlScan::KEEP);
+        assert_eq!(scan(&long, 4096).1.tables(), [("public.wide".to_owned(), 1)]);
     }
 
     #[test]

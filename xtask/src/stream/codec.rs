@@ -66,26 +66,6 @@ pub fn decoder<'a>(compression: Compression, inner: impl Read + 'a) -> io::Resul
     })
 }
 
-/// A reader that shows every chunk it passes to `see`: progress, row counting.
-pub struct Tap<R, F> {
-    inner: R,
-    see: F,
-}
-
-impl<R, F: FnMut(&[u8])> Tap<R, F> {
-    pub fn new(inner: R, see: F) -> Tap<R, F> {
-        Tap { inner, see }
-    }
-}
-
-impl<R: Read, F: FnMut(&[u8])> Read for Tap<R, F> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        (self.see)(&buf[..n]);
-        Ok(n)
-    }
-}
-
 /// Hashes and counts what passes through, in either direction.
 pub struct Hashing<T> {
     inner: T,

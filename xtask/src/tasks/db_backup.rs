@@ -15,7 +15,7 @@ use xshell::Shell;
 
 use crate::{
     cli::DbBackup,
-    db::{Database, lock::Mode},
+    db::{Database, session::Mode},
     exit::{Code, Coded},
     interrupt, json,
     output::{self, Progress, human_bytes, step, warning},
@@ -91,19 +91,21 @@ impl DbBackup {
         dir.remove_partials(&db.name, false)?;
         let existing = catalogue::list(dir.path(), &db.name)?;
 
-        // The hourly case costs one exec: a database that answers is up. Anything else
-        // gets the full treatment (start the service, wait), then one more try.
-        let inspection = match db.inspect(sh, &db.name) {
-            Ok(inspection) => inspection,
+        // The run's session first, so this run counts as alive for every other run's
+        // cleanup. The hourly case costs no probe: a server that answers is up. Anything
+        // else gets the full treatment (start the service, wait), then one more try.
+        let mut session = match db.session(sh) {
+            Ok(session) => session,
             Err(_) => {
                 db.ensure_ready(sh, self.db.wait_secs)?;
-                db.inspect(sh, &db.name)?
+                db.session(sh)?
             }
         };
         // Shared with db-verify and other backups, never during a restore; holding it, the
         // leftovers of runs that died can go.
-        let mut db_lock = db.lock(sh, Mode::Shared, self.dir.lock_wait_secs)?;
-        db_lock.clean_dead_runs(sh, &db)?;
+        session.lock(Mode::Shared, self.dir.lock_wait_secs)?;
+        session.clean_dead_runs(sh, &db)?;
+        let inspection = db.inspect(sh, &db.name)?;
         self.check_free_space(inspection.size, &dir, &existing)?;
         let revision = inspection.revision.unwrap_or_else(|why| {
             warning!("Alembic revision unknown ({why}): the backup is named `unknown`");

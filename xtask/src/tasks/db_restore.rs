@@ -15,10 +15,15 @@ use xshell::Shell;
 use crate::{
     alembic::Alembic,
     cli::DbRestore,
-    db::{Database, lock::Mode},
+    db::{
+        Database,
+        load::FileFault,
+        session::{Mode, Session},
+    },
     exit::{Code, Coded},
     interrupt,
     output::{self, human_bytes, step},
+    process::Failure,
     prompt,
     store::backup_dir::BackupDir,
     store::backup_file::{self, BackupName, Compression, Kind, Revision},
@@ -47,39 +52,51 @@ impl DbRestore {
         );
         // What happens to the replaced data is part of the question: look before asking.
         db.ensure_ready(sh, self.db.wait_secs)?;
-        let plan = self.plan(sh, &db)?;
+        let mut session = db.session(sh)?;
+        let plan = self.plan(&db, &mut session)?;
         self.confirm(&db.name, &path, &dir, &plan)?;
 
         let _lock = dir.lock("db-restore", self.dir.lock_wait_secs)?;
         dir.remove_partials(&db.name, false)?;
         // Alone: no backup, verification or other restore of this database meanwhile,
         // from this checkout or any other.
-        let mut db_lock = db.lock(sh, Mode::Exclusive, self.dir.lock_wait_secs)?;
-        db_lock.clean_dead_runs(sh, &db)?;
+        session.lock(Mode::Exclusive, self.dir.lock_wait_secs)?;
+        session.clean_dead_runs(sh, &db)?;
 
         // UTC: the names sort by age whatever the clock's zone or daylight saving did.
         let stamp = Utc::now().format(backup_file::TIME_FORMAT).to_string();
         let previous = format!("{}{stamp}", previous_prefix(&db.name));
         step!("restoring into a new database; `{}` stays as it is until every check has passed", db.name);
-        let loaded = db.load_backup(sh, &backup, "restore", None, self.trust_file).with_context(|| {
-            format!(
-                "restoring {} failed; database `{}` is unchanged and the scratch database was dropped: pick another backup",
+        let loaded = db.load_backup(sh, &mut session, &backup, "restore", None, self.trust_file).map_err(|err| {
+            // The file at fault, or psql refusing it: another backup may do. Room, a lock,
+            // a signal, an old psql: the inner message says what to do.
+            let file = FileFault::in_error(&err) || Failure::in_chain(&err).is_some_and(|f| f.what == "psql");
+            let next = if file { ": pick another backup" } else { "" };
+            err.context(format!(
+                "restoring {} failed; database `{}` is unchanged and no scratch database is left{next}",
                 path.display(),
                 db.name
-            )
+            ))
         })?;
         interrupt::check()?;
 
         let scratch = loaded.scratch.name().to_owned();
         step!("swapping `{scratch}` in as `{}`; the current data becomes `{previous}`", db.name);
-        let replaced = db
-            .swap_in(sh, &scratch, &previous, self.db_lock_wait_secs)
-            .with_context(|| format!("the swap failed; `{}` is unchanged: retry db-restore", db.name))?;
+        let replaced = session.size_of(&db.name)?.is_some();
+        let back = db.swap_back_sql(&previous, &stamp);
+        if let Err(err) = db.swap_in(sh, &scratch, &previous, self.db_lock_wait_secs, replaced) {
+            // psql can be stopped (a signal) after its transaction committed: look.
+            if session.size_of(&scratch)?.is_none() && (!replaced || session.size_of(&previous)?.is_some()) {
+                loaded.scratch.keep();
+                let back = if replaced { format!("; to swap back: {}", db.psql_hint(&back)) } else { String::new() };
+                return Err(err.context(format!(
+                    "the swap was done before psql was stopped: `{}` holds the restored data{back}",
+                    db.name
+                )));
+            }
+            return Err(err.context(format!("the swap failed; `{}` is unchanged: retry db-restore", db.name)));
+        }
         loaded.scratch.keep();
-        let back = format!(
-            "ALTER DATABASE \"{0}\" RENAME TO \"{0}__unwanted_{stamp}\"; ALTER DATABASE \"{previous}\" RENAME TO \"{0}\"",
-            db.name
-        );
         if replaced {
             step!("the replaced data is kept as `{previous}`; to swap back: {}", db.psql_hint(&back));
         } else {
@@ -89,7 +106,7 @@ impl DbRestore {
         // From here on the restored data is live: a failure or a signal stops, drops
         // nothing, and says how to go back.
         let target = self.migration_target(&path);
-        let after_swap = || -> Result<()> {
+        let mut after_swap = || -> Result<()> {
             match &alembic {
                 _ if self.no_migrate => step!("--no-migrate: skipping the Alembic migration"),
                 None => step!("no alembic.ini found: skipping the migration (pass --alembic-dir to run it)"),
@@ -101,7 +118,7 @@ impl DbRestore {
                         .with_context(|| format!("the migration to {target} failed"))?;
                 }
             }
-            self.retire_previous(sh, &db, &dir, replaced.then_some(previous.as_str()))
+            self.retire_previous(sh, &db, &mut session, &dir, replaced.then_some(previous.as_str()))
         };
         after_swap().with_context(|| {
             let back = if replaced {
@@ -154,9 +171,9 @@ impl DbRestore {
     /// What this restore will do with the databases earlier restores replaced: the newest
     /// `--keep-previous` stay (counting the one this restore makes), the rest are dumped
     /// into the backup directory and then dropped.
-    fn plan(&self, sh: &Shell, db: &Database) -> Result<Plan> {
-        let live = db.size_of(sh, &db.name)?.is_some();
-        let mut earlier = db.databases_with_prefix(sh, &previous_prefix(&db.name))?;
+    fn plan(&self, db: &Database, session: &mut Session) -> Result<Plan> {
+        let live = session.size_of(&db.name)?.is_some();
+        let mut earlier = session.databases_with_prefix(&previous_prefix(&db.name))?;
         earlier.reverse();
         let kept = self.keep_previous.get() - usize::from(live);
         let retired = earlier.split_off(kept.min(earlier.len()));
@@ -206,9 +223,16 @@ impl DbRestore {
     /// Keeps the newest `--keep-previous` replaced databases (`just_made` among them) and
     /// retires the others: each is dumped into the backup directory as a prerestore file,
     /// checked like any backup, and dropped only then. A dump that fails keeps its database.
-    fn retire_previous(&self, sh: &Shell, db: &Database, dir: &BackupDir, just_made: Option<&str>) -> Result<()> {
+    fn retire_previous(
+        &self,
+        sh: &Shell,
+        db: &Database,
+        session: &mut Session,
+        dir: &BackupDir,
+        just_made: Option<&str>,
+    ) -> Result<()> {
         let prefix = previous_prefix(&db.name);
-        let mut earlier = db.databases_with_prefix(sh, &prefix)?;
+        let mut earlier = session.databases_with_prefix(&prefix)?;
         earlier.retain(|name| Some(name.as_str()) != just_made);
         // The UTC timestamp in the names sorts them by age: newest first.
         earlier.reverse();
@@ -221,6 +245,8 @@ impl DbRestore {
             let untouched = format!("`{old}` was not dropped");
             let (path, _) = dump_to_file(sh, db, old, dir, &name, self.db_lock_wait_secs, &untouched)
                 .with_context(|| format!("could not dump `{old}` before dropping it"))?;
+            // Stopped after the dump: the database stays too, as promised.
+            interrupt::check()?;
             db.drop_database(sh, old)?;
             step!(
                 "dropped `{old}` (keeping the newest {} replaced databases); its data is in {}",

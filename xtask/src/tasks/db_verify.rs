@@ -13,9 +13,11 @@ use xshell::Shell;
 
 use crate::{
     cli::DbVerify,
-    db::{Database, lock::Mode},
-    exit::Coded,
-    interrupt, json,
+    db::{
+        Database,
+        session::{Mode, Session},
+    },
+    exit, interrupt, json,
     output::{human_bytes, step},
     store::backup_dir::{BackupDir, remove_if_exists},
     store::backup_file::{BackupName, PARTIAL_SUFFIX, Revision, VERIFIED_SUFFIX},
@@ -98,19 +100,20 @@ impl DbVerify {
         dir.remove_partials(&db.name, true)?;
         db.ensure_ready(sh, self.db.wait_secs)?;
         // Shared: db-backup and other verifications go on; a restore waits.
-        let mut db_lock = db.lock(sh, Mode::Shared, self.dir.lock_wait_secs)?;
-        db_lock.clean_dead_runs(sh, &db)?;
+        let mut session = db.session(sh)?;
+        session.lock(Mode::Shared, self.dir.lock_wait_secs)?;
+        session.clean_dead_runs(sh, &db)?;
 
         let mut reports = Vec::new();
         for (i, path) in targets.into_iter().enumerate() {
             interrupt::check()?;
             step!("verifying {}", path.display());
-            let mut result = verify(sh, &db, &path, i, self.trust_file);
+            let mut result = verify(sh, &db, &mut session, &path, i, self.trust_file);
             interrupt::check()?;
             // No room on the volume, a lock not granted: not the backup's fault, and the
             // same for every other one; the run ends with that code.
             if let Err(err) = &result
-                && err.chain().any(|cause| cause.is::<Coded>())
+                && exit::code_of(err).is_some()
             {
                 return Err(result.err().expect("an error"));
             }
@@ -143,9 +146,17 @@ impl DbVerify {
 /// Loads `path` into a scratch database through the one restore pipeline (checksum,
 /// marker and COPY row counts in the pass that loads it), compares the revision, and
 /// drops the scratch database whatever happens.
-fn verify(sh: &Shell, db: &Database, path: &Path, n: usize, trust_file: bool) -> Result<Verified> {
+fn verify(
+    sh: &Shell,
+    db: &Database,
+    session: &mut Session,
+    path: &Path,
+    n: usize,
+    trust_file: bool,
+) -> Result<Verified> {
     let backup = catalogue::precheck(path)?;
-    let loaded = db.load_backup(sh, &backup, "verify", Some(n), trust_file).context("the test restore failed")?;
+    let loaded =
+        db.load_backup(sh, session, &backup, "verify", Some(n), trust_file).context("the test restore failed")?;
     let named = BackupName::of_path(path).map(|n| n.revision);
     let restored = db.inspect(sh, loaded.scratch.name())?.revision;
     let revision = match (named, restored) {

@@ -174,7 +174,12 @@ fn a_restore_failing_halfway_leaves_the_live_database_and_no_scratch_database() 
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     let error = run.last_line();
     assert!(error.contains("no_such_function"), "psql's own error: {error}");
-    assert!(error.contains("is unchanged") && error.contains("scratch database was dropped"), "{error}");
+    assert!(
+        error.contains("is unchanged")
+            && error.contains("no scratch database is left")
+            && error.contains("pick another backup"),
+        "{error}"
+    );
     assert!(scratch_databases(&bed).is_empty(), "no __restore_ database behind");
     assert_eq!((fingerprint(&bed), bed.databases()), before, "the live database is exactly as it was");
 }
