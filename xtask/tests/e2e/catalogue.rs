@@ -6,10 +6,9 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
 };
 
-use crate::testbed::{Bed, Flavor};
+use crate::testbed::{Bed, Flavor, python_json};
 
 const REV: &str = "0a1b2c3d4e5f";
 
@@ -20,24 +19,6 @@ fn seed(bed: &Bed) {
          CREATE TABLE notes (id serial PRIMARY KEY, body text);
          INSERT INTO notes (body) SELECT 'note ' || g FROM generate_series(1, 300) g;"
     ));
-}
-
-/// Evaluates `expression` over `d`, the JSON parsed by Python's own parser, and returns
-/// its repr: the test checks real JSON, not our idea of it.
-fn python_json(text: &str, expression: &str) -> String {
-    let program = format!("import json, sys\nd = json.load(sys.stdin)\nprint({expression})");
-    let mut child = Command::new("python3")
-        .args(["-c", &program])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "not valid JSON ({}):\n{text}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 fn names(paths: &[PathBuf]) -> Vec<String> {

@@ -5,10 +5,10 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
 };
 
-use crate::testbed::{Bed, Flavor};
+use crate::testbed::{Bed, Flavor, python_json};
 
 const REV: &str = "5e6f7a8b9c0d";
 
@@ -20,28 +20,6 @@ fn seed(bed: &Bed) {
          INSERT INTO notes (body) SELECT 'note ' || g FROM generate_series(1, 500) g;
          CREATE TABLE empty_one (x int);"
     ));
-}
-
-/// Parses JSON with Python's own parser and returns the value as Python's repr, so the
-/// test checks real JSON, not our idea of it.
-fn python_json(text: &str, expression: &str) -> String {
-    let program = format!("import json, sys\nd = json.loads(sys.stdin.read())\nprint({expression})");
-    let mut child = Command::new("python3")
-        .args(["-c", &program])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "not valid JSON ({}):\n{text}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-fn scratch_left(bed: &Bed) -> Vec<String> {
-    bed.databases().into_iter().filter(|d| d.contains("__verify_")).collect()
 }
 
 #[test]
@@ -129,7 +107,7 @@ fn db_verify_passes_a_good_backup_fails_a_damaged_one_and_never_touches_the_live
         run.stdout
     );
 
-    assert!(scratch_left(&bed).is_empty(), "no scratch database left");
+    assert!(bed.scratch_databases().is_empty(), "no scratch database left");
     assert_eq!((bed.dump_text(), bed.databases()), live, "the live database was never touched");
 }
 
@@ -145,7 +123,7 @@ fn db_verify_all_reports_every_backup() {
     let list = bed.run_ok(&["db-list", "--json"]);
     assert_eq!(python_json(&list.stdout, "[b['verified'] is not None for b in d['backups']]"), "[True, True]");
     assert_eq!(python_json(&list.stdout, "sorted(b['compression'] for b in d['backups'])"), "['none', 'zstd']");
-    assert!(scratch_left(&bed).is_empty());
+    assert!(bed.scratch_databases().is_empty());
 }
 
 /// Copies of one real backup under names spanning months, as hourly cron would leave them.

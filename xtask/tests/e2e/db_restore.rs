@@ -58,10 +58,6 @@ fn restore(bed: &Bed, args: &[&str]) -> crate::testbed::Run {
     crate::testbed::Run::from(out)
 }
 
-fn scratch_databases(bed: &Bed) -> Vec<String> {
-    bed.databases().into_iter().filter(|d| d.contains("__restore_")).collect()
-}
-
 #[test]
 fn round_trip_through_down_v_keeps_every_value_schema_and_revision() {
     let bed = migrated_with_data("roundtrip");
@@ -84,7 +80,7 @@ fn round_trip_through_down_v_keeps_every_value_schema_and_revision() {
     let after = fingerprint(&bed);
     assert_eq!(after.1, before.1, "values, sequences and revision");
     assert!(after.0 == before.0, "pg_dump sees a different database after the restore");
-    assert!(scratch_databases(&bed).is_empty());
+    assert!(bed.scratch_databases().is_empty());
 }
 
 #[test]
@@ -180,7 +176,7 @@ fn a_restore_failing_halfway_leaves_the_live_database_and_no_scratch_database() 
             && error.contains("pick another backup"),
         "{error}"
     );
-    assert!(scratch_databases(&bed).is_empty(), "no __restore_ database behind");
+    assert!(bed.scratch_databases().is_empty(), "no __restore_ database behind");
     assert_eq!((fingerprint(&bed), bed.databases()), before, "the live database is exactly as it was");
 }
 

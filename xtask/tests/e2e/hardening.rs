@@ -62,6 +62,21 @@ fn a_crafted_file_cannot_reach_the_live_database_or_run_commands() {
 }
 
 #[test]
+fn a_file_that_ends_inside_copy_data_is_never_swapped_in() {
+    let bed = seeded("opencopy");
+    let before = (bed.dump_text(), bed.databases());
+    fs::create_dir_all(&bed.backup_dir).unwrap();
+    // Complete by its last lines, but psql would still be reading rows of `t2` there: the
+    // loader's COMMIT would become a row, and the load end uncommitted.
+    let path = bed.backup_dir.join(format!("{DB}_backup_20200101_000005_unknown.sql"));
+    fs::write(&path, format!("CREATE TABLE t2 (v text);\nCOPY public.t2 (v) FROM stdin;\n{MARKER_END}")).unwrap();
+    let run = bed.run(&["db-restore", path.to_str().unwrap(), "--yes", "--no-migrate"]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.last_line().contains("ends inside the data of table public.t2"), "{}", run.last_line());
+    assert_eq!((bed.dump_text(), bed.databases()), before, "nothing swapped, nothing left");
+}
+
+#[test]
 fn a_table_lock_held_by_the_application_fails_the_backup_in_time_and_names_the_holder() {
     let bed = seeded("stucklock");
     bed.run_ok(&["db-backup"]);

@@ -274,6 +274,24 @@ pub fn wait_for<T: Debug>(what: &str, secs: u64, mut probe: impl FnMut() -> Opti
     }
 }
 
+/// Parses JSON with Python's own parser and returns the value as Python's repr, so the
+/// test checks real JSON, not our idea of it.
+pub fn python_json(text: &str, expression: &str) -> String {
+    let program = format!("import json, sys\nd = json.loads(sys.stdin.read())\nprint({expression})");
+    let mut child = Command::new("python3")
+        .args(["-c", &program])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "not valid JSON ({}):\n{text}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// Checks a dump file's `.sha256` sidecar against its bytes, with the xtask's own reader.
 pub fn assert_sidecar_matches(path: &Path) {
     let expected = xtask::store::catalogue::sidecar_sum(path)
