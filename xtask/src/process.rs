@@ -221,7 +221,22 @@ pub struct Feeding {
 
 impl Feeding {
     pub fn start(what: &str, cmd: Cmd<'_>) -> Result<Feeding> {
-        let mut running = Running::spawn(what, cmd, Stdio::piped(), Stdio::null())?;
+        Feeding::start_with(what, cmd, Stdio::null())
+    }
+
+    /// As `start`, with the program's stdout for the caller to read (`stdout`), on a
+    /// thread of its own so neither side waits on the other.
+    pub fn start_reading(what: &str, cmd: Cmd<'_>) -> Result<Feeding> {
+        Feeding::start_with(what, cmd, Stdio::piped())
+    }
+
+    /// The program's stdout, once, when started with `start_reading`.
+    pub fn stdout(&mut self) -> Option<ChildStdout> {
+        self.running.as_mut()?.child.stdout.take()
+    }
+
+    fn start_with(what: &str, cmd: Cmd<'_>, stdout: Stdio) -> Result<Feeding> {
+        let mut running = Running::spawn(what, cmd, Stdio::piped(), stdout)?;
         let stdin = running.child.stdin.take();
         // A larger pipe lets this side run ahead while the program works.
         if let Some(stdin) = &stdin {

@@ -7,8 +7,9 @@
 //! ends, so the end of input must never be the commit), and a comment set in the same
 //! transaction proves the `COMMIT` really ran. (A file can commit on its own: pg_dump
 //! wraps large objects in their own `BEGIN`/`COMMIT`. What it commits stays in the scratch
-//! database, which is never swapped in unchecked.) Then the row counts are compared in
-//! the scratch database. Any failure, and any signal, drops the scratch database.
+//! database, which is never swapped in unchecked.) The server's own count of each COPY's
+//! rows, from psql's command tags, must match the dump's. Any failure, and any signal,
+//! drops the scratch database.
 //!
 //! The file is untrusted: psql reads it after this process's own `\restrict` line with a
 //! random key, and the file's own `\restrict`/`\unrestrict` lines are taken out, so a
@@ -18,6 +19,7 @@
 use std::{
     fs::File,
     io::{self, BufWriter, Read, Write},
+    thread,
 };
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -46,7 +48,7 @@ pub struct Loaded<'a> {
     pub scratch: Scratch<'a>,
     pub sql_bytes: u64,
     pub checksum_verified: bool,
-    /// Tables with the rows the dump holds for them, all counted in the scratch database.
+    /// Tables with the rows the dump holds for them, each as many as the server took.
     pub tables: Vec<(String, u64)>,
 }
 
@@ -65,9 +67,8 @@ impl Database {
         let restrict = self.restrict_key(session, trust_file)?;
         self.check_room(sh, session, backup)?;
         interrupt::check()?;
-        let scratch = self.scratch(sh, kind, n)?;
+        let scratch = self.scratch(sh, session, kind, n)?;
         let streamed = self.stream(sh, session, backup, scratch.name(), restrict.as_deref())?;
-        self.count_rows(sh, scratch.name(), &streamed.tables)?;
         step!(
             "loaded {} of SQL into `{}`: {}, complete, the rows of {} tables counted",
             human_bytes(streamed.sql_bytes),
@@ -150,7 +151,8 @@ impl Database {
         let mut stored = Hashing::new(file);
         let mut scan = SqlScan::default();
         let mut progress = Progress::new("loaded");
-        let mut psql = Feeding::start("psql", self.load_cmd(sh, scratch))?;
+        let mut psql = Feeding::start_reading("psql", self.load_cmd(sh, scratch))?;
+        let tags = psql.stdout().map(|stdout| thread::spawn(move || copy_tags(stdout)));
 
         let fed = {
             let mut pipe = BufWriter::with_capacity(PIPE_BUF, psql.stdin());
@@ -189,6 +191,8 @@ impl Database {
                     .into());
                 }
                 session.query(&format!("COMMENT ON DATABASE {} IS NULL;", ident(scratch)))?;
+                let tags = tags.and_then(|tags| tags.join().ok()).unwrap_or_default();
+                compare_rows(scan.tables(), &tags)?;
                 Ok(Streamed { sql_bytes: scan.bytes(), tables: scan.tables().to_vec() })
             }
             Some(problem) => {
@@ -206,24 +210,37 @@ impl Database {
             }
         }
     }
+}
 
-    /// Every table the dump holds rows for has exactly that many (`FROM ONLY`: COPY holds
-    /// a table's own rows, count(*) would add its children's).
-    fn count_rows(&self, sh: &Shell, scratch: &str, tables: &[(String, u64)]) -> Result<()> {
-        let with_rows: Vec<&(String, u64)> = tables.iter().filter(|(_, rows)| *rows > 0).collect();
-        if with_rows.is_empty() {
-            return Ok(());
-        }
-        let counts: Vec<String> =
-            with_rows.iter().map(|(table, _)| format!("(SELECT count(*) FROM ONLY {table})")).collect();
-        let got = self.query_in(sh, scratch, &format!("SELECT {}", counts.join(", ")))?;
-        for ((table, want), got) in with_rows.iter().zip(got.trim().split('|')) {
-            if got.trim() != want.to_string() {
-                bail!("table {table} has {} rows after the restore, the dump holds {want}", got.trim());
+/// The server's count of the rows each `COPY` took, from psql's command tags (`COPY 1000`),
+/// in order. Reading psql's output also keeps it from ever blocking on a full pipe.
+fn copy_tags(stdout: std::process::ChildStdout) -> Vec<u64> {
+    let mut tags = Vec::new();
+    let mut lines = io::BufReader::new(stdout);
+    let mut line = Vec::new();
+    while matches!(io::BufRead::read_until(&mut lines, b'\n', &mut line), Ok(1..)) {
+        if let Some(count) = line.strip_prefix(b"COPY ") {
+            if let Some(count) = std::str::from_utf8(count).ok().and_then(|c| c.trim().parse().ok()) {
+                tags.push(count);
             }
         }
-        Ok(())
+        line.clear();
     }
+    tags
+}
+
+/// Every table got exactly the rows the dump holds for it: the server's count for each
+/// `COPY` against the lines the scan counted, table by table.
+fn compare_rows(tables: &[(String, u64)], tags: &[u64]) -> Result<()> {
+    if tables.len() != tags.len() {
+        bail!("the dump has {} COPY blocks, the server reported {} loaded", tables.len(), tags.len());
+    }
+    for ((table, want), got) in tables.iter().zip(tags) {
+        if want != got {
+            bail!("table {table} took {got} rows, the dump holds {want}");
+        }
+    }
+    Ok(())
 }
 
 struct Streamed {

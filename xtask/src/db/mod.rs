@@ -177,10 +177,13 @@ impl Database {
     }
 
     /// psql reading SQL on stdin into `into`, stopped by the first error (without
-    /// `ON_ERROR_STOP`, psql exits 0 through SQL errors). The transaction is the caller's:
-    /// see `load`, which commits only after every check passed.
+    /// `ON_ERROR_STOP`, psql exits 0 through SQL errors). Not quiet: its command tags on
+    /// stdout (`COPY 1000`) are the server's own count of every table's rows. The
+    /// transaction is the caller's: see `load`, which commits only after every check.
     pub fn load_cmd<'a>(&self, sh: &'a Shell, into: &str) -> Cmd<'a> {
-        self.psql(sh, into).args(["-o", "/dev/null"])
+        let conninfo = self.conninfo(into);
+        let args = ["psql", "-X", "-t", "-A", "--no-password", "-v", "ON_ERROR_STOP=1", "-U", &self.door.user];
+        self.exec(sh).args(args).args(["-d", &conninfo])
     }
 
     /// `pg_dump` with no options of ours: the floor a backup is measured against.

@@ -7,7 +7,7 @@
 use anyhow::Result;
 use xshell::Shell;
 
-use super::Database;
+use super::{Database, ident, session::Session};
 use crate::output::{step, warning};
 
 pub struct Scratch<'a> {
@@ -20,13 +20,20 @@ pub struct Scratch<'a> {
 impl Database {
     /// Creates `<db>__<kind>_<run>[_<n>]`: the run's id tells a live run's scratch
     /// database from a dead one's.
-    pub fn scratch<'a>(&'a self, sh: &'a Shell, kind: &str, n: Option<usize>) -> Result<Scratch<'a>> {
+    /// Created through the run's session: one program fewer to start.
+    pub fn scratch<'a>(
+        &'a self,
+        sh: &'a Shell,
+        session: &mut Session,
+        kind: &str,
+        n: Option<usize>,
+    ) -> Result<Scratch<'a>> {
         let prefix = self.scratch_prefix(kind);
         let name = match n {
             Some(n) => format!("{prefix}{}_{n}", self.run),
             None => format!("{prefix}{}", self.run),
         };
-        self.create_database(sh, &name)?;
+        session.query(&format!("CREATE DATABASE {} TEMPLATE template0;", ident(&name)))?;
         Ok(Scratch { sh, db: self, name, keep: false })
     }
 }

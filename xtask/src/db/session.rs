@@ -52,6 +52,18 @@ pub struct Session {
 }
 
 impl Database {
+    /// The run's session, starting the service and waiting for it when it does not answer
+    /// at once. The usual case costs no probe: a server that answers is up.
+    pub fn session_when_ready(&self, sh: &Shell, wait: Duration) -> Result<Session> {
+        match self.session(sh) {
+            Ok(session) => Ok(session),
+            Err(_) => {
+                self.ensure_ready(sh, wait)?;
+                self.session(sh)
+            }
+        }
+    }
+
     /// Opens the run's session, and fails unless the server answers. Call it before the run
     /// makes anything on the server: from then on the run counts as alive.
     pub fn session(&self, sh: &Shell) -> Result<Session> {

@@ -92,15 +92,8 @@ impl DbBackup {
         let existing = catalogue::list(dir.path(), &db.name)?;
 
         // The run's session first, so this run counts as alive for every other run's
-        // cleanup. The hourly case costs no probe: a server that answers is up. Anything
-        // else gets the full treatment (start the service, wait), then one more try.
-        let mut session = match db.session(sh) {
-            Ok(session) => session,
-            Err(_) => {
-                db.ensure_ready(sh, self.db.wait_secs)?;
-                db.session(sh)?
-            }
-        };
+        // cleanup.
+        let mut session = db.session_when_ready(sh, self.db.wait_secs)?;
         // Shared with db-verify and other backups, never during a restore; holding it, the
         // leftovers of runs that died can go.
         session.lock(Mode::Shared, self.dir.lock_wait_secs)?;

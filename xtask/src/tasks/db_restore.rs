@@ -51,8 +51,7 @@ impl DbRestore {
             }
         );
         // What happens to the replaced data is part of the question: look before asking.
-        db.ensure_ready(sh, self.db.wait_secs)?;
-        let mut session = db.session(sh)?;
+        let mut session = db.session_when_ready(sh, self.db.wait_secs)?;
         let plan = self.plan(&db, &mut session)?;
         self.confirm(&db.name, &path, &dir, &plan)?;
 

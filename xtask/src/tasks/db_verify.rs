@@ -98,9 +98,8 @@ impl DbVerify {
         }
         let _lock = dir.lock_verify(self.dir.lock_wait_secs)?;
         dir.remove_partials(&db.name, true)?;
-        db.ensure_ready(sh, self.db.wait_secs)?;
         // Shared: db-backup and other verifications go on; a restore waits.
-        let mut session = db.session(sh)?;
+        let mut session = db.session_when_ready(sh, self.db.wait_secs)?;
         session.lock(Mode::Shared, self.dir.lock_wait_secs)?;
         session.clean_dead_runs(sh, &db)?;
 
