@@ -2,12 +2,20 @@
 //!
 //! The `///` comments here are the `--help` text.
 
-use std::{num::NonZeroUsize, path::PathBuf, time::Duration};
+use std::{
+    num::NonZeroUsize,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use xshell::Shell;
 
-use crate::{cron_entry::Schedule, store::backup_file::Compression, store::retention::Policy};
+use crate::{
+    cron_entry::Schedule,
+    db::{Target, compose::ComposeFlavor},
+    store::{backup_file::Compression, retention::Policy},
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -57,9 +65,16 @@ impl Task {
 /// Where the database runs and how to reach it.
 #[derive(Debug, Args)]
 pub struct DbArgs {
-    /// Compose file that defines the database service, relative to the repository root.
-    #[arg(long, env = "HINDSIGHT_COMPOSE_FILE", default_value = "infra/postgres/docker-compose.yml")]
-    pub compose_file: PathBuf,
+    /// Compose file defining the database service, relative to the repository root; give it
+    /// several times, in Compose's order, for a service defined across files. Default:
+    /// `COMPOSE_FILE` as Compose reads it, else `infra/postgres/docker-compose.yml`.
+    #[arg(long, env = "HINDSIGHT_COMPOSE_FILE", value_delimiter = ':')]
+    pub compose_file: Vec<PathBuf>,
+
+    /// An env file for Compose's variable substitution, as `docker compose --env-file`;
+    /// without it Compose reads the project directory's `.env` itself.
+    #[arg(long, env = "HINDSIGHT_ENV_FILE")]
+    pub env_file: Option<PathBuf>,
 
     /// Compose service that runs PostgreSQL.
     #[arg(long, env = "HINDSIGHT_DB_SERVICE", default_value = "db")]
@@ -68,9 +83,10 @@ pub struct DbArgs {
     #[command(flatten)]
     pub name: DbName,
 
-    /// PostgreSQL role that pg_dump and psql connect as, over the container's local socket.
-    #[arg(long, env = "HINDSIGHT_DB_USER", default_value = "user")]
-    pub db_user: String,
+    /// PostgreSQL role that pg_dump and psql connect as, over the container's local
+    /// socket. Default: the container's `POSTGRES_USER`, else `user`.
+    #[arg(long, env = "HINDSIGHT_DB_USER")]
+    pub db_user: Option<String>,
 
     /// Which Compose to run: `v2` (`docker compose`), `v1` (`docker-compose`), or `auto` (v2 when present).
     #[arg(long, env = "HINDSIGHT_COMPOSE", value_enum, default_value_t = ComposeFlavor::Auto)]
@@ -89,11 +105,32 @@ pub struct DbName {
     pub db_name: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ComposeFlavor {
-    Auto,
-    V2,
-    V1,
+impl DbArgs {
+    /// The compose files, absolute, in order: the flags, else `COMPOSE_FILE` split as
+    /// Compose splits it (`COMPOSE_PATH_SEPARATOR`, `:` by default), else the project's.
+    pub fn compose_files(&self, root: &Path) -> Vec<PathBuf> {
+        let files = if !self.compose_file.is_empty() {
+            self.compose_file.clone()
+        } else if let Some(list) = std::env::var("COMPOSE_FILE").ok().filter(|l| !l.is_empty()) {
+            let separator = std::env::var("COMPOSE_PATH_SEPARATOR").unwrap_or_else(|_| ":".to_owned());
+            list.split(separator.as_str()).filter(|f| !f.is_empty()).map(PathBuf::from).collect()
+        } else {
+            vec![PathBuf::from("infra/postgres/docker-compose.yml")]
+        };
+        files.into_iter().map(|file| root.join(file)).collect()
+    }
+
+    /// The door's settings: where pg_dump and psql run.
+    pub fn target(&self, root: &Path) -> Target {
+        Target {
+            flavor: self.compose,
+            files: self.compose_files(root),
+            env_file: self.env_file.as_ref().map(|file| root.join(file)),
+            service: self.service.clone(),
+            user: self.db_user.clone(),
+            db_name: self.name.db_name.clone(),
+        }
+    }
 }
 
 /// Where the backups live, and how long to wait for another run holding them.
@@ -179,17 +216,21 @@ impl DbBackup {
     /// destructuring has no `..`: a new field does not compile until it is handled here.
     pub fn to_args(&self, root: &std::path::Path) -> Vec<String> {
         let DbBackup { db, dir, retention, compress, db_lock_wait_secs, json: _ } = self;
-        let DbArgs { compose_file, service, name: DbName { db_name }, db_user, compose, wait_secs } = db;
+        let DbArgs { compose_file: _, env_file, service, name: DbName { db_name }, db_user, compose, wait_secs } = db;
         let BackupDirArgs { backup_dir, lock_wait_secs } = dir;
         let RetentionArgs { max_backups, keep_hourly, keep_daily, keep_weekly, keep_monthly } = retention;
         // As clap spells the values: what it parses back.
         let spelled =
             |value: Option<clap::builder::PossibleValue>| value.expect("no skipped variants").get_name().to_owned();
+        // The files as resolved now (flags, else COMPOSE_FILE, else the default): the job
+        // must not depend on an environment cron does not give it.
+        let files = db.compose_files(root).into_iter().map(|file| ("--compose-file", file.display().to_string()));
+        let env_file = env_file.iter().map(|file| ("--env-file", root.join(file).display().to_string()));
+        // No --db-user means the container's POSTGRES_USER, at every run.
+        let user = db_user.iter().map(|user| ("--db-user", user.clone()));
         let flags = [
-            ("--compose-file", root.join(compose_file).display().to_string()),
             ("--service", service.clone()),
             ("--db-name", db_name.clone()),
-            ("--db-user", db_user.clone()),
             ("--compose", spelled(compose.to_possible_value())),
             ("--wait-secs", wait_secs.as_secs().to_string()),
             ("--backup-dir", root.join(backup_dir).display().to_string()),
@@ -202,7 +243,7 @@ impl DbBackup {
             ("--compress", spelled(compress.to_possible_value())),
             ("--db-lock-wait-secs", db_lock_wait_secs.as_secs().to_string()),
         ];
-        let flags = flags.into_iter().flat_map(|(flag, value)| [flag.to_owned(), value]);
+        let flags = files.chain(env_file).chain(user).chain(flags).flat_map(|(flag, value)| [flag.to_owned(), value]);
         std::iter::once("db-backup".to_owned()).chain(flags).collect()
     }
 }
@@ -401,10 +442,14 @@ pub(crate) mod tests {
     /// A db-backup command line with a value other than the default for every flag, some
     /// needing quotes in a crontab. Every flag is given, so no `HINDSIGHT_*` variable of the
     /// test's environment leaks into the parse (removing them is not thread safe).
-    pub(crate) const EVERY_DB_BACKUP_FLAG: [&str; 31] = [
+    pub(crate) const EVERY_DB_BACKUP_FLAG: [&str; 35] = [
         "db-backup",
         "--compose-file",
         "/srv/it's 100% here/compose.yml",
+        "--compose-file",
+        "/srv/override.yml",
+        "--env-file",
+        "/srv/app.env",
         "--service",
         "pg main",
         "--db-name",
@@ -454,12 +499,15 @@ pub(crate) mod tests {
 
         // Relative paths are taken from the root; --json is for a person, not the job.
         let mut relative = EVERY_DB_BACKUP_FLAG.to_vec();
-        relative[2] = "infra/compose.yml";
-        relative[14] = "backups";
+        let at = |flag: &str| relative.iter().position(|arg| *arg == flag).expect("in the list") + 1;
+        let (compose_file, backup_dir) = (at("--compose-file"), at("--backup-dir"));
+        relative[compose_file] = "infra/compose.yml";
+        relative[backup_dir] = "backups";
         relative.push("--json");
         let args = parse_db_backup(&relative).to_args(Path::new("/repo"));
-        assert_eq!(args[1..3], ["--compose-file", "/repo/infra/compose.yml"]);
-        assert_eq!(args[13..15], ["--backup-dir", "/repo/backups"]);
+        let value = |flag: &str| &args[args.iter().position(|arg| arg == flag).expect("passed") + 1];
+        assert_eq!(value("--compose-file"), "/repo/infra/compose.yml");
+        assert_eq!(value("--backup-dir"), "/repo/backups");
         assert!(!args.contains(&"--json".to_owned()));
     }
 
@@ -476,15 +524,17 @@ pub(crate) mod tests {
         assert!(flags.len() >= 14, "clap introspection found the flags: {flags:?}");
         let args = parse_db_backup(&EVERY_DB_BACKUP_FLAG).to_args(Path::new("/repo"));
         for flag in &flags {
+            // As often as the command line gave it (--compose-file is repeatable).
+            let given = EVERY_DB_BACKUP_FLAG.iter().filter(|arg| *arg == flag).count().max(1);
             let times = args.iter().filter(|arg| *arg == flag).count();
-            assert_eq!(times, 1, "DbBackup::to_args must pass {flag} once: a new db-backup flag goes there too");
+            assert_eq!(times, given, "DbBackup::to_args must pass {flag}: a new db-backup flag goes there too");
             assert!(
                 EVERY_DB_BACKUP_FLAG.contains(&flag.as_str()),
                 "EVERY_DB_BACKUP_FLAG must give {flag} a value other than its default, for the round trip"
             );
         }
         let given: Vec<&String> = args.iter().filter(|arg| arg.starts_with("--")).collect();
-        assert_eq!(given.len(), flags.len(), "only db-backup's own flags: {given:?}");
+        assert!(given.iter().all(|arg| flags.contains(arg)), "only db-backup's own flags: {given:?}");
     }
 
     #[test]

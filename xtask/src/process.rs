@@ -89,6 +89,20 @@ pub fn read_fed(what: &str, cmd: Cmd<'_>, input: &[u8]) -> Result<String> {
     Ok(text)
 }
 
+/// Runs a small command without echoing it, for a question asked in passing; its output,
+/// or how it failed.
+pub fn read_quiet(cmd: Cmd<'_>) -> Result<String, Failure> {
+    let what = cmd.to_string();
+    let output = Command::from(cmd.quiet()).process_group(0).stdin(Stdio::null()).output();
+    match output {
+        Ok(out) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+        Ok(out) => {
+            Err(Failure { what, code: out.status.code(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() })
+        }
+        Err(err) => Err(Failure { what, code: None, stderr: err.to_string() }),
+    }
+}
+
 /// Whether a command succeeds; quiet, for probes repeated in a loop.
 pub fn succeeds(cmd: Cmd<'_>) -> bool {
     interrupt::check().is_ok()

@@ -1,26 +1,54 @@
 //! Finding Docker Compose, v2 (`docker compose`) or v1 (`docker-compose`), and building its commands.
 
-use std::path::{Path, PathBuf};
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context, Result, bail};
 use xshell::{Cmd, Shell, cmd};
 
-use crate::{cli::ComposeFlavor, process};
+use crate::process;
+
+/// Which Compose to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ComposeFlavor {
+    Auto,
+    V2,
+    V1,
+}
 
 #[derive(Clone)]
 pub struct Compose {
     program: PathBuf,
     /// `compose` for v2, where Compose is a subcommand of `docker`; nothing for v1.
     subcommand: Option<&'static str>,
-    file: PathBuf,
+    /// In Compose's order: later files override earlier ones.
+    files: Vec<PathBuf>,
+    env_file: Option<PathBuf>,
 }
 
 impl Compose {
-    pub fn find(sh: &Shell, flavor: ComposeFlavor, file: &Path, task: &str) -> Result<Compose> {
-        let file = sh.current_dir().join(file);
-        if !file.is_file() {
-            bail!("compose file {} not found: pass --compose-file or set HINDSIGHT_COMPOSE_FILE", file.display());
+    pub fn find(
+        sh: &Shell,
+        flavor: ComposeFlavor,
+        files: &[PathBuf],
+        env_file: Option<&Path>,
+        task: &str,
+    ) -> Result<Compose> {
+        let files: Vec<PathBuf> = files.iter().map(|file| sh.current_dir().join(file)).collect();
+        for file in &files {
+            if !file.is_file() {
+                bail!(
+                    "compose file {} not found: pass --compose-file (or set COMPOSE_FILE, HINDSIGHT_COMPOSE_FILE)",
+                    file.display()
+                );
+            }
         }
+        if let Some(env_file) = env_file.filter(|file| !file.is_file()) {
+            bail!("env file {} not found: fix --env-file (HINDSIGHT_ENV_FILE)", env_file.display());
+        }
+        let env_file = env_file.map(Path::to_path_buf);
         let v2 = || -> Result<Compose> {
             let docker = which::which("docker").context(format!(
                 "`docker` is required for {task}: install Docker (Debian: apt-get install docker.io) or fix PATH"
@@ -32,13 +60,18 @@ impl Compose {
                     "`docker compose` (Compose v2) is required for {task}: install the Compose plugin, or pass --compose v1"
                 );
             }
-            Ok(Compose { program: docker, subcommand: Some("compose"), file: file.clone() })
+            Ok(Compose {
+                program: docker,
+                subcommand: Some("compose"),
+                files: files.clone(),
+                env_file: env_file.clone(),
+            })
         };
         let v1 = || -> Result<Compose> {
             let program = which::which("docker-compose").context(format!(
                 "`docker-compose` (Compose v1) is required for {task} with --compose v1: install it (Debian: apt-get install docker-compose)"
             ))?;
-            Ok(Compose { program, subcommand: None, file: file.clone() })
+            Ok(Compose { program, subcommand: None, files: files.clone(), env_file: env_file.clone() })
         };
         match flavor {
             ComposeFlavor::V2 => v2(),
@@ -51,16 +84,55 @@ impl Compose {
         }
     }
 
-    /// `docker compose -f FILE` (or `docker-compose -f FILE`), ready for a subcommand.
+    /// `docker compose [--env-file F] -f FILE...` (or `docker-compose ...`), ready for a
+    /// subcommand. With the same files in the same order as the application's own
+    /// commands, Compose derives the same project name and reads the same `.env`.
     pub fn cmd<'a>(&self, sh: &'a Shell) -> Cmd<'a> {
-        let (program, subcommand, file) = (&self.program, self.subcommand, &self.file);
-        cmd!(sh, "{program} {subcommand...} -f {file}")
+        let (program, subcommand) = (&self.program, self.subcommand);
+        let env_file = self.env_file.iter().flat_map(|file| [OsString::from("--env-file"), file.into()]);
+        let files = self.files.iter().flat_map(|file| [OsString::from("-f"), file.into()]);
+        cmd!(sh, "{program} {subcommand...}").args(env_file).args(files)
     }
 
     /// How to say this Compose's commands to a person, for hints in messages.
     pub fn spelled(&self) -> String {
         let program = if self.subcommand.is_some() { "docker compose" } else { "docker-compose" };
-        format!("{program} -f {}", self.file.display())
+        let mut spelled = program.to_owned();
+        if let Some(file) = &self.env_file {
+            spelled.push_str(&format!(" --env-file {}", file.display()));
+        }
+        for file in &self.files {
+            spelled.push_str(&format!(" -f {}", file.display()));
+        }
+        spelled
+    }
+
+    /// Whether `service` has a container in this project, in any state.
+    pub fn has_container(&self, sh: &Shell, service: &str) -> Result<bool> {
+        let ids = process::read("compose ps", self.cmd(sh).args(["ps", "-a", "-q", service]))?;
+        Ok(!ids.trim().is_empty())
+    }
+
+    /// Other Compose projects with a container of `service` started from one of these
+    /// files: (project, working directory). They are the application's database when this
+    /// run's files or project name differ from the ones it was started with.
+    pub fn other_projects(&self, sh: &Shell, service: &str) -> Result<Vec<(String, String)>> {
+        let Ok(docker) = which::which("docker") else { return Ok(Vec::new()) };
+        let filter = format!("label=com.docker.compose.service={service}");
+        let format = r#"{{.Label "com.docker.compose.project"}}|{{.Label "com.docker.compose.project.working_dir"}}|{{.Label "com.docker.compose.project.config_files"}}"#;
+        let out = process::read("docker ps", cmd!(sh, "{docker} ps -a --filter {filter} --format {format}"))?;
+        let ours: Vec<String> = self.files.iter().map(|f| f.display().to_string()).collect();
+        let mut found: Vec<(String, String)> = out
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.splitn(3, '|');
+                let (project, dir, files) = (fields.next()?, fields.next()?, fields.next()?);
+                let shares = files.split(',').any(|file| ours.iter().any(|ours| ours == file.trim()));
+                shares.then(|| (project.to_owned(), dir.to_owned()))
+            })
+            .collect();
+        found.dedup();
+        Ok(found)
     }
 }
 

@@ -8,6 +8,8 @@
 //! server, and a later run can tell a dead run's leftovers from a live run's work.
 
 use std::{
+    path::PathBuf,
+    sync::{Arc, OnceLock},
     thread,
     time::{Duration, Instant},
 };
@@ -21,14 +23,13 @@ pub mod scratch;
 pub mod session;
 
 use crate::{
-    cli::DbArgs,
     exit::{Code, Coded},
     interrupt::{self, OnStop, Stage},
     output::{step, warning},
     process::{self, Failure},
     store::backup_file::Revision,
 };
-use compose::Compose;
+use compose::{Compose, ComposeFlavor};
 
 /// Every session of this tool has an application name starting with this.
 pub const APP_PREFIX: &str = "hindsight-xtask:";
@@ -51,16 +52,50 @@ pub struct Database {
     _on_stop: OnStop,
 }
 
+/// The door's own settings, built from the flags (`cli::DbArgs::target`): where the
+/// database runs. Compose is the only kind today; `kubectl exec` or a direct URL would be
+/// other variants.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub flavor: ComposeFlavor,
+    /// Absolute, in Compose's order.
+    pub files: Vec<PathBuf>,
+    pub env_file: Option<PathBuf>,
+    pub service: String,
+    /// The PostgreSQL role; `None`: the container's `POSTGRES_USER`, else `user`.
+    pub user: Option<String>,
+    pub db_name: String,
+}
+
 /// How a program reaches the server: `exec` in the Compose service, as its `postgres`
 /// user (a dump is code, and root in the container is more than psql needs).
 #[derive(Clone)]
 struct Door {
     compose: Compose,
     service: String,
-    user: String,
+    /// The role, once known: given, or read from the container when first needed.
+    user: Arc<OnceLock<String>>,
 }
 
 impl Door {
+    /// The PostgreSQL role to connect as. Unless given, the container's `POSTGRES_USER`
+    /// (the role the image created), else `user`. A container that is not up yet is asked
+    /// again next time.
+    fn user(&self, sh: &Shell) -> String {
+        if let Some(user) = self.user.get() {
+            return user.clone();
+        }
+        let asked = process::read_quiet(self.exec(sh).args(["printenv", "POSTGRES_USER"]));
+        match asked {
+            Ok(user) if !user.trim().is_empty() => self.user.get_or_init(|| user.trim().to_owned()).clone(),
+            // printenv says nothing when the variable is not set: the image's default.
+            Err(failure) if failure.stderr.trim().is_empty() && failure.code == Some(1) => {
+                self.user.get_or_init(|| "user".to_owned()).clone()
+            }
+            _ => "user".to_owned(),
+        }
+    }
+
     fn exec<'a>(&self, sh: &'a Shell) -> Cmd<'a> {
         self.compose.cmd(sh).args(["exec", "-T", "-u", "postgres", &self.service])
     }
@@ -68,8 +103,8 @@ impl Door {
     /// psql into `db` as session `app`, stopped by the first error (without
     /// `ON_ERROR_STOP`, psql exits 0 through SQL errors).
     fn psql<'a>(&self, sh: &'a Shell, db: &str, app: &str) -> Cmd<'a> {
-        let conninfo = conninfo(db, app);
-        let args = ["psql", "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-U", &self.user, "-d", &conninfo];
+        let (conninfo, user) = (conninfo(db, app), self.user(sh));
+        let args = ["psql", "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-U", &user, "-d", &conninfo];
         self.exec(sh).args(args)
     }
 }
@@ -77,25 +112,29 @@ impl Door {
 impl Database {
     /// Finds Compose for the service; nothing runs yet. From here on, a signal ends this
     /// run's sessions on the server.
-    pub fn open(sh: &Shell, args: &DbArgs, task: &str) -> Result<Database> {
+    pub fn open(sh: &Shell, target: &Target, task: &str) -> Result<Database> {
         let run = run_id();
-        Database::open_as(sh, args, task, app_name(&run, task), run)
+        Database::open_as(sh, target, task, app_name(&run, task), run)
     }
 
     /// A door for looking on, as the end-to-end tests do: its sessions are not a run's,
     /// so no run's cleanup ends them.
-    pub fn open_observer(sh: &Shell, args: &DbArgs) -> Result<Database> {
+    pub fn open_observer(sh: &Shell, target: &Target) -> Result<Database> {
         let run = run_id();
-        Database::open_as(sh, args, "observer", format!("hindsight-observer:{run}"), run)
+        Database::open_as(sh, target, "observer", format!("hindsight-observer:{run}"), run)
     }
 
-    fn open_as(sh: &Shell, args: &DbArgs, task: &str, app: String, run: String) -> Result<Database> {
-        let compose = Compose::find(sh, args.compose, &args.compose_file, task)?;
-        let door = Door { compose, service: args.service.clone(), user: args.db_user.clone() };
+    fn open_as(sh: &Shell, target: &Target, task: &str, app: String, run: String) -> Result<Database> {
+        let compose = Compose::find(sh, target.flavor, &target.files, target.env_file.as_deref(), task)?;
+        let user = Arc::new(OnceLock::new());
+        if let Some(given) = &target.user {
+            let _ = user.set(given.clone());
+        }
+        let door = Door { compose, service: target.service.clone(), user };
         let stopper = Stopper { door: door.clone(), app: app.clone() };
         Ok(Database {
             door,
-            name: args.name.db_name.clone(),
+            name: target.db_name.clone(),
             run,
             task: task.to_owned(),
             app,
@@ -123,6 +162,7 @@ impl Database {
             "Compose cannot reach the Docker engine: start it (e.g. `sudo systemctl start docker`) and try again",
         )?;
         if !running.lines().any(|line| line.trim() == service) {
+            self.refuse_an_empty_twin(sh)?;
             step!("service `{service}` is not running: starting it");
             process::run("compose up", self.door.compose.cmd(sh).args(["up", "-d", service])).with_context(|| {
                 format!("cannot start service `{service}`: see `{} logs {service}`", self.door.compose.spelled())
@@ -145,10 +185,28 @@ impl Database {
         }
     }
 
+    /// Refuses to start the service in a project that never ran it while another project
+    /// runs it from the same files: with other files or another project name, Compose
+    /// would start a new, empty database beside the application's, and an hourly backup
+    /// of that would push the good backups out of retention.
+    fn refuse_an_empty_twin(&self, sh: &Shell) -> Result<()> {
+        let (compose, service) = (&self.door.compose, &self.door.service);
+        if compose.has_container(sh, service)? {
+            return Ok(());
+        }
+        let others = compose.other_projects(sh, service)?;
+        let Some((project, dir)) = others.first() else { return Ok(()) };
+        bail!(
+            "service `{service}` of these compose files already runs in Compose project `{project}` (started in {dir}), \
+             and this run would start a new, empty one beside it: pass the same compose files, in the same order, as \
+             that project was started with (--compose-file, or COMPOSE_FILE), or set COMPOSE_PROJECT_NAME={project}"
+        )
+    }
+
     /// Over TCP: on a fresh volume the image first runs a socket-only server, which a
     /// socket check would mistake for the real one just before it restarts.
     fn is_ready(&self, sh: &Shell) -> bool {
-        process::succeeds(self.exec(sh).args(["pg_isready", "-q", "-h", "127.0.0.1", "-U", &self.door.user]))
+        process::succeeds(self.exec(sh).args(["pg_isready", "-q", "-h", "127.0.0.1"]))
     }
 
     /// `db`'s size and Alembic revision, in one round trip: `query_to_xml` runs the
@@ -173,7 +231,8 @@ impl Database {
     /// or `VACUUM FULL` fails the dump instead of hanging it, and `lock_conflict` says who.
     pub fn dump<'a>(&self, sh: &'a Shell, db: &str, lock_wait: Duration) -> Cmd<'a> {
         let timeout = format!("--lock-wait-timeout={}ms", lock_wait.as_millis().max(1));
-        self.exec(sh).args(["pg_dump", "--no-password", &timeout, "-U", &self.door.user, "-d", &self.conninfo(db)])
+        let user = self.door.user(sh);
+        self.exec(sh).args(["pg_dump", "--no-password", &timeout, "-U", &user, "-d", &self.conninfo(db)])
     }
 
     /// psql reading SQL on stdin into `into`, stopped by the first error (without
@@ -182,19 +241,22 @@ impl Database {
     /// transaction is the caller's: see `load`, which commits only after every check.
     pub fn load_cmd<'a>(&self, sh: &'a Shell, into: &str) -> Cmd<'a> {
         let conninfo = self.conninfo(into);
-        let args = ["psql", "-X", "-t", "-A", "--no-password", "-v", "ON_ERROR_STOP=1", "-U", &self.door.user];
+        let user = self.door.user(sh);
+        let args = ["psql", "-X", "-t", "-A", "--no-password", "-v", "ON_ERROR_STOP=1", "-U", &user];
         self.exec(sh).args(args).args(["-d", &conninfo])
     }
 
     /// `pg_dump` with no options of ours: the floor a backup is measured against.
     pub fn bare_dump<'a>(&self, sh: &'a Shell) -> Cmd<'a> {
-        self.exec(sh).args(["pg_dump", "-U", &self.door.user, "-d", &self.name])
+        let user = self.door.user(sh);
+        self.exec(sh).args(["pg_dump", "-U", &user, "-d", &self.name])
     }
 
     /// psql reading SQL on stdin into `db` with no options of ours: the floor a restore
     /// is measured against.
     pub fn bare_load<'a>(&self, sh: &'a Shell, db: &str) -> Cmd<'a> {
-        self.exec(sh).args(["psql", "-X", "-q", "-o", "/dev/null", "-U", &self.door.user, "-d", db])
+        let user = self.door.user(sh);
+        self.exec(sh).args(["psql", "-X", "-q", "-o", "/dev/null", "-U", &user, "-d", db])
     }
 
     /// Runs SQL in the database and returns its unaligned rows.
@@ -242,7 +304,7 @@ impl Database {
         let scale = scale.to_string();
         process::run(
             "pgbench",
-            self.exec(sh).args(["pgbench", "-i", "-q", "-s", &scale, "-U", &self.door.user, &self.name]),
+            self.exec(sh).args(["pgbench", "-i", "-q", "-s", &scale, "-U", &self.door.user(sh), &self.name]),
         )
     }
 
@@ -322,7 +384,7 @@ impl Database {
             .context("cannot read POSTGRES_PASSWORD from the database container")?;
         Ok(format!(
             "postgresql://{}:{}@127.0.0.1:{port}/{}",
-            percent_encode(&self.door.user),
+            percent_encode(&self.door.user(sh)),
             percent_encode(password.trim_end_matches('\n')),
             self.name
         ))
@@ -339,7 +401,7 @@ impl Database {
             "{} exec {} psql -U {} -d postgres -c '{sql}'",
             self.door.compose.spelled(),
             self.door.service,
-            self.door.user
+            self.door.user.get().map_or("user", String::as_str)
         )
     }
 

@@ -64,7 +64,8 @@ impl Bench {
         // Never the user's database: every Compose command of this task, and of the
         // xtask runs it measures, is in the scratch project, which must not be theirs.
         let theirs = std::env::var("COMPOSE_PROJECT_NAME").ok().unwrap_or_else(|| {
-            let file = sh.current_dir().join(&self.db.compose_file);
+            let files = self.db.compose_files(&sh.current_dir());
+            let file = files.first().cloned().unwrap_or_default();
             let dir = file.parent().and_then(|d| d.file_name()).unwrap_or_default();
             dir.to_string_lossy().into_owned()
         });
@@ -81,7 +82,7 @@ impl Bench {
         let _ = fs::remove_dir_all(&work);
         fs::create_dir_all(&work)?;
 
-        let db = Database::open(sh, &self.db, "bench")?;
+        let db = Database::open(sh, &self.db.target(&sh.current_dir()), "bench")?;
         db.ensure_ready(sh, self.db.wait_secs)?;
         self.fill(sh, &db)?;
         let db_bytes: u64 = db.sql(sh, "SELECT pg_database_size(current_database())")?.trim().parse()?;

@@ -85,7 +85,7 @@ impl DbBackup {
     }
 
     fn backup(&self, sh: &Shell) -> Result<Outcome> {
-        let db = Database::open(sh, &self.db, "db-backup")?;
+        let db = Database::open(sh, &self.db.target(&sh.current_dir()), "db-backup")?;
         let dir = BackupDir::open(sh.current_dir().join(&self.dir.backup_dir))?;
         let _lock = dir.lock("db-backup", self.dir.lock_wait_secs)?;
         dir.remove_partials(&db.name, false)?;

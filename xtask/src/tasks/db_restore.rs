@@ -35,7 +35,7 @@ impl DbRestore {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let started = Instant::now();
         step!("db-restore of `{}` started (pid {})", self.db.name.db_name, std::process::id());
-        let db = Database::open(sh, &self.db, "db-restore")?;
+        let db = Database::open(sh, &self.db.target(&sh.current_dir()), "db-restore")?;
         let alembic = Alembic::find(sh, self.alembic_dir.as_deref(), "db-restore")?;
         let dir = BackupDir::open(sh.current_dir().join(&self.dir.backup_dir))?;
         let path = self.choose(&dir, &db.name)?;

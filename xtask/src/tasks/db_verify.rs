@@ -82,7 +82,7 @@ impl DbVerify {
     /// (no backups, a name that is nowhere, no database, the lock); a failed target is a
     /// report.
     fn verify_targets(&self, sh: &Shell) -> Result<Reports> {
-        let db = Database::open(sh, &self.db, "db-verify")?;
+        let db = Database::open(sh, &self.db.target(&sh.current_dir()), "db-verify")?;
         let dir = BackupDir::open(sh.current_dir().join(&self.dir.backup_dir))?;
         let targets: Vec<PathBuf> = if self.all {
             catalogue::list(dir.path(), &db.name)?.into_iter().map(|b| b.path).collect()

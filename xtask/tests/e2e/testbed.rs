@@ -18,10 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xtask::{
-    cli::{ComposeFlavor, DbArgs, DbName},
-    db::Database,
-};
+use xtask::db::{Database, Target, compose::ComposeFlavor};
 
 pub const DB: &str = "hindsight_db";
 
@@ -149,15 +146,15 @@ impl Bed {
         sh.set_var("COMPOSE_PROJECT_NAME", &self.project);
         sh.set_var("HINDSIGHT_DB_PORT", self.port.to_string());
         sh.set_var("POSTGRES_PASSWORD", &self.password);
-        let args = DbArgs {
-            compose_file: compose_file(),
+        let target = Target {
+            flavor: if self.flavor == Flavor::V2 { ComposeFlavor::V2 } else { ComposeFlavor::V1 },
+            files: vec![compose_file()],
+            env_file: None,
             service: "db".to_owned(),
-            name: DbName { db_name: DB.to_owned() },
-            db_user: "user".to_owned(),
-            compose: if self.flavor == Flavor::V2 { ComposeFlavor::V2 } else { ComposeFlavor::V1 },
-            wait_secs: Duration::from_secs(90),
+            user: Some("user".to_owned()),
+            db_name: DB.to_owned(),
         };
-        let db = Database::open_observer(&sh, &args).expect("the door opens");
+        let db = Database::open_observer(&sh, &target).expect("the door opens");
         Door { sh, db }
     }
 
