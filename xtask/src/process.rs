@@ -287,6 +287,33 @@ impl Drop for Feeding {
     }
 }
 
+/// A program started now and waited for later, its (small) stdout gathered on a thread:
+/// work that runs beside the main one, such as the roles' dump beside pg_dump.
+pub struct Background {
+    running: Running,
+    out: JoinHandle<String>,
+}
+
+impl Background {
+    pub fn start(what: &str, cmd: Cmd<'_>) -> Result<Background> {
+        let mut running = Running::spawn(what, cmd, Stdio::null(), Stdio::piped())?;
+        let mut stdout = running.child.stdout.take().expect("piped");
+        let out = thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stdout.read_to_string(&mut text);
+            text
+        });
+        Ok(Background { running, out })
+    }
+
+    /// Its output, or its failure in its own words.
+    pub fn finish(self) -> Result<String> {
+        let text = self.out.join().unwrap_or_default();
+        self.running.finish()?;
+        Ok(text)
+    }
+}
+
 /// A program this process talks to line by line for the length of the run, such as the
 /// psql session that holds the database lock. It is not stopped by a signal: it goes
 /// when dropped, after the cleanup it protects.

@@ -34,6 +34,7 @@ use crate::{
     store::{
         backup_file::{self, Compression, SqlScan},
         catalogue::{self, Candidate},
+        roles::{ROLES_SUFFIX, Roles},
     },
     stream::codec::{self, Hashing},
 };
@@ -67,6 +68,7 @@ impl Database {
         let restrict = self.restrict_key(session, trust_file)?;
         self.check_room(sh, session, backup)?;
         interrupt::check()?;
+        self.create_missing_roles(sh, session, backup)?;
         let scratch = self.scratch(sh, session, kind, n)?;
         let streamed = self.stream(sh, session, backup, scratch.name(), restrict.as_deref())?;
         step!(
@@ -133,6 +135,40 @@ impl Database {
                 ),
             }
             .into());
+        }
+        Ok(())
+    }
+
+    /// Creates the roles the backup's `NAME.roles.sql` names and the cluster lacks, before
+    /// the load that needs them (owners, grants, policies). Existing roles are never
+    /// changed, and no administrator is created from a file: see `store::roles`.
+    fn create_missing_roles(&self, sh: &Shell, session: &mut Session, backup: &Candidate) -> Result<()> {
+        let path = catalogue::beside(&backup.path, ROLES_SUFFIX);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            // Older backups and the old script's have none.
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+        };
+        if let Some(expected) = catalogue::sidecar_sum_of(&backup.path, &path)? {
+            let mut hashing = Hashing::new(io::sink());
+            hashing.write_all(text.as_bytes())?;
+            let actual = hashing.finish().1;
+            if actual != expected {
+                return Err(FileFault(format!("{:#}", catalogue::checksum_mismatch(&path, &actual, &expected))).into());
+            }
+        }
+        let plan = Roles::parse(&text).plan(&session.roles()?);
+        for (role, why) in &plan.refused {
+            warning!(
+                "role `{role}` is not created ({why}): create it by hand if you trust where {} came from",
+                backup.path.display()
+            );
+        }
+        if !plan.statements.is_empty() {
+            let statements: Vec<&str> = plan.statements.iter().map(String::as_str).collect();
+            self.admin(sh, &statements).context("cannot create the backup's roles")?;
+            step!("created the roles the backup needs and the cluster lacked: {}", plan.created.join(", "));
         }
         Ok(())
     }

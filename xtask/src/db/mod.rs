@@ -189,7 +189,11 @@ impl Database {
     /// runs it from the same files: with other files or another project name, Compose
     /// would start a new, empty database beside the application's, and an hourly backup
     /// of that would push the good backups out of retention.
+    /// A project named by `COMPOSE_PROJECT_NAME` was chosen, not derived: it is left alone.
     fn refuse_an_empty_twin(&self, sh: &Shell) -> Result<()> {
+        if sh.var("COMPOSE_PROJECT_NAME").is_ok_and(|name| !name.is_empty()) {
+            return Ok(());
+        }
         let (compose, service) = (&self.door.compose, &self.door.service);
         if compose.has_container(sh, service)? {
             return Ok(());
@@ -244,6 +248,14 @@ impl Database {
         let user = self.door.user(sh);
         let args = ["psql", "-X", "-t", "-A", "--no-password", "-v", "ON_ERROR_STOP=1", "-U", &user];
         self.exec(sh).args(args).args(["-d", &conninfo])
+    }
+
+    /// `pg_dumpall --roles-only`: the cluster's roles and memberships, password hashes
+    /// included, which a dump of one database leaves out.
+    pub fn roles_dump<'a>(&self, sh: &'a Shell) -> Cmd<'a> {
+        let user = self.door.user(sh);
+        let conninfo = self.conninfo("postgres");
+        self.exec(sh).args(["pg_dumpall", "--roles-only", "--no-password", "-U", &user, "-d", &conninfo])
     }
 
     /// `pg_dump` with no options of ours: the floor a backup is measured against.

@@ -143,6 +143,11 @@ impl Session {
         Ok(self.query(&sql)?.into_iter().filter(|name| !name.is_empty()).collect())
     }
 
+    /// The roles the cluster has.
+    pub fn roles(&mut self) -> Result<BTreeSet<String>> {
+        Ok(self.query("SELECT rolname FROM pg_roles;")?.into_iter().collect())
+    }
+
     /// The comment on database `db`, if it has one.
     pub fn database_comment(&mut self, db: &str) -> Result<Option<String>> {
         let sql = format!(

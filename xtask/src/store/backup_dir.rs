@@ -17,6 +17,7 @@ use crate::{
     output::{step, warning},
     store::backup_file::PARTIAL_SUFFIX,
     store::catalogue::{self, Backup},
+    store::roles::ROLES_SUFFIX,
 };
 
 const LOCK_FILE: &str = ".hindsight.lock";
@@ -120,10 +121,11 @@ impl BackupDir {
         Ok(())
     }
 
-    /// Removes a backup with the files beside it (checksum, verification record).
+    /// Removes a backup with the files beside it (checksum, roles, verification record).
     pub fn remove_backup(&self, backup: &Backup) -> Result<()> {
         fs::remove_file(&backup.path).with_context(|| format!("cannot remove {}", backup.path.display()))?;
         remove_if_exists(&backup.sidecar())?;
+        remove_if_exists(&catalogue::beside(&backup.path, ROLES_SUFFIX))?;
         remove_if_exists(&backup.verified_marker())
     }
 

@@ -164,6 +164,27 @@ pub fn parse_sidecar(text: &str) -> Option<&str> {
     (sum.len() == 64 && sum.bytes().all(|b| b.is_ascii_hexdigit())).then_some(sum)
 }
 
+/// The checksum of `file_name` in a sidecar of several lines (the backup's, its roles
+/// file's), as `sha256sum -c` reads them; a sidecar of one line is that file's whatever
+/// name it gives (a renamed backup).
+pub fn parse_sidecar_for<'a>(text: &'a str, file_name: &str) -> Option<&'a str> {
+    let lines: Vec<&str> = text.lines().filter(|line| !line.trim().is_empty()).collect();
+    match (parse_sidecar_named(text, file_name), lines.as_slice()) {
+        (Some(sum), _) => Some(sum),
+        (None, [only]) => parse_sidecar(only),
+        _ => None,
+    }
+}
+
+/// The checksum of exactly `file_name` in a sidecar, if it has a line for it.
+pub fn parse_sidecar_named<'a>(text: &'a str, file_name: &str) -> Option<&'a str> {
+    let line = text.lines().find(|line| {
+        line.split_once(char::is_whitespace)
+            .is_some_and(|(_, name)| name.trim_start().trim_start_matches('*') == file_name)
+    })?;
+    parse_sidecar(line)
+}
+
 /// The sidecar's one line, in the format `sha256sum -c` reads.
 pub fn sidecar_line(sha256_hex: &str, file_name: &str) -> String {
     format!("{sha256_hex}  {file_name}\n")
@@ -460,6 +481,11 @@ mod tests {
         assert_eq!(parse_sidecar(&line), Some(sum.as_str()));
         assert_eq!(parse_sidecar("abc  x.sql"), None);
         assert_eq!(parse_sidecar(""), None);
+        let two = format!("{sum}  x.sql\n{}  x.sql.roles.sql\n", "cd".repeat(32));
+        assert_eq!(parse_sidecar_for(&two, "x.sql"), Some(sum.as_str()));
+        assert_eq!(parse_sidecar_for(&two, "x.sql.roles.sql"), Some("cd".repeat(32).as_str()));
+        assert_eq!(parse_sidecar_for(&two, "other.sql"), None);
+        assert_eq!(parse_sidecar_for(&line, "renamed.sql"), Some(sum.as_str()), "one line: whatever its name");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::{
     store::backup_file::{
         self, BackupName, Compression, Kind, PARTIAL_SUFFIX, SHA256_SUFFIX, TAIL_LEN, VERIFIED_SUFFIX,
     },
+    store::roles::ROLES_SUFFIX,
 };
 
 #[derive(Debug, Clone)]
@@ -171,7 +172,10 @@ pub fn partials(dir: &Path, db: &str, verify_records: bool) -> Result<Vec<PathBu
         };
         let (complete, record) = match complete.strip_suffix(VERIFIED_SUFFIX) {
             Some(backup) => (backup, true),
-            None => (complete.strip_suffix(SHA256_SUFFIX).unwrap_or(complete), false),
+            None => {
+                let sidecar = [SHA256_SUFFIX, ROLES_SUFFIX].iter().find_map(|suffix| complete.strip_suffix(suffix));
+                (sidecar.unwrap_or(complete), false)
+            }
         };
         if record == verify_records
             && BackupName::parse(complete).is_some_and(|name| name.db == db)
@@ -229,13 +233,22 @@ pub fn checksum_mismatch(path: &Path, actual: &str, expected: &str) -> anyhow::E
     )
 }
 
-/// The checksum in `PATH.sha256`, if there is such a file.
+/// The checksum of the backup at `path` in its `PATH.sha256`, if there is such a file.
 pub fn sidecar_sum(path: &Path) -> Result<Option<String>> {
-    let sidecar = beside(path, SHA256_SUFFIX);
+    sidecar_sum_of(path, path)
+}
+
+/// The checksum of `file` (the backup at `backup`, or a file beside it) in the backup's
+/// `.sha256`, if there is one.
+pub fn sidecar_sum_of(backup: &Path, file: &Path) -> Result<Option<String>> {
+    let sidecar = beside(backup, SHA256_SUFFIX);
+    let name = file.file_name().unwrap_or_default().to_string_lossy();
     match std::fs::read_to_string(&sidecar) {
-        Ok(text) => backup_file::parse_sidecar(&text)
+        // A file beside the backup needs a line of its own; the backup may be the only one.
+        Ok(text) if file != backup => Ok(backup_file::parse_sidecar_named(&text, &name).map(str::to_owned)),
+        Ok(text) => backup_file::parse_sidecar_for(&text, &name)
             .map(|sum| Some(sum.to_owned()))
-            .with_context(|| format!("{} is not a sha256sum line", sidecar.display())),
+            .with_context(|| format!("{} has no sha256sum line for {name}", sidecar.display())),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(err).with_context(|| format!("cannot read {}", sidecar.display())),
     }
@@ -300,7 +313,7 @@ mod tests {
         fs::write(dir.join("good.sql.sha256"), backup_file::sidecar_line(&sum, "good.sql")).unwrap();
         assert_eq!(precheck(&good).unwrap().sha256.as_deref(), Some(sum.as_str()));
         fs::write(dir.join("good.sql.sha256"), "not a checksum").unwrap();
-        assert!(format!("{:#}", precheck(&good).unwrap_err()).contains("not a sha256sum line"));
+        assert!(format!("{:#}", precheck(&good).unwrap_err()).contains("has no sha256sum line for good.sql"));
 
         // A compressed file's marker is only known at the end of its SQL: the load checks it.
         let packed = dir.join("cut.sql.zst");

@@ -5,3 +5,4 @@ pub mod backup_dir;
 pub mod backup_file;
 pub mod catalogue;
 pub mod retention;
+pub mod roles;

@@ -19,11 +19,12 @@ use crate::{
     exit::{Code, Coded},
     interrupt, json,
     output::{self, Progress, human_bytes, step, warning},
-    process::{self, Failure},
+    process::{self, Background, Failure},
     store::backup_dir::BackupDir,
     store::backup_file::{self, BackupName, Compression, Kind, Revision, Tail},
     store::catalogue,
     store::catalogue::Backup,
+    store::roles::ROLES_SUFFIX,
     stream::codec::{Encoder, Hashing},
     stream::overlap::Overlapped,
     tasks::db_prune,
@@ -150,8 +151,10 @@ impl DbBackup {
 
 /// Dumps database `source` into `name` in `dir`: `NAME.partial` first, kept only when
 /// pg_dump exited 0 and the SQL ends with its completion marker; then fsync, a no-clobber
-/// rename, and the `.sha256` sidecar. Used for backups and for the dumps a restore makes
-/// of the databases it replaced. `nothing_lost` says, in every error, what is untouched.
+/// rename, the cluster's roles beside it (`NAME.roles.sql`, dumped while pg_dump runs),
+/// and last the `.sha256` sidecar with both checksums. Used for backups and for the dumps
+/// a restore makes of the databases it replaced. `nothing_lost` says, in every error,
+/// what is untouched.
 pub fn dump_to_file(
     sh: &Shell,
     db: &Database,
@@ -164,6 +167,8 @@ pub fn dump_to_file(
     let file_name = name.file_name();
     step!("dumping database `{source}` into {}", dir.path().join(&file_name).display());
     let mut partial = dir.create_partial(&file_name)?;
+    // Small, and beside the big one: it costs no time of its own.
+    let roles = Background::start("pg_dumpall", db.roles_dump(sh));
     let (dumped, written) = match name.compression {
         // Plain SQL goes into the file untouched: the docker CLI writes it there itself
         // and this process reads it back as it lands, to hash and check it.
@@ -218,15 +223,41 @@ pub fn dump_to_file(
     }
 
     let path = partial.commit()?;
+    let roles_line = match roles.and_then(Background::finish) {
+        Ok(text) => Some(write_roles(dir, &file_name, &text).with_context(|| {
+            format!("{} is complete, but writing its roles failed: free some space, then run again", path.display())
+        })?),
+        Err(err) => {
+            warning!(
+                "the cluster's roles were not saved beside the backup ({err:#}): a restore into a new cluster \
+                 needs them created by hand"
+            );
+            None
+        }
+    };
     let write_sidecar = || -> Result<()> {
         let mut sidecar = dir.create_partial(&format!("{file_name}{}", backup_file::SHA256_SUFFIX))?;
-        sidecar.file().write_all(backup_file::sidecar_line(&written.sha256, &file_name).as_bytes())?;
+        let mut lines = backup_file::sidecar_line(&written.sha256, &file_name);
+        lines.extend(roles_line);
+        sidecar.file().write_all(lines.as_bytes())?;
         sidecar.commit().map(drop)
     };
     write_sidecar().with_context(|| {
         format!("{} is complete, but writing its .sha256 failed: free some space, then run again", path.display())
     })?;
     Ok((path, written))
+}
+
+/// Writes `NAME.roles.sql` (0600, fsynced, never replacing a file) and returns its
+/// `.sha256` line.
+fn write_roles(dir: &BackupDir, file_name: &str, text: &str) -> Result<String> {
+    let roles_name = format!("{file_name}{ROLES_SUFFIX}");
+    let mut partial = dir.create_partial(&roles_name)?;
+    partial.file().write_all(text.as_bytes())?;
+    partial.commit()?;
+    let mut hashing = Hashing::new(io::sink());
+    hashing.write_all(text.as_bytes())?;
+    Ok(backup_file::sidecar_line(&hashing.finish().1, &roles_name))
 }
 
 /// A name no existing file has: two backups within one second would share one, so the

@@ -12,4 +12,5 @@ mod install_cron;
 mod interrupt;
 mod memory;
 mod prerestore;
+mod roles;
 mod testbed;

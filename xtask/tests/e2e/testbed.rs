@@ -226,7 +226,11 @@ impl Bed {
 
     /// The complete backups' paths (`*.sql`), sorted by name, i.e. oldest first.
     pub fn backups(&self) -> Vec<PathBuf> {
-        self.files().into_iter().filter(|p| p.extension().is_some_and(|e| e == "sql")).collect()
+        let plain_backup = |p: &PathBuf| {
+            let name = xtask::store::backup_file::BackupName::of_path(p);
+            name.is_some_and(|n| n.compression == xtask::store::backup_file::Compression::None)
+        };
+        self.files().into_iter().filter(plain_backup).collect()
     }
 
     /// Every file in the backup directory but the lock, sorted.
