@@ -65,8 +65,10 @@ fn incomplete_files_never_take_a_good_backups_place_and_go_only_when_asked() {
     assert!(run.stderr.contains("2 incomplete files"), "db-backup says they are there: {}", run.stderr);
     let mut expected = vec![
         file_name(&new),
+        format!("{}.roles.sql", file_name(&new)),
         format!("{}.sha256", file_name(&new)),
         file_name(&newer),
+        format!("{}.roles.sql", file_name(&newer)),
         format!("{}.sha256", file_name(&newer)),
         file_name(&empty),
         file_name(&truncated),

@@ -218,10 +218,11 @@ fn max_backups_keeps_the_newest_with_their_sidecars_and_touches_nothing_else() {
         .collect();
     assert_eq!(ours.len(), 3, "{ours:?}");
     let all: Vec<String> = bed.files().iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
-    let mut expected: Vec<String> = ours.iter().flat_map(|n| [n.clone(), format!("{n}.sha256")]).collect();
+    let mut expected: Vec<String> =
+        ours.iter().flat_map(|n| [n.clone(), format!("{n}.roles.sql"), format!("{n}.sha256")]).collect();
     expected.extend(strangers.iter().map(|s| s.to_string()));
     expected.sort();
-    assert_eq!(all, expected, "the newest three with sidecars, the strangers, no partial");
+    assert_eq!(all, expected, "the newest three with their roles and sidecars, the strangers, no partial");
     for backup in bed.backups().iter().filter(|p| p.to_string_lossy().contains("hindsight_db_backup_")) {
         assert_valid_backup(&bed, backup, REV);
     }

@@ -11,13 +11,8 @@ fn notes(bed: &Bed) -> String {
 }
 
 fn prerestore_files(bed: &Bed) -> Vec<std::path::PathBuf> {
-    bed.files()
-        .into_iter()
-        .filter(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            name.starts_with("hindsight_db_prerestore_") && name.ends_with(".sql")
-        })
-        .collect()
+    use xtask::store::backup_file::{BackupName, Kind};
+    bed.files().into_iter().filter(|p| BackupName::of_path(p).is_some_and(|n| n.kind == Kind::PreRestore)).collect()
 }
 
 #[test]
