@@ -104,17 +104,21 @@ impl DbRestore {
 
         // From here on the restored data is live: a failure or a signal stops, drops
         // nothing, and says how to go back.
-        let target = self.migration_target(&path);
+        let targets = self.migration_targets(&path);
         let mut after_swap = || -> Result<()> {
             match &alembic {
                 _ if self.no_migrate => step!("--no-migrate: skipping the Alembic migration"),
                 None => step!("no alembic.ini found: skipping the migration (pass --alembic-dir to run it)"),
                 Some(alembic) => {
-                    interrupt::check()?;
-                    step!("migrating `{}` to {target} with Alembic in {}", db.name, alembic.dir().display());
-                    alembic
-                        .upgrade(sh, &target, &db.host_url(sh)?)
-                        .with_context(|| format!("the migration to {target} failed"))?;
+                    let url = db.host_url(sh)?;
+                    let all = targets.join(" and ");
+                    step!("migrating `{}` to {all} with Alembic in {}", db.name, alembic.dir().display());
+                    for target in &targets {
+                        interrupt::check()?;
+                        alembic
+                            .upgrade(sh, target, &url)
+                            .with_context(|| format!("the migration to {target} failed"))?;
+                    }
                 }
             }
             self.retire_previous(sh, &db, &mut session, &dir, replaced.then_some(previous.as_str()))
@@ -132,7 +136,7 @@ impl DbRestore {
             db.name,
             path.file_name().unwrap_or_default().to_string_lossy(),
             human_bytes(backup.size),
-            if alembic.is_some() && !self.no_migrate { target.as_str() } else { "-" },
+            if alembic.is_some() && !self.no_migrate { targets.join("+") } else { "-".to_owned() },
             started.elapsed().as_secs_f64(),
             output::peak_memory()
         );
@@ -208,14 +212,18 @@ impl DbRestore {
         if prompt::confirm(&question)? { Ok(()) } else { Err(refused("not confirmed")) }
     }
 
-    /// The migration target: `--migrate-to`, else the backup's revision, else `head`.
-    fn migration_target(&self, path: &Path) -> String {
+    /// The migration targets: `--migrate-to`, else the backup's revision, else `head`.
+    /// `alembic upgrade` takes one revision, and `heads` would be the code's heads, which
+    /// may lie past the backup (a merge made since): a backup taken while branches were
+    /// unmerged is migrated to each of its heads in turn. Each is a no-op when the restored
+    /// `alembic_version` already holds it, which proves the code knows it.
+    fn migration_targets(&self, path: &Path) -> Vec<String> {
         if let Some(target) = &self.migrate_to {
-            return target.clone();
+            return vec![target.clone()];
         }
         match BackupName::of_path(path).map(|n| n.revision) {
-            Some(Revision::Known(id)) => id,
-            _ => "head".to_owned(),
+            Some(Revision::Known(ids)) => ids,
+            _ => vec!["head".to_owned()],
         }
     }
 
