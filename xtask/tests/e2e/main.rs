@@ -11,4 +11,5 @@ mod install_cron;
 mod interrupt;
 mod memory;
 mod prerestore;
+mod revisions;
 mod testbed;
