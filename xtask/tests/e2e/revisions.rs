@@ -3,7 +3,10 @@
 //! unmerged, and their merge, through db-backup, db-list, db-verify and db-restore with
 //! the real Alembic and uv (the `alembic_app` fixture).
 
-use std::{fs, path::PathBuf};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
 
 use crate::testbed::{Bed, Flavor, Run, alembic_app_dir, python_json, uv_turn};
 
@@ -17,7 +20,7 @@ fn rows(bed: &Bed) -> Vec<String> {
     bed.psql("SELECT version_num FROM alembic_version ORDER BY version_num").lines().map(str::to_owned).collect()
 }
 
-fn restore(bed: &Bed, path: &PathBuf) -> Run {
+fn restore(bed: &Bed, path: &Path) -> Run {
     let _turn = uv_turn();
     let out = bed
         .xtask(&["db-restore", path.to_str().unwrap(), "--yes"])
@@ -40,7 +43,7 @@ fn backup(bed: &Bed) -> (PathBuf, Run) {
     (PathBuf::from(python_json(&run.stdout, "d['path']")), run)
 }
 
-fn file_name(path: &std::path::Path) -> String {
+fn file_name(path: &Path) -> String {
     path.file_name().unwrap().to_string_lossy().into_owned()
 }
 
