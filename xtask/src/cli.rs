@@ -333,7 +333,8 @@ pub struct DbRestore {
     pub alembic_dir: Option<PathBuf>,
 
     /// Alembic revision to migrate to after the restore, or `head`. Default: the revision in
-    /// the backup's name (`head` when it is `unknown`).
+    /// the backup's name, each of its heads in turn when it has several (`head` when it is
+    /// `unknown`).
     #[arg(long, env = "HINDSIGHT_MIGRATE_TO", value_parser = parse_migration_target, conflicts_with = "no_migrate")]
     pub migrate_to: Option<String>,
 
@@ -411,11 +412,15 @@ fn parse_secs(text: &str) -> Result<Duration, String> {
     text.parse::<u64>().map(Duration::from_secs).map_err(|_| format!("`{text}` is not a whole number of seconds"))
 }
 
-/// A revision id or `head`; never something `alembic` would read as an option.
+/// One revision as `alembic upgrade` takes it: an id of ASCII letters, digits, `_` and `-`
+/// (`1a2b3c4d5e6f`, `20240915_merge_heads`), `head`, `branch@head`, `ae10+2`; never
+/// something `alembic` would read as an option.
 fn parse_migration_target(text: &str) -> Result<String, String> {
     let ok = text.chars().all(|c| c.is_ascii_alphanumeric() || "_-+@".contains(c));
     if text.is_empty() || text.starts_with('-') || !ok {
-        return Err(format!("`{text}` is not an Alembic revision (for example `head` or `1a2b3c4d5e6f`)"));
+        return Err(format!(
+            "`{text}` is not an Alembic revision (for example `head`, `1a2b3c4d5e6f` or `20240915_merge_heads`)"
+        ));
     }
     Ok(text.to_owned())
 }
@@ -554,7 +559,9 @@ pub(crate) mod tests {
         assert!(parse_db_name(&"a".repeat(34)).is_ok());
         assert!(parse_db_name(&"a".repeat(35)).is_err());
         assert!(parse_migration_target("head").is_ok());
-        assert!(parse_migration_target("1a2b3c4d5e6f").is_ok());
+        for id in ["1a2b3c4d5e6f", "2026050201", "20240915_merge_heads", "rls_policies_20240915", "a-b", "ae10+2"] {
+            assert_eq!(parse_migration_target(id).as_deref(), Ok(id), "the application's ids and Alembic's own forms");
+        }
         assert!(parse_migration_target("--sql").is_err());
         assert!(parse_migration_target("a b").is_err());
     }

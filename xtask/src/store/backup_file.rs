@@ -1,5 +1,6 @@
 //! Backup files as names and bytes: `<db>_backup_YYYYMMDD_HHMMSS_<rev>.sql[.gz|.zst]`, the
-//! Alembic revision in them, the `sha256sum` sidecar, and pg_dump's completion marker.
+//! Alembic revision in them (its ids as they are, `+`-joined while heads are unmerged), the
+//! `sha256sum` sidecar, and pg_dump's completion marker.
 
 use std::fmt;
 
@@ -49,22 +50,30 @@ impl Compression {
     }
 }
 
-/// An Alembic revision id as it goes into a file name.
+/// The longest revision id that goes into a file name as it is.
+pub const MAX_ID_LEN: usize = 64;
+
+/// The longest revision part of a file name. With the longest database name (34 bytes),
+/// `_prerestore_`, the timestamp and the longest endings (`.sql.zst.verified.partial`) a
+/// name stays under the 255 bytes file systems allow; two 64-byte heads fit.
+pub const MAX_PART_LEN: usize = 160;
+
+/// The Alembic revision a dump was taken at, as it goes into its file name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revision {
-    /// Twelve lowercase hex digits, as `alembic revision` generates.
-    Known(String),
+    /// The ids `alembic_version` holds: one, or several while branches are unmerged
+    /// (each head is a row). Sorted, distinct, never empty; `+` joins them in a name.
+    Known(Vec<String>),
     Unknown,
 }
 
 impl Revision {
+    /// A file name's revision part: `unknown`, an id, or ids joined with `+` in any
+    /// order. `None` when it is none of those (the file is not one of ours).
     pub fn parse(text: &str) -> Option<Revision> {
         match text {
             "unknown" => Some(Revision::Unknown),
-            _ if text.len() == 12 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) => {
-                Some(Revision::Known(text.to_owned()))
-            }
-            _ => None,
+            _ => Revision::of_ids(text.split('+')).ok(),
         }
     }
 
@@ -73,21 +82,57 @@ impl Revision {
     pub fn from_rows(rows: Option<&str>) -> Result<Revision, String> {
         let rows: Vec<&str> =
             rows.ok_or("no alembic_version table")?.lines().map(str::trim).filter(|r| !r.is_empty()).collect();
-        match rows.as_slice() {
-            [] => Err("alembic_version has no row".to_owned()),
-            [one] => match Revision::parse(one) {
-                Some(Revision::Known(id)) => Ok(Revision::Known(id)),
-                _ => Err(format!("`{one}` is not a 12-hex revision id")),
-            },
-            several => Err(format!("alembic_version has {} rows (branches?)", several.len())),
+        if rows.is_empty() {
+            return Err("alembic_version has no row".to_owned());
+        }
+        Revision::of_ids(rows)
+    }
+
+    /// Checks every id and sorts them, so the same heads always make the same name.
+    fn of_ids<'a>(ids: impl IntoIterator<Item = &'a str>) -> Result<Revision, String> {
+        let mut ids: Vec<String> = ids.into_iter().map(str::to_owned).collect();
+        if let Some(bad) = ids.iter().find(|id| !is_id(id)) {
+            return Err(format!(
+                "`{bad}` is not a revision id a file can be named by (1 to {MAX_ID_LEN} ASCII letters, digits, `_` \
+                 or `-`, not starting with `-`, not `unknown`)"
+            ));
+        }
+        ids.sort();
+        let count = ids.len();
+        ids.dedup();
+        if ids.len() != count {
+            return Err(format!("the same revision id appears twice in `{}`", ids.join("+")));
+        }
+        let part = ids.join("+");
+        if part.len() > MAX_PART_LEN {
+            return Err(format!("{} heads make `{part}`, longer than {MAX_PART_LEN} bytes", ids.len()));
+        }
+        Ok(Revision::Known(ids))
+    }
+
+    /// The ids, sorted; none when unknown.
+    pub fn ids(&self) -> &[String] {
+        match self {
+            Revision::Known(ids) => ids,
+            Revision::Unknown => &[],
         }
     }
+}
+
+/// `[A-Za-z0-9_-]`, as Alembic projects name revisions (`1a2b3c4d5e6f`, `2026050201`,
+/// `20240915_merge_heads`). A leading `-` is refused: `alembic upgrade` would read it as an
+/// option. `unknown` is the name of no revision, and `+` joins heads, so neither can be one.
+fn is_id(id: &str) -> bool {
+    (1..=MAX_ID_LEN).contains(&id.len())
+        && !id.starts_with('-')
+        && id != "unknown"
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 impl fmt::Display for Revision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Revision::Known(id) => f.write_str(id),
+            Revision::Known(ids) => f.write_str(&ids.join("+")),
             Revision::Unknown => f.write_str("unknown"),
         }
     }
@@ -134,22 +179,30 @@ impl BackupName {
     }
 
     /// Parses a complete backup's file name; anything else (a `.partial`, a sidecar, a
-    /// stranger's file) is `None`.
+    /// stranger's file, the old shell script's names without a revision) is `None`. The
+    /// name is found by its fixed middle, `_backup_YYYYMMDD_HHMMSS_` or
+    /// `_prerestore_YYYYMMDD_HHMMSS_`: the database's name before it and the revision
+    /// after it may both hold `_`. The first place from the left where the middle and the
+    /// parts around it all make sense wins.
     pub fn parse(file_name: &str) -> Option<BackupName> {
         let compression = Compression::of_file_name(file_name);
         let stem = file_name.strip_suffix(compression.extension())?;
-        // The revision and the timestamp hold no `_`, the database name may.
-        let mut parts = stem.rsplitn(4, '_');
-        let (revision, time, date, prefix) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        let (db, kind) = match prefix.strip_suffix("_backup") {
-            Some(db) => (db, Kind::Backup),
-            None => (prefix.strip_suffix("_prerestore")?, Kind::PreRestore),
-        };
-        if db.is_empty() || date.len() != 8 || time.len() != 6 {
-            return None;
-        }
-        let taken = NaiveDateTime::parse_from_str(&format!("{date}_{time}"), TIME_FORMAT).ok()?;
-        Some(BackupName { db: db.to_owned(), kind, taken, revision: Revision::parse(revision)?, compression })
+        stem.match_indices('_').find_map(|(at, _)| {
+            let (db, rest) = (&stem[..at], &stem[at + 1..]);
+            [Kind::Backup, Kind::PreRestore].into_iter().find_map(|kind| {
+                let rest = rest.strip_prefix(kind.word())?.strip_prefix('_')?;
+                let (stamp, revision) = (rest.get(..15)?, rest.get(15..)?.strip_prefix('_')?);
+                // chrono alone would take signs and short fields.
+                let shaped =
+                    stamp.bytes().enumerate().all(|(i, b)| if i == 8 { b == b'_' } else { b.is_ascii_digit() });
+                if db.is_empty() || !shaped {
+                    return None;
+                }
+                let taken = NaiveDateTime::parse_from_str(stamp, TIME_FORMAT).ok()?;
+                let revision = Revision::parse(revision)?;
+                Some(BackupName { db: db.to_owned(), kind, taken, revision, compression })
+            })
+        })
     }
 }
 
@@ -427,7 +480,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        let known = name("hindsight_db", Revision::Known("1a2b3c4d5e6f".into()));
+        let known = name("hindsight_db", known(&["1a2b3c4d5e6f"]));
         assert_eq!(known.file_name(), "hindsight_db_backup_20261124_090507_1a2b3c4d5e6f.sql");
         assert_eq!(BackupName::parse(&known.file_name()), Some(known));
         let unknown = name("other-db", Revision::Unknown);
@@ -448,7 +501,19 @@ mod tests {
         for file in [
             "hindsight_db_backup_20261124_090507_unknown.sql.partial",
             "hindsight_db_backup_20261124_090507_unknown.sql.sha256",
-            "hindsight_db_backup_20261124_090507_xyz.sql",
+            "hindsight_db_backup_20261124_090507_x.y.sql",
+            "hindsight_db_backup_20261124_090507_.sql",
+            "hindsight_db_backup_20261124_090507_a++b.sql",
+            "hindsight_db_backup_20261124_090507_a+a.sql",
+            "hindsight_db_backup_20261124_090507_a+unknown.sql",
+            "hindsight_db_backup_20261124_090507_-rev.sql",
+            "hindsight_db_backup_20261124_090507.sql",
+            "hindsight_db_backup_20261124_09050_unknown.sql",
+            "hindsight_db_backup_2026112a_090507_unknown.sql",
+            "hindsight_db_backup_+2026112_090507_unknown.sql",
+            "hindsight_db_backup_20261124_090507unknown.sql",
+            "hindsight_db_backups_20261124_090507_unknown.sql",
+            "hindsight_db_backup_20261124_090507_r\u{e9}v.sql",
             "hindsight_db_backup_20261324_090507_unknown.sql",
             "hindsight_db_backup_2026112_090507_unknown.sql",
             "_backup_20261124_090507_unknown.sql",
@@ -462,15 +527,95 @@ mod tests {
         }
     }
 
+    fn known(ids: &[&str]) -> Revision {
+        Revision::Known(ids.iter().map(|id| id.to_string()).collect())
+    }
+
+    /// The application's own kinds of ids, and Alembic's generated one.
+    const IDS: [&str; 5] =
+        ["1a2b3c4d5e6f", "2026050201", "2026042900", "20240915_merge_heads", "rls_policies_20240915"];
+
     #[test]
     fn revision_from_alembic_version_rows() {
-        assert_eq!(Revision::from_rows(Some("1a2b3c4d5e6f\n")), Ok(Revision::Known("1a2b3c4d5e6f".into())));
+        for id in IDS {
+            assert_eq!(Revision::from_rows(Some(&format!("{id}\n"))), Ok(known(&[id])), "{id}");
+        }
+        assert_eq!(Revision::from_rows(Some("1A2B3C4D5E6F\n")), Ok(known(&["1A2B3C4D5E6F"])));
+        assert_eq!(Revision::from_rows(Some("a-b\n")), Ok(known(&["a-b"])));
         assert!(Revision::from_rows(None).unwrap_err().contains("no alembic_version table"));
         assert!(Revision::from_rows(Some("\n")).unwrap_err().contains("no row"));
-        assert!(Revision::from_rows(Some("1a2b3c4d5e6f\nabcdefabcdef\n")).unwrap_err().contains("2 rows"));
-        assert!(Revision::from_rows(Some("0001_initial\n")).unwrap_err().contains("not a 12-hex"));
-        assert!(Revision::from_rows(Some("1A2B3C4D5E6F\n")).is_err());
-        assert!(Revision::from_rows(Some("unknown\n")).is_err());
+        for bad in ["unknown", "0001.initial", "a+b", "-rev", "r\u{e9}v", "a/b", &"x".repeat(MAX_ID_LEN + 1)] {
+            let why = Revision::from_rows(Some(&format!("{bad}\n"))).unwrap_err();
+            assert!(why.contains(&format!("`{bad}` is not a revision id")), "{bad}: {why}");
+            assert!(!why.contains('\n'), "one line: {why}");
+        }
+        assert_eq!(Revision::from_rows(Some(&"x".repeat(MAX_ID_LEN))), Ok(known(&[&"x".repeat(MAX_ID_LEN)])));
+    }
+
+    #[test]
+    fn unmerged_heads_are_one_sorted_set() {
+        let heads = Revision::from_rows(Some("rls_policies_20240915\n2026050201\n")).unwrap();
+        assert_eq!(heads, known(&["2026050201", "rls_policies_20240915"]));
+        assert_eq!(heads.to_string(), "2026050201+rls_policies_20240915");
+        assert_eq!(Revision::parse("2026050201+rls_policies_20240915"), Some(heads.clone()));
+        assert_eq!(Revision::parse("rls_policies_20240915+2026050201"), Some(heads.clone()), "a set: any order");
+        assert_eq!(heads.ids(), ["2026050201", "rls_policies_20240915"]);
+        let three = Revision::from_rows(Some("c\nB\na\n")).unwrap();
+        assert_eq!(three.to_string(), "B+a+c", "byte order: the same rows always make the same name");
+        // One bad row makes the whole set unknown: a name must not claim fewer heads.
+        assert!(Revision::from_rows(Some("2026050201\nnot.an.id\n")).unwrap_err().contains("`not.an.id`"));
+        // Two 64-byte heads fit; a third would make the name too long for a file system.
+        let long = |c: char| c.to_string().repeat(MAX_ID_LEN);
+        let two = format!("{}\n{}\n", long('a'), long('b'));
+        assert_eq!(Revision::from_rows(Some(&two)).unwrap().to_string().len(), 2 * MAX_ID_LEN + 1);
+        let why = Revision::from_rows(Some(&format!("{two}{}\n", long('c')))).unwrap_err();
+        assert!(why.contains(&format!("longer than {MAX_PART_LEN} bytes")), "{why}");
+        assert!(Revision::Unknown.ids().is_empty());
+    }
+
+    #[test]
+    fn application_ids_round_trip_through_file_names() {
+        for id in IDS {
+            for kind in [Kind::Backup, Kind::PreRestore] {
+                let named = BackupName { kind, ..name("hindsight_db", known(&[id])) };
+                let file = named.file_name();
+                assert_eq!(file, format!("hindsight_db_{}_20261124_090507_{id}.sql", kind.word()));
+                assert_eq!(BackupName::parse(&file), Some(named), "{file}");
+            }
+        }
+        let heads = name("hindsight_db", known(&["2026050201", "rls_policies_20240915"]));
+        let file = BackupName { compression: Compression::Zstd, ..heads.clone() }.file_name();
+        assert_eq!(file, "hindsight_db_backup_20261124_090507_2026050201+rls_policies_20240915.sql.zst");
+        assert_eq!(BackupName::parse(&file).map(|n| n.revision), Some(heads.revision));
+        // The longest name this tool writes, with its longest endings, fits a file system.
+        let longest = BackupName {
+            kind: Kind::PreRestore,
+            compression: Compression::Zstd,
+            ..name(&"d".repeat(34), known(&[&"a".repeat(MAX_ID_LEN), &"b".repeat(MAX_ID_LEN), &"c".repeat(30)]))
+        };
+        assert_eq!(longest.revision.to_string().len(), MAX_PART_LEN);
+        assert!(longest.file_name().len() + ".verified.partial".len() <= 255, "{}", longest.file_name());
+        assert_eq!(BackupName::parse(&longest.file_name()), Some(longest));
+    }
+
+    #[test]
+    fn underscores_in_the_database_name_and_the_revision() {
+        for db in ["hindsight_db", "a_b_c", "my_backup_db", "x_backup_2026", "db_prerestore_x", "_lead", "a-b"] {
+            for id in ["20240915_merge_heads", "unknown", "a_backup_20261124_090507_b"] {
+                let named = name(db, Revision::parse(id).unwrap());
+                assert_eq!(BackupName::parse(&named.file_name()), Some(named), "{db} / {id}");
+            }
+        }
+        // A database whose name holds the whole middle cannot be told apart from a
+        // revision holding it: the first place from the left that makes sense wins.
+        let odd = "a_backup_20200101_000000_b_backup_20261124_090507_c.sql";
+        assert_eq!(BackupName::parse(odd).map(|n| n.db), Some("a".to_owned()));
+        // Today's names keep parsing as they did.
+        let today = BackupName::parse("hindsight_db_backup_20261124_090507_1a2b3c4d5e6f.sql.gz").unwrap();
+        assert_eq!((today.db.as_str(), today.revision), ("hindsight_db", known(&["1a2b3c4d5e6f"])));
+        // The old shell script's names (no revision) are not ours, as before: a restore
+        // of one by its path migrates to `head`.
+        assert_eq!(BackupName::parse("hindsight_db_backup_20240101_120000.sql"), None);
     }
 
     #[test]

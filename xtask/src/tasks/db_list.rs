@@ -21,6 +21,8 @@ impl DbList {
                     .str("taken", &backup.name.taken.format("%Y-%m-%dT%H:%M:%S").to_string())
                     .raw("age_secs", (now - backup.name.taken).num_seconds())
                     .str("revision", &backup.name.revision.to_string())
+                    // The ids one by one: several while branches were unmerged, none when unknown.
+                    .raw("revision_ids", json::array(backup.name.revision.ids().iter().map(|id| json::string(id))))
                     .str("compression", backup.name.compression.name())
                     .raw("size", backup.size)
                     .raw("complete", backup.complete)

@@ -104,17 +104,21 @@ impl DbRestore {
 
         // From here on the restored data is live: a failure or a signal stops, drops
         // nothing, and says how to go back.
-        let target = self.migration_target(&path);
+        let targets = migration_targets(self.migrate_to.as_deref(), &path);
         let mut after_swap = || -> Result<()> {
             match &alembic {
                 _ if self.no_migrate => step!("--no-migrate: skipping the Alembic migration"),
                 None => step!("no alembic.ini found: skipping the migration (pass --alembic-dir to run it)"),
                 Some(alembic) => {
-                    interrupt::check()?;
-                    step!("migrating `{}` to {target} with Alembic in {}", db.name, alembic.dir().display());
-                    alembic
-                        .upgrade(sh, &target, &db.host_url(sh)?)
-                        .with_context(|| format!("the migration to {target} failed"))?;
+                    let url = db.host_url(sh)?;
+                    let all = targets.join(" and ");
+                    step!("migrating `{}` to {all} with Alembic in {}", db.name, alembic.dir().display());
+                    for target in &targets {
+                        interrupt::check()?;
+                        alembic
+                            .upgrade(sh, target, &url)
+                            .with_context(|| format!("the migration to {target} failed"))?;
+                    }
                 }
             }
             self.retire_previous(sh, &db, &mut session, &dir, replaced.then_some(previous.as_str()))
@@ -132,7 +136,7 @@ impl DbRestore {
             db.name,
             path.file_name().unwrap_or_default().to_string_lossy(),
             human_bytes(backup.size),
-            if alembic.is_some() && !self.no_migrate { target.as_str() } else { "-" },
+            if alembic.is_some() && !self.no_migrate { targets.join("+") } else { "-".to_owned() },
             started.elapsed().as_secs_f64(),
             output::peak_memory()
         );
@@ -208,17 +212,6 @@ impl DbRestore {
         if prompt::confirm(&question)? { Ok(()) } else { Err(refused("not confirmed")) }
     }
 
-    /// The migration target: `--migrate-to`, else the backup's revision, else `head`.
-    fn migration_target(&self, path: &Path) -> String {
-        if let Some(target) = &self.migrate_to {
-            return target.clone();
-        }
-        match BackupName::of_path(path).map(|n| n.revision) {
-            Some(Revision::Known(id)) => id,
-            _ => "head".to_owned(),
-        }
-    }
-
     /// Keeps the newest `--keep-previous` replaced databases (`just_made` among them) and
     /// retires the others: each is dumped into the backup directory as a prerestore file,
     /// checked like any backup, and dropped only then. A dump that fails keeps its database.
@@ -264,6 +257,21 @@ struct Plan {
     retired: Vec<String>,
 }
 
+/// The migration targets: `--migrate-to`, else the backup's revision, else `head`.
+/// `alembic upgrade` takes one revision, and `heads` would be the code's heads, which may
+/// lie past the backup (a merge made since): a backup taken while branches were unmerged
+/// is migrated to each of its heads in turn. Each is a no-op when the restored
+/// `alembic_version` already holds it, which proves the code knows it.
+fn migration_targets(migrate_to: Option<&str>, path: &Path) -> Vec<String> {
+    if let Some(target) = migrate_to {
+        return vec![target.to_owned()];
+    }
+    match BackupName::of_path(path).map(|n| n.revision) {
+        Some(Revision::Known(ids)) => ids,
+        _ => vec!["head".to_owned()],
+    }
+}
+
 fn previous_prefix(db: &str) -> String {
     format!("{db}__pre_restore_")
 }
@@ -290,4 +298,27 @@ fn quoted(names: &[String]) -> String {
 
 fn refused(why: &str) -> anyhow::Error {
     Coded { code: Code::Refused, message: format!("{why}; nothing was changed") }.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::migration_targets;
+
+    #[test]
+    fn a_backup_migrates_to_its_own_revision_or_each_of_its_heads() {
+        let at = |file: &str| migration_targets(None, &Path::new("/b").join(file));
+        assert_eq!(at("hindsight_db_backup_20261124_090507_20240915_merge_heads.sql"), ["20240915_merge_heads"]);
+        assert_eq!(
+            at("hindsight_db_backup_20261124_090507_2026050201+rls_policies_20240915.sql.zst"),
+            ["2026050201", "rls_policies_20240915"]
+        );
+        assert_eq!(at("hindsight_db_prerestore_20261124_090507_1a2b3c4d5e6f.sql"), ["1a2b3c4d5e6f"]);
+        assert_eq!(at("hindsight_db_backup_20261124_090507_unknown.sql"), ["head"]);
+        assert_eq!(at("hindsight_db_backup_20240101_120000.sql"), ["head"], "the old script's names");
+        assert_eq!(at("dump.sql"), ["head"]);
+        let wanted = migration_targets(Some("2026042900"), Path::new("/b/hindsight_db_backup_20261124_090507_a+b.sql"));
+        assert_eq!(wanted, ["2026042900"], "--migrate-to wins");
+    }
 }

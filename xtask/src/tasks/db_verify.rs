@@ -159,8 +159,9 @@ fn verify(
     let named = BackupName::of_path(path).map(|n| n.revision);
     let restored = db.inspect(sh, loaded.scratch.name())?.revision;
     let revision = match (named, restored) {
-        (Some(Revision::Known(want)), Ok(Revision::Known(got))) if want == got => want,
-        (Some(Revision::Known(want)), got) => {
+        // Every row against the name's set: a head missing or extra is a mismatch.
+        (Some(want @ Revision::Known(_)), Ok(got)) if want == got => want.to_string(),
+        (Some(want @ Revision::Known(_)), got) => {
             let got = got.map_or_else(|why| why, |r| r.to_string());
             bail!("the file name says revision {want}, the restored alembic_version says {got}");
         }

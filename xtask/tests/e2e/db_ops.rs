@@ -62,8 +62,9 @@ fn db_verify_passes_a_good_backup_fails_a_damaged_one_and_never_touches_the_live
     assert_eq!(python_json(&list.stdout, "(d['database'], len(d['backups']))"), "('hindsight_db', 1)");
     assert_eq!(
         python_json(&list.stdout, &format!("sorted({backup}.keys())")),
-        "['age_secs', 'checksum_file', 'complete', 'compression', 'file', 'path', 'revision', 'size', 'taken', 'verified']"
+        "['age_secs', 'checksum_file', 'complete', 'compression', 'file', 'path', 'revision', 'revision_ids', 'size', 'taken', 'verified']"
     );
+    assert_eq!(python_json(&list.stdout, &format!("{backup}['revision_ids']")), format!("['{REV}']"));
     assert_eq!(
         python_json(
             &list.stdout,

@@ -12,5 +12,6 @@ mod install_cron;
 mod interrupt;
 mod memory;
 mod prerestore;
+mod revisions;
 mod roles;
 mod testbed;

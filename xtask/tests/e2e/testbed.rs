@@ -45,10 +45,16 @@ pub fn alembic_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/alembic")
 }
 
+/// The second test Alembic project: the application's kinds of revision ids, two
+/// branches and their merge.
+pub fn alembic_app_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/alembic_app")
+}
+
 pub const HEAD: &str = "7c8d9e0f1a2b";
 pub const FIRST: &str = "1a2b3c4d5e6f";
 
-/// One `uv run` at a time in the shared fixture directory: uv creates its `.venv` and
+/// One `uv run` at a time in the shared fixture directories: uv creates its `.venv` and
 /// `uv.lock` there on first use.
 pub fn uv_turn() -> MutexGuard<'static, ()> {
     static TURN: Mutex<()> = Mutex::new(());
@@ -189,11 +195,16 @@ impl Bed {
 
     /// `uv run alembic upgrade TARGET` against this bed's database, as the Python service would.
     pub fn migrate(&self, target: &str) {
+        self.migrate_with(&alembic_dir(), target);
+    }
+
+    /// `migrate` with the Alembic project in `dir`.
+    pub fn migrate_with(&self, dir: &Path, target: &str) {
         let _turn = uv_turn();
         let url = format!("postgresql://user:{}@127.0.0.1:{}/{DB}", self.password, self.port);
         let out = Command::new("uv")
             .args(["run", "--quiet", "alembic", "upgrade", target])
-            .current_dir(alembic_dir())
+            .current_dir(dir)
             .env("DATABASE_URL", url)
             .output()
             .expect("uv runs");
