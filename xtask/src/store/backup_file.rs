@@ -217,16 +217,11 @@ pub fn parse_sidecar(text: &str) -> Option<&str> {
     (sum.len() == 64 && sum.bytes().all(|b| b.is_ascii_hexdigit())).then_some(sum)
 }
 
-/// The checksum of `file_name` in a sidecar of several lines (the backup's, its roles
-/// file's), as `sha256sum -c` reads them; a sidecar of one line is that file's whatever
-/// name it gives (a renamed backup).
+/// The checksum of the backup `file_name` in its sidecar, whose lines (the backup's first,
+/// then its roles file's) `sha256sum -c` reads; a backup renamed by hand, which no line
+/// names any more, is the first line's.
 pub fn parse_sidecar_for<'a>(text: &'a str, file_name: &str) -> Option<&'a str> {
-    let lines: Vec<&str> = text.lines().filter(|line| !line.trim().is_empty()).collect();
-    match (parse_sidecar_named(text, file_name), lines.as_slice()) {
-        (Some(sum), _) => Some(sum),
-        (None, [only]) => parse_sidecar(only),
-        _ => None,
-    }
+    parse_sidecar_named(text, file_name).or_else(|| parse_sidecar(text.lines().find(|l| !l.trim().is_empty())?))
 }
 
 /// The checksum of exactly `file_name` in a sidecar, if it has a line for it.
@@ -629,8 +624,9 @@ mod tests {
         let two = format!("{sum}  x.sql\n{}  x.sql.roles.sql\n", "cd".repeat(32));
         assert_eq!(parse_sidecar_for(&two, "x.sql"), Some(sum.as_str()));
         assert_eq!(parse_sidecar_for(&two, "x.sql.roles.sql"), Some("cd".repeat(32).as_str()));
-        assert_eq!(parse_sidecar_for(&two, "other.sql"), None);
-        assert_eq!(parse_sidecar_for(&line, "renamed.sql"), Some(sum.as_str()), "one line: whatever its name");
+        assert_eq!(parse_sidecar_for(&two, "renamed.sql"), Some(sum.as_str()), "renamed: the backup's line");
+        assert_eq!(parse_sidecar_named(&two, "renamed.sql"), None);
+        assert_eq!(parse_sidecar_for(&line, "renamed.sql"), Some(sum.as_str()));
     }
 
     #[test]
