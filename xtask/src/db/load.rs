@@ -143,7 +143,7 @@ impl Database {
     /// the load that needs them (owners, grants, policies). Existing roles are never
     /// changed, and no administrator is created from a file: see `store::roles`.
     fn create_missing_roles(&self, sh: &Shell, session: &mut Session, backup: &Candidate) -> Result<()> {
-        let path = catalogue::beside(&backup.path, ROLES_SUFFIX);
+        let path = backup_file::beside(&backup.path, ROLES_SUFFIX);
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             // Older backups and the old script's have none.

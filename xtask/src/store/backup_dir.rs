@@ -15,8 +15,9 @@ use anyhow::{Context, Result};
 use crate::{
     exit::{Code, Coded},
     output::{step, warning},
+    store::backup_file::Backup,
     store::backup_file::PARTIAL_SUFFIX,
-    store::catalogue::{self, Backup},
+    store::catalogue,
     store::roles::ROLES_SUFFIX,
 };
 
@@ -125,7 +126,7 @@ impl BackupDir {
     pub fn remove_backup(&self, backup: &Backup) -> Result<()> {
         fs::remove_file(&backup.path).with_context(|| format!("cannot remove {}", backup.path.display()))?;
         remove_if_exists(&backup.sidecar())?;
-        remove_if_exists(&catalogue::beside(&backup.path, ROLES_SUFFIX))?;
+        remove_if_exists(&crate::store::backup_file::beside(&backup.path, ROLES_SUFFIX))?;
         remove_if_exists(&backup.verified_marker())
     }
 

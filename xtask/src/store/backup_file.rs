@@ -2,7 +2,10 @@
 //! Alembic revision in them (its ids as they are, `+`-joined while heads are unmerged), the
 //! `sha256sum` sidecar, and pg_dump's completion marker.
 
-use std::fmt;
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
 
 use chrono::NaiveDateTime;
 
@@ -204,6 +207,48 @@ impl BackupName {
             })
         })
     }
+}
+
+/// A file named as one of a database's backups, as a listing found it: what retention,
+/// `latest` and the picker decide on.
+#[derive(Debug, Clone)]
+pub struct Backup {
+    pub path: PathBuf,
+    pub name: BackupName,
+    pub size: u64,
+    /// It has its `.sha256` (db-backup writes that only after every check passed), or it
+    /// is a plain `.sql` without one (the old script's) whose end carries pg_dump's
+    /// completion marker. Anything else named like a backup was cut short (a killed run, a
+    /// full disk): it never counts for retention, `latest`, the picker or the free-space
+    /// estimate, and only `db-prune --incomplete` removes it.
+    pub complete: bool,
+}
+
+impl Backup {
+    /// Why an incomplete file is one, in a few words for a listing; `None` when complete.
+    pub fn why_incomplete(&self) -> Option<&'static str> {
+        match (self.complete, self.size, self.name.compression) {
+            (true, _, _) => None,
+            (false, 0, _) => Some("empty"),
+            (false, _, Compression::None) => Some("no .sha256 and no completion marker at its end"),
+            (false, _, _) => Some("compressed, without its .sha256"),
+        }
+    }
+
+    pub fn sidecar(&self) -> PathBuf {
+        beside(&self.path, SHA256_SUFFIX)
+    }
+
+    pub fn verified_marker(&self) -> PathBuf {
+        beside(&self.path, VERIFIED_SUFFIX)
+    }
+}
+
+/// `PATH` + `suffix`: the files that travel with a backup.
+pub fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut path = path.as_os_str().to_owned();
+    path.push(suffix);
+    path.into()
 }
 
 /// A digest as lowercase hex, as `sha256sum` prints it.

@@ -14,54 +14,14 @@ use walkdir::WalkDir;
 use crate::{
     output::human_bytes,
     store::backup_file::{
-        self, BackupName, Compression, Kind, PARTIAL_SUFFIX, SHA256_SUFFIX, TAIL_LEN, VERIFIED_SUFFIX,
+        self, Backup, BackupName, Compression, Kind, PARTIAL_SUFFIX, SHA256_SUFFIX, TAIL_LEN, VERIFIED_SUFFIX, beside,
     },
     store::roles::ROLES_SUFFIX,
 };
 
-#[derive(Debug, Clone)]
-pub struct Backup {
-    pub path: PathBuf,
-    pub name: BackupName,
-    pub size: u64,
-    /// It has its `.sha256` (db-backup writes that only after every check passed), or it
-    /// is a plain `.sql` without one (the old script's) whose end carries pg_dump's
-    /// completion marker. Anything else named like a backup was cut short (a killed run, a
-    /// full disk): it never counts for retention, `latest`, the picker or the free-space
-    /// estimate, and only `db-prune --incomplete` removes it.
-    pub complete: bool,
-}
-
-impl Backup {
-    /// Why an incomplete file is one, in a few words for a listing; `None` when complete.
-    pub fn why_incomplete(&self) -> Option<&'static str> {
-        match (self.complete, self.size, self.name.compression) {
-            (true, _, _) => None,
-            (false, 0, _) => Some("empty"),
-            (false, _, Compression::None) => Some("no .sha256 and no completion marker at its end"),
-            (false, _, _) => Some("compressed, without its .sha256"),
-        }
-    }
-
-    pub fn sidecar(&self) -> PathBuf {
-        beside(&self.path, SHA256_SUFFIX)
-    }
-
-    pub fn verified_marker(&self) -> PathBuf {
-        beside(&self.path, VERIFIED_SUFFIX)
-    }
-
-    /// What `db-verify` recorded for this backup, if it passed.
-    pub fn verified(&self) -> Option<String> {
-        std::fs::read_to_string(self.verified_marker()).ok().map(|text| text.trim().to_owned())
-    }
-}
-
-/// `PATH` + `suffix`: the files that travel with a backup.
-pub fn beside(path: &Path, suffix: &str) -> PathBuf {
-    let mut path = path.as_os_str().to_owned();
-    path.push(suffix);
-    path.into()
+/// What `db-verify` recorded for `backup`, if it passed.
+pub fn verified_record(backup: &Backup) -> Option<String> {
+    std::fs::read_to_string(backup.verified_marker()).ok().map(|text| text.trim().to_owned())
 }
 
 /// A backup named by a person: `latest` (the newest complete one), a file name in `dir`,

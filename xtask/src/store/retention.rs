@@ -8,7 +8,7 @@ use std::path::Path;
 
 use chrono::{Datelike, NaiveDateTime, Timelike};
 
-use crate::store::catalogue::Backup;
+use crate::store::backup_file::Backup;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Policy {

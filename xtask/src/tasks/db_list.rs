@@ -5,7 +5,11 @@
 use anyhow::Result;
 use xshell::Shell;
 
-use crate::{cli::DbList, json, store::catalogue};
+use crate::{
+    cli::DbList,
+    json,
+    store::{backup_file::Backup, catalogue},
+};
 
 impl DbList {
     pub fn run(self, sh: &Shell) -> Result<()> {
@@ -14,7 +18,7 @@ impl DbList {
         let dumps = if dir.exists() { catalogue::prerestore_dumps(&dir, &self.name.db_name)? } else { Vec::new() };
         let now = chrono::Local::now().naive_local();
         if self.json {
-            let item = |backup: &catalogue::Backup| {
+            let item = |backup: &Backup| {
                 json::Object::new()
                     .str("file", &backup.path.file_name().unwrap_or_default().to_string_lossy())
                     .str("path", &backup.path.to_string_lossy())
@@ -27,7 +31,7 @@ impl DbList {
                     .raw("size", backup.size)
                     .raw("complete", backup.complete)
                     .raw("checksum_file", backup.sidecar().exists())
-                    .opt_str("verified", backup.verified().as_deref())
+                    .opt_str("verified", catalogue::verified_record(backup).as_deref())
                     .build()
             };
             let report = json::Object::new()
@@ -53,7 +57,7 @@ impl DbList {
         }
         println!("backups of `{}` in {}, newest first:", self.name.db_name, dir.display());
         for backup in &backups {
-            let status = match (backup.why_incomplete(), backup.verified()) {
+            let status = match (backup.why_incomplete(), catalogue::verified_record(backup)) {
                 (Some(why), _) => format!("incomplete ({why})"),
                 (None, Some(record)) => {
                     record.split_whitespace().nth(1).map_or("verified".to_owned(), |at| format!("verified {at}"))

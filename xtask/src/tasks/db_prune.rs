@@ -11,7 +11,8 @@ use crate::{
     cli::DbPrune,
     output::{step, warning},
     store::backup_dir::BackupDir,
-    store::catalogue::{self, Backup},
+    store::backup_file::Backup,
+    store::catalogue,
     store::retention::{self, Decision, Policy},
 };
 

@@ -20,8 +20,9 @@ use crate::{
     exit, interrupt, json,
     output::{human_bytes, step},
     store::backup_dir::{BackupDir, remove_if_exists},
+    store::backup_file::beside,
     store::backup_file::{BackupName, PARTIAL_SUFFIX, Revision, VERIFIED_SUFFIX},
-    store::catalogue::{self, beside},
+    store::catalogue,
 };
 
 struct Verified {
