@@ -9,6 +9,7 @@ mod db_restore;
 mod hardening;
 mod install_cron;
 mod interrupt;
+mod matrix;
 mod memory;
 mod prerestore;
 mod testbed;
