@@ -135,6 +135,8 @@ build_image() {
     if [ ! -e "$rootfs/.hindsight-complete" ] && ! { [ "$tag" = postgres:15 ] && [ -x "$rootfs/usr/lib/postgresql/15/bin/postgres" ]; }; then
         mirror=$(debian_mirror)
         require_suite "$mirror" "$suite"
+        # An interrupted build may have left the tree's /proc mounted: never delete through it.
+        if mountpoint -q "$rootfs/proc" 2>/dev/null; then umount "$rootfs/proc"; fi
         rm -rf "$rootfs"
         if [ "$security" = yes ]; then
             local secmirror
