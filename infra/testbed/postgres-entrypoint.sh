@@ -33,6 +33,12 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     echo "host all all all scram-sha-256" >>"$PGDATA/pg_hba.conf"
     # Socket-only temporary server while initialising, as the official image does.
     as_postgres pg_ctl -D "$PGDATA" -o "-c listen_addresses='' -p 5432" -w start >/dev/null
+    # Before 14, initdb stores the password as md5, which the scram-sha-256 line above
+    # cannot check: store it again as scram, and keep that the default for later changes.
+    echo "password_encryption = 'scram-sha-256'" >>"$PGDATA/postgresql.conf"
+    printf '%s\n' "SET password_encryption = 'scram-sha-256';" 'ALTER ROLE :"user" PASSWORD :'"'pw';" \
+        | as_postgres psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres \
+            --set user="$POSTGRES_USER" --set pw="$POSTGRES_PASSWORD" >/dev/null
     if [ "$POSTGRES_DB" != "postgres" ]; then
         # psql interpolates :"db" (quoted as an identifier) only in its input, not in -c.
         echo 'CREATE DATABASE :"db";' | as_postgres psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" \

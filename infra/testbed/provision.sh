@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Provisions the test bed, idempotently: Docker Engine, Compose v1 and v2, cron,
-# uv, zstd, and a `postgres:15` image (pulled when a registry answers, otherwise
-# built locally with debootstrap). Run as root on Debian bookworm; a machine that
-# already has everything is only checked.
+# uv, zstd, and the PostgreSQL images postgres:15, :13, :13.16 and :17-pgvector
+# (pulled when a registry answers, otherwise built locally with debootstrap).
+# Run as root on Debian bookworm; a machine that already has everything is only
+# checked.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-image=${POSTGRES_IMAGE:-postgres:15}
 state=/var/lib/hindsight-testbed
 log() { printf '[provision %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -78,34 +78,123 @@ if ! command -v uv >/dev/null; then
     command -v uv >/dev/null || die "uv was installed but is not on PATH"
 fi
 
-# 6. The PostgreSQL image.
-entry_sum=$(sha256sum "$here/postgres-entrypoint.sh" | cut -c1-16)
-label=$(docker image inspect -f '{{ index .Config.Labels "hindsight.testbed" }}' "$image" 2>/dev/null || true)
-if docker image inspect "$image" >/dev/null 2>&1 && { [ -z "$label" ] || [ "$label" = "$entry_sum" ]; }; then
-    : # present: pulled (no label) or built from this very entrypoint
-elif timeout 60 docker pull -q "$image" >/dev/null 2>&1; then
-    log "pulled $image"
-else
-    log "no registry: building $image locally with debootstrap"
+# 6. The PostgreSQL images: 15 for the whole suite; 13 (with bullseye's security
+# updates), 13.16 (bullseye as released: a psql older than `\restrict`) and 17 with
+# pgvector for the version matrix.
+
+# The security archive apt already uses, next to the main mirror: never a hard-coded host.
+security_mirror() {
+    local uri
+    uri=$(grep -hsE '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep security | head -n1 || true)
+    [ -n "$uri" ] || uri=$(grep -hsE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list | awk '{print $2}' | grep security | head -n1 || true)
+    [ -n "$uri" ] || die "cannot find a Debian security mirror in apt's sources (/etc/apt/sources.list*): postgres:13 needs bullseye-security"
+    printf '%s\n' "$uri"
+}
+
+# Fails, naming the suite and the mirror, when a suite has left the mirror (old
+# releases move to archive.debian.org): better than a debootstrap log to read.
+require_suite() {
+    local mirror=$1 suite=$2 tmp
+    tmp=$(mktemp -d) && chmod 0755 "$tmp"
+    mkdir -p "$tmp/lists/partial" "$tmp/parts"
+    printf 'deb %s %s main\n' "$mirror" "$suite" >"$tmp/probe.list"
+    if ! as_root apt-get -o "Dir::Etc::SourceList=$tmp/probe.list" -o "Dir::Etc::SourceParts=$tmp/parts" \
+        -o "Dir::State::Lists=$tmp/lists" -o "APT::Get::List-Cleanup=0" update -qq >"$tmp/update.log" 2>&1 \
+        || grep -q '^[EW]:' "$tmp/update.log"; then
+        cat "$tmp/update.log" >&2
+        rm -rf "$tmp"
+        die "Debian suite '$suite' is not on $mirror (it may have moved to an archive): cannot build the images that need it; point apt at a mirror that still carries $suite"
+    fi
+    rm -rf "$tmp"
+}
+
+# build_image TAG SUITE MAJOR SECURITY PACKAGES...: TAG from SUITE's PACKAGES, with
+# SUITE-security's updates when SECURITY is "yes". The debootstrap tree stays under
+# $state so that a rebuild after an entrypoint change only re-imports it.
+build_image() {
+    local tag=$1 suite=$2 major=$3 security=$4
+    shift 4
+    local entry_sum label rootfs mirror started
+    entry_sum=$(sha256sum "$here/postgres-entrypoint.sh" | cut -c1-16)
+    label=$(docker image inspect -f '{{ index .Config.Labels "hindsight.testbed" }}' "$tag" 2>/dev/null || true)
+    if docker image inspect "$tag" >/dev/null 2>&1 && { [ -z "$label" ] || [ "$label" = "$entry_sum" ]; }; then
+        return 0 # present: pulled (no label) or built from this very entrypoint
+    fi
+    # Only official tags can be pulled; the official postgres:13 images already
+    # carry the security updates.
+    if [ "$tag" = "${tag%-pgvector}" ] && timeout 60 docker pull -q "$tag" >/dev/null 2>&1; then
+        log "pulled $tag"
+        return 0
+    fi
+    started=$(date +%s)
+    log "no registry: building $tag locally with debootstrap (Debian $suite$([ "$security" = yes ] && echo " with $suite-security"))"
     as_root mkdir -p "$state"
-    rootfs="$state/rootfs-pg15"
-    if [ ! -x "$rootfs/usr/lib/postgresql/15/bin/postgres" ]; then
+    rootfs="$state/rootfs-pg${tag#postgres:}"
+    [ "$tag" = postgres:15 ] && rootfs="$state/rootfs-pg15" # the tree earlier versions of this script made
+    # The marker is written last: a tree from an interrupted build is started again.
+    if [ ! -e "$rootfs/.hindsight-complete" ] && ! { [ "$tag" = postgres:15 ] && [ -x "$rootfs/usr/lib/postgresql/15/bin/postgres" ]; }; then
+        mirror=$(debian_mirror)
+        require_suite "$mirror" "$suite"
+        # An interrupted build may have left the tree's /proc mounted: never delete through it.
+        if mountpoint -q "$rootfs/proc" 2>/dev/null; then umount "$rootfs/proc"; fi
         rm -rf "$rootfs"
-        as_root debootstrap --variant=minbase --include=postgresql-15 bookworm "$rootfs" "$(debian_mirror)" >"$state/debootstrap.log" 2>&1 \
-            || die "debootstrap failed: see $state/debootstrap.log"
-        rm -rf "$rootfs/var/lib/postgresql/15" "$rootfs/var/cache/apt/archives"/*.deb
+        if [ "$security" = yes ]; then
+            local secmirror
+            secmirror=$(security_mirror)
+            require_suite "$secmirror" "$suite-security"
+            as_root debootstrap --variant=minbase "$suite" "$rootfs" "$mirror" >"$state/debootstrap-${tag#postgres:}.log" 2>&1 \
+                || die "debootstrap of $suite failed: see $state/debootstrap-${tag#postgres:}.log"
+            # The security suite is not something debootstrap can add: install from
+            # inside the tree, with the host's resolver and no services started.
+            printf 'deb %s %s main\ndeb %s %s-security main\n' "$mirror" "$suite" "$secmirror" "$suite" >"$rootfs/etc/apt/sources.list"
+            cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
+            printf '#!/bin/sh\nexit 101\n' >"$rootfs/usr/sbin/policy-rc.d" && chmod 0755 "$rootfs/usr/sbin/policy-rc.d"
+            mount -t proc proc "$rootfs/proc"
+            if ! { chroot "$rootfs" apt-get update -qq && chroot "$rootfs" env DEBIAN_FRONTEND=noninteractive \
+                apt-get install -y -qq --no-install-recommends "$@"; } >"$state/apt-${tag#postgres:}.log" 2>&1; then
+                umount "$rootfs/proc"
+                die "installing $* from $suite and $suite-security failed: see $state/apt-$suite.log"
+            fi
+            umount "$rootfs/proc"
+            rm -f "$rootfs/usr/sbin/policy-rc.d"
+            chroot "$rootfs" apt-get clean
+        else
+            as_root debootstrap --variant=minbase --include="$(IFS=,; echo "$*")" "$suite" "$rootfs" "$mirror" \
+                >"$state/debootstrap-${tag#postgres:}.log" 2>&1 \
+                || die "debootstrap of $suite with $* failed: see $state/debootstrap-${tag#postgres:}.log"
+        fi
+        [ -x "$rootfs/usr/lib/postgresql/$major/bin/postgres" ] || die "$tag: no PostgreSQL $major server in $rootfs after the install"
+        rm -rf "$rootfs/var/lib/postgresql/$major" "$rootfs/var/cache/apt/archives"/*.deb
+        touch "$rootfs/.hindsight-complete"
     fi
     install -m 0755 "$here/postgres-entrypoint.sh" "$rootfs/usr/local/bin/docker-entrypoint.sh"
-    tar -C "$rootfs" -c . | docker import \
-        -c 'ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    tar -C "$rootfs" --exclude=./.hindsight-complete -c . | docker import \
+        -c "ENV PATH=/usr/lib/postgresql/$major/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
         -c 'ENV PGDATA=/var/lib/postgresql/data' \
         -c 'ENV LANG=C.UTF-8' \
         -c "LABEL hindsight.testbed=$entry_sum" \
         -c 'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' \
         -c 'CMD ["postgres"]' \
         -c 'EXPOSE 5432' \
-        - "$image" >/dev/null
-    log "built $image"
+        - "$tag" >/dev/null
+    log "built $tag in $(($(date +%s) - started)) s"
+}
+
+# POSTGRES_IMAGE picks one image to build (as before); by default all four.
+if [ -n "${POSTGRES_IMAGE:-}" ] && [ "$POSTGRES_IMAGE" != postgres:15 ]; then
+    case $POSTGRES_IMAGE in
+    postgres:13) build_image postgres:13 bullseye 13 yes postgresql-13 postgresql-client-13 ;;
+    postgres:13.16) build_image postgres:13.16 bullseye 13 no postgresql-13 postgresql-client-13 ;;
+    postgres:17-pgvector) build_image postgres:17-pgvector trixie 17 no postgresql-17 postgresql-17-pgvector ;;
+    *) die "POSTGRES_IMAGE=$POSTGRES_IMAGE: this script builds postgres:15, postgres:13, postgres:13.16 and postgres:17-pgvector" ;;
+    esac
+else
+    build_image postgres:15 bookworm 15 no postgresql-15
+    [ -n "${POSTGRES_IMAGE:-}" ] || {
+        build_image postgres:13 bullseye 13 yes postgresql-13 postgresql-client-13
+        build_image postgres:13.16 bullseye 13 no postgresql-13 postgresql-client-13
+        build_image postgres:17-pgvector trixie 17 no postgresql-17 postgresql-17-pgvector
+    }
 fi
 
 log "ready: $(docker --version), $(docker compose version --short 2>/dev/null | sed 's/^/compose v/'), $(docker-compose version --short 2>/dev/null | sed 's/^/docker-compose v/'), $(uv --version)"

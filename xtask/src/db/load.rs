@@ -65,6 +65,7 @@ impl Database {
         n: Option<usize>,
         trust_file: bool,
     ) -> Result<Loaded<'a>> {
+        self.check_pg_dump_version(session, backup)?;
         let restrict = self.restrict_key(session, trust_file)?;
         self.check_room(sh, session, backup)?;
         interrupt::check()?;
@@ -106,6 +107,32 @@ impl Database {
              file yourself",
             self.door.service
         )
+    }
+
+    /// Refuses a dump from a newer pg_dump major than the server's: its SQL uses what
+    /// the older server lacks, and fails halfway at best. Upgrades go the other way.
+    fn check_pg_dump_version(&self, session: &mut Session, backup: &Candidate) -> Result<()> {
+        let Some(dumped) = &backup.pg_dump else {
+            return Ok(());
+        };
+        let rows = session.query("SHOW server_version_num;")?;
+        let num: u32 = rows
+            .first()
+            .and_then(|n| n.trim().parse().ok())
+            .with_context(|| format!("the server of service `{}` gave no server_version_num", self.door.service))?;
+        let (major, minor) = (num / 10000, num % 100);
+        if dumped.major > major {
+            bail!(
+                "{} was made by pg_dump {}, newer than the server of service `{}` (PostgreSQL {major}.{minor}): a dump \
+                 does not load into an older major, so nothing was touched; restore it into PostgreSQL {} or newer, \
+                 or dump the database again with pg_dump {major}",
+                backup.path.display(),
+                dumped.release,
+                self.door.service,
+                dumped.major
+            );
+        }
+        Ok(())
     }
 
     /// Refuses (exit 5) a load that clearly will not fit on the database volume: a full

@@ -155,6 +155,44 @@ pub struct Candidate {
     pub compression: Compression,
     /// The sidecar's checksum, compared during the load, before anything is swapped.
     pub sha256: Option<String>,
+    /// The release of the pg_dump that wrote the file, from its header: a dump loads
+    /// into the same or a newer major, never an older one. `None` when the header does
+    /// not say (not a pg_dump file, or one the load will refuse for its own reasons).
+    pub pg_dump: Option<PgDumpVersion>,
+}
+
+/// `-- Dumped by pg_dump version 17.12 (Debian ...)`: the release, as written, and its major.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgDumpVersion {
+    pub major: u32,
+    pub release: String,
+}
+
+/// How much of the SQL's start is read for pg_dump's header: it is within the first
+/// dozen lines, well inside this.
+const HEAD_LEN: u64 = 4096;
+
+/// The pg_dump release in the header of `head`, the first bytes of a dump's SQL.
+pub fn pg_dump_version(head: &[u8]) -> Option<PgDumpVersion> {
+    const PREFIX: &str = "-- Dumped by pg_dump version ";
+    let text = String::from_utf8_lossy(head);
+    let release = text.lines().find_map(|line| line.strip_prefix(PREFIX))?.split_whitespace().next()?;
+    // "17.12", "9.6.24", "18beta1": the major is the leading number (9.6 is older than
+    // any supported server either way).
+    let digits = release.find(|c: char| !c.is_ascii_digit()).unwrap_or(release.len());
+    let major = release[..digits].parse().ok()?;
+    Some(PgDumpVersion { major, release: release.to_owned() })
+}
+
+/// The first `HEAD_LEN` bytes of the file's SQL, decompressed if need be. A file that
+/// cannot be decoded yields what could be read: the load reports the real error.
+fn read_head(path: &Path, compression: Compression) -> Result<Vec<u8>> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut head = Vec::new();
+    if let Ok(decoder) = crate::stream::codec::decoder(compression, file) {
+        let _ = decoder.take(HEAD_LEN).read_to_end(&mut head);
+    }
+    Ok(head)
 }
 
 /// Checks a backup before anything is touched, without reading it whole: a regular file,
@@ -174,7 +212,8 @@ pub fn precheck(path: &Path) -> Result<Candidate> {
             return Err(incomplete(path));
         }
     }
-    Ok(Candidate { path: path.to_owned(), size: meta.len(), compression, sha256 })
+    let pg_dump = pg_dump_version(&read_head(path, compression)?);
+    Ok(Candidate { path: path.to_owned(), size: meta.len(), compression, sha256, pg_dump })
 }
 
 /// The error for a file whose SQL does not end with pg_dump's completion marker.
@@ -285,6 +324,32 @@ mod tests {
         assert!(format!("{:#}", precheck(&truncated).unwrap_err()).contains("truncated"));
         assert!(precheck(&dir.join("missing.sql")).is_err());
         assert!(precheck(&dir).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn precheck_reads_the_pg_dump_release_from_the_header_plain_or_compressed() {
+        let dir = scratch_dir("header");
+        let dump = "--\n-- PostgreSQL database dump\n--\n\n\\restrict k\n\n\
+                    -- Dumped from database version 17.12 (Debian 17.12-1.pgdg13+1)\n\
+                    -- Dumped by pg_dump version 17.12 (Debian 17.12-1.pgdg13+1)\n\nSET x;\n\
+                    --\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict k\n";
+        let plain = dir.join("plain.sql");
+        fs::write(&plain, dump).unwrap();
+        let expected = Some(PgDumpVersion { major: 17, release: "17.12".to_owned() });
+        assert_eq!(precheck(&plain).unwrap().pg_dump, expected);
+
+        let packed = dir.join("packed.sql.zst");
+        fs::write(&packed, zstd::encode_all(dump.as_bytes(), 3).unwrap()).unwrap();
+        assert_eq!(precheck(&packed).unwrap().pg_dump, expected);
+        // Undecodable: no release, and the load says what is wrong with the file.
+        let garbage = dir.join("garbage.sql.gz");
+        fs::write(&garbage, b"not gzip").unwrap();
+        assert_eq!(precheck(&garbage).unwrap().pg_dump, None);
+
+        assert_eq!(pg_dump_version(b"-- Dumped by pg_dump version 9.6.24\n").unwrap().major, 9);
+        assert_eq!(pg_dump_version(b"-- Dumped by pg_dump version 18beta1\n").unwrap().major, 18);
+        assert_eq!(pg_dump_version(b"SET x;\n"), None);
         fs::remove_dir_all(&dir).unwrap();
     }
 

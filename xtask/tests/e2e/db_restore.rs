@@ -10,53 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::testbed::{Bed, DB, FIRST, Flavor, HEAD};
-
-const AWKWARD: &str = r#"
-INSERT INTO memories (body, note, meta, tags, blob) VALUES
-  ('', NULL, '{}', '{}', ''),
-  (NULL, '', 'null', NULL, NULL),
-  (E'unicode: h\u00e9llo w\u00f6rld \u4f60\u597d \U0001F980 \u05e2\u05d1\u05e8\u05d9\u05ea e\u0301',
-   E'tab\tand\nnewline\r\nand a backslash \\ and quotes '' " \\N',
-   '{"k": "v\n\"q\"", "n": [1, 2.5, null, true], "u": "\u00e9\ud83e\udd80", "deep": {"a": [{"b": null}]}}',
-   ARRAY['a', NULL, 'with space', 'quote"d', 'comma,', '', E'back\\slash', 'NULL'],
-   (SELECT decode(string_agg(lpad(to_hex(g), 2, '0'), ''), 'hex') FROM generate_series(0, 255) g));
-INSERT INTO memories (body, meta, tags) SELECT repeat('multi-megabyte value ', 300000), '{"big": true}', ARRAY['big'];
-SELECT setval('memories_id_seq', 1000);
-INSERT INTO memories (body, tags) SELECT 'row ' || g, ARRAY['bulk', 'n' || (g % 7)] FROM generate_series(1, 5000) g;
-CREATE SEQUENCE standalone START 42;
-SELECT nextval('standalone'), nextval('standalone');
-"#;
-
-/// What must be identical after a restore: pg_dump's view of everything, plus checks
-/// computed by the server itself.
-fn fingerprint(bed: &Bed) -> (String, String) {
-    let checks = bed.psql(
-        "SELECT (SELECT md5(string_agg(m::text, E'\\n' ORDER BY id)) FROM memories m),
-                (SELECT md5(string_agg(c::text, E'\\n' ORDER BY tag)) FROM memory_counts c),
-                (SELECT count(*) FROM memories WHERE body = ''), (SELECT count(*) FROM memories WHERE body IS NULL),
-                (SELECT max(length(body)) FROM memories), (SELECT md5(blob) FROM memories WHERE length(blob) = 256),
-                (SELECT last_value FROM memories_id_seq), (SELECT last_value FROM standalone),
-                (SELECT version_num FROM alembic_version),
-                (SELECT count(*) FROM recent_memories)",
-    );
-    (bed.dump_text(), checks)
-}
-
-fn migrated_with_data(name: &str) -> Bed {
-    let bed = Bed::new(name, Flavor::V2);
-    bed.start();
-    bed.migrate("head");
-    bed.psql(AWKWARD);
-    bed
-}
-
-fn restore(bed: &Bed, args: &[&str]) -> crate::testbed::Run {
-    let _turn = crate::testbed::uv_turn();
-    let alembic = crate::testbed::alembic_dir();
-    let out = bed.xtask(&[&["db-restore"], args].concat()).env("HINDSIGHT_ALEMBIC_DIR", alembic).output().unwrap();
-    crate::testbed::Run::from(out)
-}
+use crate::testbed::{Bed, DB, FIRST, Flavor, HEAD, fingerprint, migrated_with_data, restore};
 
 #[test]
 fn round_trip_through_down_v_keeps_every_value_schema_and_revision() {
@@ -187,15 +141,7 @@ fn a_connected_session_does_not_block_the_restore_and_old_data_is_kept() {
     bed.psql("DELETE FROM memories WHERE id > 1000");
     let changed = bed.psql("SELECT count(*) FROM memories");
 
-    // Another client, connected over TCP as an application would be.
-    let mut client = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-p", &bed.port.to_string(), "-U", "user", "-d", DB, "-c", "SELECT pg_sleep(120)"])
-        .env("PGPASSWORD", &bed.password)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until(|| bed.psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'").trim() == "1");
+    let mut client = bed.hold_connection();
 
     let run = restore(&bed, &["latest", "--yes"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
@@ -274,14 +220,6 @@ fn a_failed_migration_says_how_to_roll_back() {
     assert!(error.contains("migration to head failed") && error.contains("roll back"), "{error}");
     assert!(error.contains("already exists"), "alembic's own words: {error}");
     assert!(error.contains("__pre_restore_"), "names the previous database: {error}");
-}
-
-fn wait_until(mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ready() {
-        assert!(Instant::now() < deadline, "timed out");
-        thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Runs `db-restore` (no argument) on a real terminal, a pseudo-terminal from `script`,

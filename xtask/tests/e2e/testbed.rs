@@ -34,6 +34,8 @@ pub struct Bed {
     pub password: String,
     pub backup_dir: PathBuf,
     pub flavor: Flavor,
+    /// The compose file's `POSTGRES_IMAGE`: which PostgreSQL this bed runs.
+    pub image: String,
 }
 
 pub fn repo_root() -> PathBuf {
@@ -76,14 +78,32 @@ fn require_docker() {
     });
 }
 
+/// Without the image, Compose would try a registry the test bed does not have, and fail
+/// in a way that says nothing about provisioning.
+fn require_image(image: &str) {
+    let ok =
+        Command::new("docker").args(["image", "inspect", image]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    assert!(
+        ok.is_ok_and(|s| s.success()),
+        "no image {image}: run `bash infra/testbed/provision.sh` (or `cargo xtask test`), which builds it"
+    );
+}
+
 impl Bed {
     pub fn new(name: &str, flavor: Flavor) -> Bed {
+        Bed::with_image(name, flavor, "postgres:15")
+    }
+
+    /// A bed running `image` (one provision.sh builds: postgres:13, :13.16, :15, :17-pgvector).
+    pub fn with_image(name: &str, flavor: Flavor, image: &str) -> Bed {
         require_docker();
+        require_image(image);
         let project = format!("hsdbt_{name}_{}", std::process::id());
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let backup_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(&project);
         let _ = std::fs::remove_dir_all(&backup_dir);
-        let bed = Bed { project, port, password: format!("pw-{name}-{}", std::process::id()), backup_dir, flavor };
+        let password = format!("pw-{name}-{}", std::process::id());
+        let bed = Bed { project, port, password, backup_dir, flavor, image: image.to_owned() };
         bed.compose(&["down", "-v", "--remove-orphans"]);
         bed
     }
@@ -98,6 +118,7 @@ impl Bed {
         cmd.env("COMPOSE_PROJECT_NAME", &self.project)
             .env("HINDSIGHT_DB_PORT", self.port.to_string())
             .env("POSTGRES_PASSWORD", &self.password)
+            .env("POSTGRES_IMAGE", &self.image)
             .env("HINDSIGHT_BACKUP_DIR", &self.backup_dir)
             .env("HINDSIGHT_COMPOSE", if self.flavor == Flavor::V2 { "v2" } else { "v1" })
             .env("HINDSIGHT_LOCK_WAIT_SECS", "0");
@@ -152,6 +173,7 @@ impl Bed {
         sh.set_var("COMPOSE_PROJECT_NAME", &self.project);
         sh.set_var("HINDSIGHT_DB_PORT", self.port.to_string());
         sh.set_var("POSTGRES_PASSWORD", &self.password);
+        sh.set_var("POSTGRES_IMAGE", &self.image);
         let target = Target {
             flavor: if self.flavor == Flavor::V2 { ComposeFlavor::V2 } else { ComposeFlavor::V1 },
             files: vec![compose_file()],
@@ -211,6 +233,34 @@ impl Bed {
         assert!(out.status.success(), "alembic upgrade {target}: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// Another client, connected over TCP as an application would be, busy in
+    /// `SELECT pg_sleep(120)` until a swap ends its session; returned once the server sees it.
+    pub fn hold_connection(&self) -> std::process::Child {
+        let client = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "user",
+                "-d",
+                DB,
+                "-c",
+                "SELECT pg_sleep(120)",
+            ])
+            .env("PGPASSWORD", &self.password)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the host's psql runs");
+        let sleeping = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'";
+        wait_for("the held connection to show in pg_stat_activity", 30, || {
+            (self.psql(sleeping).trim() == "1").then_some(())
+        });
+        client
+    }
+
     /// The databases on the server, sorted.
     pub fn databases(&self) -> Vec<String> {
         let out = self.try_psql_in("postgres", "SELECT datname FROM pg_database ORDER BY datname").unwrap_or_default();
@@ -266,6 +316,61 @@ impl Bed {
             })
             .collect()
     }
+}
+
+/// Values that break naive dumps and loads: empty and NULL, every byte, quoting and
+/// escapes, Unicode, a multi-megabyte value, sequences moved by hand. Needs `head`.
+pub const AWKWARD: &str = r#"
+INSERT INTO memories (body, note, meta, tags, blob) VALUES
+  ('', NULL, '{}', '{}', ''),
+  (NULL, '', 'null', NULL, NULL),
+  (E'unicode: h\u00e9llo w\u00f6rld \u4f60\u597d \U0001F980 \u05e2\u05d1\u05e8\u05d9\u05ea e\u0301',
+   E'tab\tand\nnewline\r\nand a backslash \\ and quotes '' " \\N',
+   '{"k": "v\n\"q\"", "n": [1, 2.5, null, true], "u": "\u00e9\ud83e\udd80", "deep": {"a": [{"b": null}]}}',
+   ARRAY['a', NULL, 'with space', 'quote"d', 'comma,', '', E'back\\slash', 'NULL'],
+   (SELECT decode(string_agg(lpad(to_hex(g), 2, '0'), ''), 'hex') FROM generate_series(0, 255) g));
+INSERT INTO memories (body, meta, tags) SELECT repeat('multi-megabyte value ', 300000), '{"big": true}', ARRAY['big'];
+SELECT setval('memories_id_seq', 1000);
+INSERT INTO memories (body, tags) SELECT 'row ' || g, ARRAY['bulk', 'n' || (g % 7)] FROM generate_series(1, 5000) g;
+CREATE SEQUENCE standalone START 42;
+SELECT nextval('standalone'), nextval('standalone');
+"#;
+
+/// What must be identical after a restore: pg_dump's view of everything, plus checks
+/// computed by the server itself.
+pub fn fingerprint(bed: &Bed) -> (String, String) {
+    let checks = bed.psql(
+        "SELECT (SELECT md5(string_agg(m::text, E'\\n' ORDER BY id)) FROM memories m),
+                (SELECT md5(string_agg(c::text, E'\\n' ORDER BY tag)) FROM memory_counts c),
+                (SELECT count(*) FROM memories WHERE body = ''), (SELECT count(*) FROM memories WHERE body IS NULL),
+                (SELECT max(length(body)) FROM memories), (SELECT md5(blob) FROM memories WHERE length(blob) = 256),
+                (SELECT last_value FROM memories_id_seq), (SELECT last_value FROM standalone),
+                (SELECT version_num FROM alembic_version),
+                (SELECT count(*) FROM recent_memories)",
+    );
+    (bed.dump_text(), checks)
+}
+
+/// A Compose v2 bed on postgres:15, migrated to `head`, holding `AWKWARD`.
+pub fn migrated_with_data(name: &str) -> Bed {
+    migrated_with_data_on(name, "postgres:15")
+}
+
+/// A Compose v2 bed on `image`, migrated to `head`, holding `AWKWARD`.
+pub fn migrated_with_data_on(name: &str, image: &str) -> Bed {
+    let bed = Bed::with_image(name, Flavor::V2, image);
+    bed.start();
+    bed.migrate("head");
+    bed.psql(AWKWARD);
+    bed
+}
+
+/// `db-restore ARGS` with the fixture's Alembic project, one uv at a time.
+pub fn restore(bed: &Bed, args: &[&str]) -> Run {
+    let _turn = uv_turn();
+    let alembic = alembic_dir();
+    let out = bed.xtask(&[&["db-restore"], args].concat()).env("HINDSIGHT_ALEMBIC_DIR", alembic).output().unwrap();
+    Run::from(out)
 }
 
 /// The xtask's door to a bed's database.
