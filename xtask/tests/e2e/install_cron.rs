@@ -153,7 +153,9 @@ fn cron_runs_the_job_from_its_own_environment_and_makes_a_real_backup() {
     );
 
     let files: Vec<PathBuf> = fs::read_dir(&backups).unwrap().map(|e| e.unwrap().path()).collect();
-    let dump = files.iter().find(|p| p.extension().is_some_and(|e| e == "sql")).expect("a backup from cron");
+    let is_backup = |p: &&PathBuf| xtask::store::backup_file::BackupName::of_path(p).is_some();
+    let dump = files.iter().find(is_backup).expect("a backup from cron");
+    assert!(files.iter().any(|p| p.to_string_lossy().ends_with(".roles.sql")), "its roles beside it: {files:?}");
     assert_eq!(fs::metadata(dump).unwrap().permissions().mode() & 0o777, 0o600);
     assert!(fs::read_to_string(dump).unwrap().contains("made by cron"));
     let check = Command::new("sha256sum")
