@@ -18,6 +18,7 @@ use crate::{
     db::Database,
     output::{human_bytes, step},
     process,
+    store::backup_file::BackupName,
 };
 
 /// The text-heavy half: rows shaped like a memory store, with prose bodies built from
@@ -211,7 +212,8 @@ fn only_backup(dir: &Path) -> Result<PathBuf> {
     let mut files = Vec::new();
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "sql" || e == "gz" || e == "zst") {
+        // By name: the roles file beside a backup ends in `.sql` too.
+        if BackupName::of_path(&path).is_some() {
             files.push(path);
         }
     }
