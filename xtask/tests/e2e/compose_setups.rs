@@ -137,8 +137,10 @@ fn several_compose_files_a_dotenv_password_and_the_containers_user_work_with_no_
     let backup = app.xtask(&files, &["db-backup"]);
     assert_eq!(backup.code, Some(0), "{}", backup.stderr);
     assert!(backup.stderr.contains("-U appuser"), "the container's user: {}", backup.stderr);
-    let dumped =
-        fs::read_dir(&app.backup_dir).unwrap().map(|e| e.unwrap().path()).find(|p| name_of(p).ends_with(".sql"));
+    let dumped = fs::read_dir(&app.backup_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| xtask::store::backup_file::BackupName::of_path(p).is_some());
     let dumped = fs::read_to_string(dumped.expect("a backup")).unwrap();
     assert!(dumped.contains("kept by appuser"));
 
