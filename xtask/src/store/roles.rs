@@ -150,21 +150,8 @@ fn options(text: &str) -> Result<Vec<String>, String> {
 /// A role name at the start of `text` (bare, or double-quoted with `""` inside), and what follows
 /// it after one space (or nothing).
 fn identifier(text: &str) -> Option<(String, &str)> {
-    let (name, rest) = if let Some(quoted) = text.strip_prefix('"') {
-        let mut name = String::new();
-        let mut chars = quoted.char_indices();
-        loop {
-            let (at, c) = chars.next()?;
-            if c == '"' {
-                if quoted[at + 1..].starts_with('"') {
-                    name.push('"');
-                    chars.next();
-                    continue;
-                }
-                break (name, &quoted[at + 1..]);
-            }
-            name.push(c);
-        }
+    let (name, rest) = if text.starts_with('"') {
+        delimited(text, '"')?
     } else {
         let end = text.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$')).unwrap_or(text.len());
         if end == 0 {
@@ -177,18 +164,24 @@ fn identifier(text: &str) -> Option<(String, &str)> {
 
 /// A single-quoted SQL literal at the start of `text` (`''` inside), and what follows it.
 fn quoted(text: &str) -> Option<(String, &str)> {
-    let inner = text.strip_prefix('\'')?;
+    delimited(text, '\'')
+}
+
+/// What `text` holds between its opening `mark` and the closing one, a doubled mark
+/// standing for itself (SQL's rule for identifiers and literals), and what follows.
+fn delimited(text: &str, mark: char) -> Option<(String, &str)> {
+    let inner = text.strip_prefix(mark)?;
     let mut value = String::new();
     let mut chars = inner.char_indices();
     loop {
         let (at, c) = chars.next()?;
-        if c == '\'' {
-            if inner[at + 1..].starts_with('\'') {
-                value.push('\'');
+        if c == mark {
+            if inner[at + c.len_utf8()..].starts_with(mark) {
+                value.push(mark);
                 chars.next();
                 continue;
             }
-            return Some((value, &inner[at + 1..]));
+            return Some((value, &inner[at + c.len_utf8()..]));
         }
         value.push(c);
     }
