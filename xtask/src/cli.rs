@@ -3,28 +3,75 @@
 //! The `///` comments here are the `--help` text.
 
 use std::{
+    ffi::OsString,
     num::NonZeroUsize,
     path::{Path, PathBuf},
     time::Duration,
 };
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use xshell::Shell;
 
 use crate::{
     cron_entry::Schedule,
-    db::{Target, compose::ComposeFlavor},
+    db::{Start, Target, compose::ComposeFlavor},
     store::{backup_file::Compression, retention::Policy},
 };
 
 #[derive(Debug, Parser)]
 #[command(
     name = "cargo xtask",
+    bin_name = "cargo xtask",
+    version,
     about = "Backup, restore and scheduling tasks for the hindsight_db PostgreSQL database"
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub task: Task,
+}
+
+impl Cli {
+    /// The command line of this process, parsed; a bad value that came from a `HINDSIGHT_*`
+    /// variable rather than a flag is blamed on the variable, which is what the user set
+    /// (clap names only the flag, which the user never typed).
+    pub fn try_parse_args() -> Result<Cli, clap::Error> {
+        let args: Vec<OsString> = std::env::args_os().collect();
+        Cli::try_parse_from(&args).map_err(|err| blame_the_variable(err, &args))
+    }
+}
+
+fn blame_the_variable(err: clap::Error, args: &[OsString]) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(err.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue) {
+        return err;
+    }
+    let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) else { return err };
+    let Some(long) = arg.split_whitespace().next().and_then(|flag| flag.strip_prefix("--")) else { return err };
+    let typed = args.iter().filter_map(|arg| arg.to_str()).any(|arg| {
+        arg.strip_prefix("--")
+            .is_some_and(|arg| arg == long || arg.strip_prefix(long).is_some_and(|r| r.starts_with('=')))
+    });
+    let command = Cli::command();
+    let env = command
+        .get_subcommands()
+        .flat_map(|task| task.get_arguments())
+        .find(|flag| flag.get_long() == Some(long))
+        .and_then(|flag| flag.get_env())
+        .map(|env| env.to_string_lossy().into_owned());
+    let Some(env) = env.filter(|_| !typed) else { return err };
+    let value = match err.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(value)) => value.clone(),
+        _ => std::env::var(&env).unwrap_or_default(),
+    };
+    let reason = match (std::error::Error::source(&err), err.get(ContextKind::ValidValue)) {
+        (Some(reason), _) => reason.to_string(),
+        (None, Some(ContextValue::Strings(valid))) => format!("give one of {}", valid.join(", ")),
+        (None, _) => "not a value it takes".to_owned(),
+    };
+    clap::Error::raw(
+        err.kind(),
+        format!("invalid value '{value}' in the environment variable {env} (read for --{long}): {reason}\n"),
+    )
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,7 +140,7 @@ pub struct DbArgs {
     pub compose: ComposeFlavor,
 
     /// Seconds to wait for the database to accept connections after starting its service.
-    #[arg(long, env = "HINDSIGHT_WAIT_SECS", default_value = "60", value_parser = parse_secs)]
+    #[arg(long, env = "HINDSIGHT_WAIT_SECS", default_value = "60", allow_negative_numbers = true, value_parser = parse_secs)]
     pub wait_secs: Duration,
 }
 
@@ -141,7 +188,7 @@ pub struct BackupDirArgs {
     pub backup_dir: PathBuf,
 
     /// Seconds to wait for another backup or restore to release the backup directory's lock.
-    #[arg(long, env = "HINDSIGHT_LOCK_WAIT_SECS", default_value = "60", value_parser = parse_secs)]
+    #[arg(long, env = "HINDSIGHT_LOCK_WAIT_SECS", default_value = "60", allow_negative_numbers = true, value_parser = parse_secs)]
     pub lock_wait_secs: Duration,
 }
 
@@ -150,23 +197,23 @@ pub struct BackupDirArgs {
 #[derive(Debug, Args)]
 pub struct RetentionArgs {
     /// How many complete backups to keep at most.
-    #[arg(long, env = "HINDSIGHT_MAX_BACKUPS", default_value = "100")]
+    #[arg(long, env = "HINDSIGHT_MAX_BACKUPS", default_value = "100", value_name = "N", allow_negative_numbers = true, value_parser = parse_at_least_one)]
     pub max_backups: NonZeroUsize,
 
     /// Keep the newest backup of each of the last N hours that have one.
-    #[arg(long, env = "HINDSIGHT_KEEP_HOURLY", default_value = "0")]
+    #[arg(long, env = "HINDSIGHT_KEEP_HOURLY", default_value = "0", value_name = "N", allow_negative_numbers = true, value_parser = parse_count)]
     pub keep_hourly: usize,
 
     /// Keep the newest backup of each of the last N days that have one.
-    #[arg(long, env = "HINDSIGHT_KEEP_DAILY", default_value = "0")]
+    #[arg(long, env = "HINDSIGHT_KEEP_DAILY", default_value = "0", value_name = "N", allow_negative_numbers = true, value_parser = parse_count)]
     pub keep_daily: usize,
 
     /// Keep the newest backup of each of the last N ISO weeks that have one.
-    #[arg(long, env = "HINDSIGHT_KEEP_WEEKLY", default_value = "0")]
+    #[arg(long, env = "HINDSIGHT_KEEP_WEEKLY", default_value = "0", value_name = "N", allow_negative_numbers = true, value_parser = parse_count)]
     pub keep_weekly: usize,
 
     /// Keep the newest backup of each of the last N months that have one.
-    #[arg(long, env = "HINDSIGHT_KEEP_MONTHLY", default_value = "0")]
+    #[arg(long, env = "HINDSIGHT_KEEP_MONTHLY", default_value = "0", value_name = "N", allow_negative_numbers = true, value_parser = parse_count)]
     pub keep_monthly: usize,
 }
 
@@ -199,8 +246,18 @@ pub struct DbBackup {
 
     /// Seconds pg_dump waits for a table's lock (held by an `ALTER TABLE`, a `VACUUM FULL`)
     /// before it gives up with exit 3, naming the session that holds it.
-    #[arg(long, env = "HINDSIGHT_DB_LOCK_WAIT_SECS", default_value = "120", value_parser = parse_secs)]
+    #[arg(long, env = "HINDSIGHT_DB_LOCK_WAIT_SECS", default_value = "120", allow_negative_numbers = true, value_parser = parse_secs)]
     pub db_lock_wait_secs: Duration,
+
+    /// Start the database's service when it is stopped, as `docker compose up -d` would.
+    /// db-backup does by default; the job install-cron writes does not, unless given this.
+    #[arg(long, conflicts_with = "no_start")]
+    pub start: bool,
+
+    /// Fail (exit 1) when the database's service is stopped, instead of starting it: a
+    /// stopped database may be under maintenance. The installed cron job's default.
+    #[arg(long)]
+    pub no_start: bool,
 
     /// Print the result as one JSON object on stdout, for scripts and monitoring.
     #[arg(long)]
@@ -208,6 +265,18 @@ pub struct DbBackup {
 }
 
 impl DbBackup {
+    /// Whether this run may start a stopped service: yes unless `--no-start`.
+    pub fn start_policy(&self) -> Start {
+        if self.no_start { Start::Never } else { Start::IfStopped }
+    }
+
+    /// The same settings for the cron job, whose default is not to start a stopped
+    /// service: `--no-start` unless `--start` was given.
+    pub fn for_the_job(mut self) -> DbBackup {
+        self.no_start = !self.start;
+        self
+    }
+
     /// These settings as db-backup's command line again, `db-backup` first: every setting
     /// spelled out (the job must not depend on an environment it may not have), paths made
     /// absolute from `root`, `--json` left out (a log wants lines). The one place that
@@ -215,7 +284,7 @@ impl DbBackup {
     /// unit test round-trips it through clap and checks that no flag is missing. The
     /// destructuring has no `..`: a new field does not compile until it is handled here.
     pub fn to_args(&self, root: &std::path::Path) -> Vec<String> {
-        let DbBackup { db, dir, retention, compress, db_lock_wait_secs, json: _ } = self;
+        let DbBackup { db, dir, retention, compress, db_lock_wait_secs, start, no_start, json: _ } = self;
         let DbArgs { compose_file: _, env_file, service, name: DbName { db_name }, db_user, compose, wait_secs } = db;
         let BackupDirArgs { backup_dir, lock_wait_secs } = dir;
         let RetentionArgs { max_backups, keep_hourly, keep_daily, keep_weekly, keep_monthly } = retention;
@@ -244,7 +313,9 @@ impl DbBackup {
             ("--db-lock-wait-secs", db_lock_wait_secs.as_secs().to_string()),
         ];
         let flags = files.chain(env_file).chain(user).chain(flags).flat_map(|(flag, value)| [flag.to_owned(), value]);
-        std::iter::once("db-backup".to_owned()).chain(flags).collect()
+        let switches = [(*start, "--start"), (*no_start, "--no-start")];
+        let switches = switches.into_iter().filter(|(on, _)| *on).map(|(_, flag)| flag.to_owned());
+        std::iter::once("db-backup".to_owned()).chain(flags).chain(switches).collect()
     }
 }
 
@@ -324,7 +395,7 @@ pub struct DbRestore {
     pub yes: bool,
 
     /// How many replaced databases (`<db>__pre_restore_<timestamp>`) to keep; older ones are dropped.
-    #[arg(long, env = "HINDSIGHT_KEEP_PREVIOUS", default_value = "1")]
+    #[arg(long, env = "HINDSIGHT_KEEP_PREVIOUS", default_value = "1", value_name = "N", allow_negative_numbers = true, value_parser = parse_at_least_one)]
     pub keep_previous: NonZeroUsize,
 
     /// Directory holding `alembic.ini`, relative to the repository root. Without it, the
@@ -348,7 +419,7 @@ pub struct DbRestore {
     pub trust_file: bool,
 
     /// Seconds the swap waits for a lock on the database before giving up (exit 3).
-    #[arg(long, env = "HINDSIGHT_DB_LOCK_WAIT_SECS", default_value = "120", value_parser = parse_secs)]
+    #[arg(long, env = "HINDSIGHT_DB_LOCK_WAIT_SECS", default_value = "120", allow_negative_numbers = true, value_parser = parse_secs)]
     pub db_lock_wait_secs: Duration,
 }
 
@@ -382,7 +453,7 @@ pub struct Bench {
     pub size_mb: u64,
 
     /// Rounds of every measurement; the report gives medians.
-    #[arg(long, default_value = "3")]
+    #[arg(long, default_value = "3", allow_negative_numbers = true, value_parser = parse_at_least_one)]
     pub rounds: NonZeroUsize,
 
     /// Compose project of the scratch database, destroyed with its volume at the end.
@@ -408,8 +479,63 @@ pub struct Test {
     pub cargo_test_args: Vec<String>,
 }
 
+/// The longest wait a flag takes: 24 days, under PostgreSQL's largest `lock_timeout`
+/// (2^31 - 1 ms), which `--db-lock-wait-secs` becomes.
+const MAX_SECS: u64 = 24 * 24 * 3600;
+
+/// A whole number as a person types it, or what is wrong with it, for the parsers below
+/// to say in words (Rust's own messages, "number would be zero for non-zero type", are not).
+fn whole_number(text: &str) -> Result<u64, NotCount> {
+    let text = text.trim();
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Err(NotCount::NotANumber);
+    }
+    if text.starts_with('-') && digits.chars().any(|c| c != '0') {
+        return Err(NotCount::Negative);
+    }
+    digits.parse::<u64>().map_err(|_| NotCount::TooLarge)
+}
+
+/// Why a value is not a whole number of the kind a flag takes.
+enum NotCount {
+    NotANumber,
+    Negative,
+    TooLarge,
+}
+
+/// A count: 0 or more.
+fn parse_count(text: &str) -> Result<usize, String> {
+    match whole_number(text) {
+        Ok(count) => usize::try_from(count).map_err(|_| format!("far too large: give at most {}", usize::MAX)),
+        Err(NotCount::Negative) => Err("a count cannot be negative: give 0 or more (0 turns the rule off)".to_owned()),
+        Err(NotCount::TooLarge) => Err(format!("far too large: give at most {}", usize::MAX)),
+        Err(NotCount::NotANumber) => Err("not a whole number: give one such as 0, 7 or 24".to_owned()),
+    }
+}
+
+/// A count of 1 or more: keeping none would destroy what the tool exists to keep.
+fn parse_at_least_one(text: &str) -> Result<NonZeroUsize, String> {
+    match whole_number(text) {
+        Ok(0) => Err("must be 1 or more: 0 would keep nothing".to_owned()),
+        Ok(count) => usize::try_from(count)
+            .ok()
+            .and_then(NonZeroUsize::new)
+            .ok_or_else(|| format!("far too large: give at most {}", usize::MAX)),
+        Err(NotCount::Negative) => Err("cannot be negative: give 1 or more".to_owned()),
+        Err(NotCount::TooLarge) => Err(format!("far too large: give at most {}", usize::MAX)),
+        Err(NotCount::NotANumber) => Err("not a whole number: give one such as 1, 24 or 100".to_owned()),
+    }
+}
+
+/// Whole seconds, 0 to `MAX_SECS`.
 fn parse_secs(text: &str) -> Result<Duration, String> {
-    text.parse::<u64>().map(Duration::from_secs).map_err(|_| format!("`{text}` is not a whole number of seconds"))
+    match whole_number(text) {
+        Ok(secs) if secs <= MAX_SECS => Ok(Duration::from_secs(secs)),
+        Ok(_) | Err(NotCount::TooLarge) => Err(format!("too long: give at most {MAX_SECS} seconds (24 days)")),
+        Err(NotCount::Negative) => Err("a wait cannot be negative: give 0 or more seconds (0: do not wait)".to_owned()),
+        Err(NotCount::NotANumber) => Err("not a whole number of seconds: give one such as 0, 60 or 120".to_owned()),
+    }
 }
 
 /// One revision as `alembic upgrade` takes it: an id of ASCII letters, digits, `_` and `-`
@@ -447,7 +573,7 @@ pub(crate) mod tests {
     /// A db-backup command line with a value other than the default for every flag, some
     /// needing quotes in a crontab. Every flag is given, so no `HINDSIGHT_*` variable of the
     /// test's environment leaks into the parse (removing them is not thread safe).
-    pub(crate) const EVERY_DB_BACKUP_FLAG: [&str; 35] = [
+    pub(crate) const EVERY_DB_BACKUP_FLAG: [&str; 36] = [
         "db-backup",
         "--compose-file",
         "/srv/it's 100% here/compose.yml",
@@ -483,6 +609,7 @@ pub(crate) mod tests {
         "zstd",
         "--db-lock-wait-secs",
         "11",
+        "--no-start",
     ];
 
     /// `args` (starting with `db-backup`) as clap parses them.
@@ -523,7 +650,8 @@ pub(crate) mod tests {
         let flags: Vec<String> = backup
             .get_arguments()
             .filter_map(|arg| arg.get_long())
-            .filter(|long| !["json", "help"].contains(long))
+            // --start is the other half of --no-start, which the list gives.
+            .filter(|long| !["json", "help", "start"].contains(long))
             .map(|long| format!("--{long}"))
             .collect();
         assert!(flags.len() >= 14, "clap introspection found the flags: {flags:?}");
@@ -540,6 +668,36 @@ pub(crate) mod tests {
         }
         let given: Vec<&String> = args.iter().filter(|arg| arg.starts_with("--")).collect();
         assert!(given.iter().all(|arg| flags.contains(arg)), "only db-backup's own flags: {given:?}");
+    }
+
+    #[test]
+    fn the_job_starts_a_stopped_service_only_when_told() {
+        let plain = parse_db_backup(&["db-backup"]);
+        assert_eq!(plain.start_policy(), Start::IfStopped, "a backup by hand starts the service");
+        let job = plain.for_the_job().to_args(Path::new("/repo"));
+        assert!(job.contains(&"--no-start".to_owned()) && !job.contains(&"--start".to_owned()), "{job:?}");
+        assert_eq!(parse_db_backup(&job).start_policy(), Start::Never);
+        let told = parse_db_backup(&["db-backup", "--start"]).for_the_job().to_args(Path::new("/repo"));
+        assert!(told.contains(&"--start".to_owned()) && !told.contains(&"--no-start".to_owned()), "{told:?}");
+        assert_eq!(parse_db_backup(&told).start_policy(), Start::IfStopped);
+        assert!(Cli::try_parse_from(["xtask", "db-backup", "--start", "--no-start"]).is_err());
+    }
+
+    #[test]
+    fn values_are_refused_in_words() {
+        let message = |args: &[&str]| Cli::try_parse_from(args).expect_err("refused").to_string();
+        let zero = message(&["xtask", "db-backup", "--max-backups", "0"]);
+        assert!(zero.contains("--max-backups") && zero.contains("1 or more"), "{zero}");
+        assert!(!zero.contains("non-zero type"), "{zero}");
+        let negative = message(&["xtask", "db-prune", "--keep-daily", "-1"]);
+        assert!(negative.contains("--keep-daily") && negative.contains("cannot be negative"), "{negative}");
+        let long = message(&["xtask", "db-restore", "--db-lock-wait-secs", "99999999999"]);
+        assert!(long.contains("at most"), "{long}");
+        assert_eq!(parse_count("-0"), Ok(0));
+        assert!(parse_count("1e3").is_err());
+        assert_eq!(parse_at_least_one(" 7 ").map(NonZeroUsize::get), Ok(7));
+        let schedule = Cli::try_parse_from(["xtask", "install-cron", "--print", "--schedule", "@daily"]);
+        assert!(schedule.is_ok(), "cron's own nicknames are schedules");
     }
 
     #[test]

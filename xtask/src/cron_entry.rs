@@ -4,12 +4,24 @@
 
 use std::{fmt, path::Path};
 
-/// Five validated cron fields: minute, hour, day of month, month, day of week.
+/// Five validated cron fields (minute, hour, day of month, month, day of week), or one of
+/// the nicknames cron itself accepts (`@hourly`, `@daily`, ...).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schedule(String);
 
+/// The nicknames Debian's cron (Vixie cron) reads, as it spells them: lower case only.
+const NICKNAMES: [&str; 8] =
+    ["@reboot", "@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"];
+
 impl Schedule {
     pub fn parse(text: &str) -> Result<Schedule, String> {
+        let text = text.trim();
+        if text.starts_with('@') {
+            return match NICKNAMES.iter().find(|nickname| **nickname == text) {
+                Some(nickname) => Ok(Schedule((*nickname).to_owned())),
+                None => Err(format!("`{text}` is not a cron nickname; cron knows {}", NICKNAMES.join(", "))),
+            };
+        }
         const FIELDS: [(&str, u32, u32, &[&str]); 5] = [
             ("minute", 0, 59, &[]),
             ("hour", 0, 23, &[]),
@@ -148,6 +160,9 @@ mod tests {
             assert!(Schedule::parse(ok).is_ok(), "{ok}");
         }
         assert_eq!(Schedule::parse("  0  *  * * * ").unwrap().to_string(), "0 * * * *");
+        for nickname in ["@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually", "@reboot"] {
+            assert_eq!(Schedule::parse(nickname).map(|s| s.to_string()).as_deref(), Ok(nickname));
+        }
         for bad in [
             "",
             "* * * *",
@@ -157,7 +172,9 @@ mod tests {
             "* * 0 * *",
             "*/0 * * * *",
             "x * * * *",
-            "@hourly",
+            "@hour",
+            "@HOURLY",
+            "@hourly 5",
         ] {
             assert!(Schedule::parse(bad).is_err(), "{bad}");
         }

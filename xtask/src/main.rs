@@ -4,11 +4,10 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use xtask::{cli, exit, interrupt, project_root};
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::try_parse_args().unwrap_or_else(|err| err.exit());
     let result = interrupt::install()
         .map_err(anyhow::Error::from)
         .and_then(|()| xshell::Shell::new().map_err(anyhow::Error::from))

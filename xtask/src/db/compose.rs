@@ -107,6 +107,13 @@ impl Compose {
         spelled
     }
 
+    /// The services these files define, for a message naming the ones there are.
+    pub fn services(&self, sh: &Shell) -> Result<Vec<String>> {
+        let out = process::read("compose config", self.cmd(sh).args(["config", "--services"]))
+            .context("Compose cannot read the compose files: run `docker compose config` to see why")?;
+        Ok(out.lines().map(str::trim).filter(|name| !name.is_empty()).map(str::to_owned).collect())
+    }
+
     /// Whether `service` has a container in this project, in any state.
     pub fn has_container(&self, sh: &Shell, service: &str) -> Result<bool> {
         let ids = process::read("compose ps", self.cmd(sh).args(["ps", "-a", "-q", service]))?;

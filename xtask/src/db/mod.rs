@@ -52,6 +52,16 @@ pub struct Database {
     _on_stop: OnStop,
 }
 
+/// Whether a run may start the database's service when it finds it stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// A person's run: start it, as `docker compose up -d` would.
+    IfStopped,
+    /// The cron job's: a stopped database may be under maintenance (a volume copy, an
+    /// upgrade), and starting it then could do harm; fail instead.
+    Never,
+}
+
 /// The door's own settings, built from the flags (`cli::DbArgs::target`): where the
 /// database runs. Compose is the only kind today; `kubectl exec` or a direct URL would be
 /// other variants.
@@ -148,24 +158,40 @@ impl Database {
     }
 
     /// Starts the service when it is not running and waits until PostgreSQL accepts connections.
-    pub fn ensure_ready(&self, sh: &Shell, wait: Duration) -> Result<()> {
+    pub fn ensure_ready(&self, sh: &Shell, wait: Duration, start: Start) -> Result<()> {
         // The hourly case, in one exec: already up and ready.
         if self.is_ready(sh) {
             return Ok(());
         }
-        let service = &self.door.service;
+        let (compose, service) = (&self.door.compose, &self.door.service);
         let running = process::read(
             "compose ps",
-            self.door.compose.cmd(sh).args(["ps", "--services", "--filter", "status=running"]),
+            compose.cmd(sh).args(["ps", "--services", "--filter", "status=running"]),
         )
         .context(
             "Compose cannot reach the Docker engine: start it (e.g. `sudo systemctl start docker`) and try again",
         )?;
         if !running.lines().any(|line| line.trim() == service) {
+            let defined = compose.services(sh)?;
+            if !defined.iter().any(|name| name == service) {
+                bail!(
+                    "the compose files define no service `{service}`: they define {}; pass one of them with --service \
+                     (HINDSIGHT_DB_SERVICE), or the files that define `{service}` with --compose-file",
+                    if defined.is_empty() { "none".to_owned() } else { defined.join(", ") }
+                );
+            }
+            if start == Start::Never {
+                bail!(
+                    "service `{service}` is not running, and this run does not start it (--no-start: a stopped \
+                     database may be under maintenance): start it with `{} up -d {service}` when it may run again, \
+                     or pass --start",
+                    compose.spelled()
+                );
+            }
             self.refuse_an_empty_twin(sh)?;
             step!("service `{service}` is not running: starting it");
-            process::run("compose up", self.door.compose.cmd(sh).args(["up", "-d", service])).with_context(|| {
-                format!("cannot start service `{service}`: see `{} logs {service}`", self.door.compose.spelled())
+            process::run("compose up", compose.cmd(sh).args(["up", "-d", service])).with_context(|| {
+                format!("cannot start service `{service}`: see `{} logs {service}`", compose.spelled())
             })?;
         }
         let deadline = Instant::now() + wait;

@@ -20,7 +20,7 @@ use std::{
 use anyhow::{Context, Result};
 use xshell::Shell;
 
-use super::{APP_PREFIX, Database, literal};
+use super::{APP_PREFIX, Database, Start, literal};
 use crate::{
     exit::{Code, Coded},
     interrupt,
@@ -54,11 +54,11 @@ pub struct Session {
 impl Database {
     /// The run's session, starting the service and waiting for it when it does not answer
     /// at once. The usual case costs no probe: a server that answers is up.
-    pub fn session_when_ready(&self, sh: &Shell, wait: Duration) -> Result<Session> {
+    pub fn session_when_ready(&self, sh: &Shell, wait: Duration, start: Start) -> Result<Session> {
         match self.session(sh) {
             Ok(session) => Ok(session),
             Err(_) => {
-                self.ensure_ready(sh, wait)?;
+                self.ensure_ready(sh, wait, start)?;
                 self.session(sh)
             }
         }

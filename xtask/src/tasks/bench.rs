@@ -15,7 +15,7 @@ use xshell::{Shell, cmd};
 
 use crate::{
     cli::Bench,
-    db::Database,
+    db::{Database, Start},
     output::{human_bytes, step},
     process,
     store::backup_file::BackupName,
@@ -84,7 +84,7 @@ impl Bench {
         fs::create_dir_all(&work)?;
 
         let db = Database::open(sh, &self.db.target(&sh.current_dir()), "bench")?;
-        db.ensure_ready(sh, self.db.wait_secs)?;
+        db.ensure_ready(sh, self.db.wait_secs, Start::IfStopped)?;
         self.fill(sh, &db)?;
         let db_bytes: u64 = db.sql(sh, "SELECT pg_database_size(current_database())")?.trim().parse()?;
         step!("database `{}` holds {}", db.name, human_bytes(db_bytes));

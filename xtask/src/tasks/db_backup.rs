@@ -94,7 +94,7 @@ impl DbBackup {
 
         // The run's session first, so this run counts as alive for every other run's
         // cleanup.
-        let mut session = db.session_when_ready(sh, self.db.wait_secs)?;
+        let mut session = db.session_when_ready(sh, self.db.wait_secs, self.start_policy())?;
         // Shared with db-verify and other backups, never during a restore; holding it, the
         // leftovers of runs that died can go.
         session.lock(Mode::Shared, self.dir.lock_wait_secs)?;

@@ -16,7 +16,7 @@ use crate::{
     alembic::Alembic,
     cli::DbRestore,
     db::{
-        Database,
+        Database, Start,
         load::FileFault,
         session::{Mode, Session},
     },
@@ -51,7 +51,7 @@ impl DbRestore {
             }
         );
         // What happens to the replaced data is part of the question: look before asking.
-        let mut session = db.session_when_ready(sh, self.db.wait_secs)?;
+        let mut session = db.session_when_ready(sh, self.db.wait_secs, Start::IfStopped)?;
         let plan = self.plan(&db, &mut session)?;
         self.confirm(&db.name, &path, &dir, &plan)?;
 

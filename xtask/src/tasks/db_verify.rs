@@ -14,7 +14,7 @@ use xshell::Shell;
 use crate::{
     cli::DbVerify,
     db::{
-        Database,
+        Database, Start,
         session::{Mode, Session},
     },
     exit, interrupt, json,
@@ -100,7 +100,7 @@ impl DbVerify {
         let _lock = dir.lock_verify(self.dir.lock_wait_secs)?;
         dir.remove_partials(&db.name, true)?;
         // Shared: db-backup and other verifications go on; a restore waits.
-        let mut session = db.session_when_ready(sh, self.db.wait_secs)?;
+        let mut session = db.session_when_ready(sh, self.db.wait_secs, Start::IfStopped)?;
         session.lock(Mode::Shared, self.dir.lock_wait_secs)?;
         session.clean_dead_runs(sh, &db)?;
 

@@ -30,8 +30,9 @@ impl InstallCron {
         let root = sh.current_dir();
         let program = root.join(JOB_BINARY);
         let log = root.join(&self.log_file);
-        // Every db-backup setting, from the one place that turns them back into flags.
-        let args = self.backup.to_args(&root);
+        // Every db-backup setting, from the one place that turns them back into flags. The
+        // job never starts a stopped database unless --start says so.
+        let args = self.backup.for_the_job().to_args(&root);
         let path_dirs = job_path();
         let env: Vec<(String, String)> =
             COMPOSE_ENV.iter().filter_map(|key| Some((key.to_string(), std::env::var(key).ok()?))).collect();

@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xtask::db::{Database, Target, compose::ComposeFlavor};
+use xtask::db::{Database, Start, Target, compose::ComposeFlavor};
 
 pub const DB: &str = "hindsight_db";
 
@@ -164,7 +164,9 @@ impl Bed {
     /// Starts the service and waits for it over TCP, as a person would before loading data.
     pub fn start(&self) {
         let door = self.door();
-        door.db.ensure_ready(&door.sh, Duration::from_secs(90)).expect("the database comes up within 90 s");
+        door.db
+            .ensure_ready(&door.sh, Duration::from_secs(90), Start::IfStopped)
+            .expect("the database comes up within 90 s");
     }
 
     /// The xtask's own door to this bed's database, and the shell its commands run in.
