@@ -267,7 +267,9 @@ pub struct DbBackup {
 impl DbBackup {
     /// Whether this run may start a stopped service: yes unless `--no-start`.
     pub fn start_policy(&self) -> Start {
-        if self.no_start { Start::Never } else { Start::IfStopped }
+        const WHY: &str =
+            "this run does not start it (--no-start; --start would): a stopped database may be under maintenance";
+        if self.no_start { Start::Never(WHY) } else { Start::IfStopped }
     }
 
     /// The same settings for the cron job, whose default is not to start a stopped
@@ -412,6 +414,12 @@ pub struct DbRestore {
     /// Skip the Alembic migration after the restore.
     #[arg(long)]
     pub no_migrate: bool,
+
+    /// Check the backup completely (every byte read: checksum, completion marker, COPY
+    /// blocks, versions, room, roles) and print what a real run would do; change nothing,
+    /// start nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 
     /// Load the file even where the container's psql cannot disable its backslash
     /// commands (`\restrict`, before 13.22, 14.19, 15.14, 16.10, 17.6). Only for files you made.
@@ -676,7 +684,7 @@ pub(crate) mod tests {
         assert_eq!(plain.start_policy(), Start::IfStopped, "a backup by hand starts the service");
         let job = plain.for_the_job().to_args(Path::new("/repo"));
         assert!(job.contains(&"--no-start".to_owned()) && !job.contains(&"--start".to_owned()), "{job:?}");
-        assert_eq!(parse_db_backup(&job).start_policy(), Start::Never);
+        assert!(matches!(parse_db_backup(&job).start_policy(), Start::Never(_)));
         let told = parse_db_backup(&["db-backup", "--start"]).for_the_job().to_args(Path::new("/repo"));
         assert!(told.contains(&"--start".to_owned()) && !told.contains(&"--no-start".to_owned()), "{told:?}");
         assert_eq!(parse_db_backup(&told).start_policy(), Start::IfStopped);
@@ -698,6 +706,85 @@ pub(crate) mod tests {
         assert_eq!(parse_at_least_one(" 7 ").map(NonZeroUsize::get), Ok(7));
         let schedule = Cli::try_parse_from(["xtask", "install-cron", "--print", "--schedule", "@daily"]);
         assert!(schedule.is_ok(), "cron's own nicknames are schedules");
+    }
+
+    /// The README's settings table says, for every flag of every task: its env variable,
+    /// its default, and exactly which tasks take it. Checked against the parser, so that
+    /// the two cannot drift.
+    #[test]
+    fn the_readme_settings_table_matches_the_parser() {
+        let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
+        let rows: Vec<Vec<String>> = readme
+            .lines()
+            .skip_while(|line| !line.starts_with("| flag | env | default | used by |"))
+            .skip(2)
+            .take_while(|line| line.starts_with('|'))
+            .map(|line| line.trim_matches('|').split(" | ").map(|cell| cell.trim().to_owned()).collect())
+            .collect();
+        assert!(rows.len() > 20, "the README has a settings table: `| flag | env | default | used by |`");
+        let row_of = |long: &str| {
+            let flag = format!("`--{long}`");
+            let found: Vec<&Vec<String>> = rows.iter().filter(|row| row[0].split(", ").any(|f| f == flag)).collect();
+            assert_eq!(found.len(), 1, "the README's settings table needs exactly one row for --{long}");
+            found[0].clone()
+        };
+        let command = Cli::command();
+        let mut documented = Vec::new();
+        // Global flags are on the top-level command; every task takes them.
+        let tasks = command.get_subcommands().map(|task| (task.get_name(), task.get_arguments().collect::<Vec<_>>()));
+        let global = command.get_arguments().filter(|arg| arg.is_global_set()).collect::<Vec<_>>();
+        let mut users: Vec<(String, Vec<String>)> = Vec::new();
+        let mut note = |arg: &clap::Arg, task: &str| {
+            let Some(long) = arg.get_long() else { return };
+            if ["help", "version"].contains(&long) {
+                return;
+            }
+            match users.iter_mut().find(|(flag, _)| flag == long) {
+                Some((_, tasks)) => tasks.push(task.to_owned()),
+                None => users.push((long.to_owned(), vec![task.to_owned()])),
+            }
+            let row = row_of(long);
+            match arg.get_env() {
+                Some(env) => assert!(
+                    row[1].contains(&format!("`{}`", env.to_string_lossy())),
+                    "README: --{long} falls back to {}, the table says `{}`",
+                    env.to_string_lossy(),
+                    row[1]
+                ),
+                None => assert!(!row[1].contains("HINDSIGHT_"), "README: --{long} has no env fallback: `{}`", row[1]),
+            }
+            for default in arg.get_default_values() {
+                let default = format!("`{}`", default.to_string_lossy());
+                assert!(
+                    row[2].contains(&default),
+                    "README: --{long} defaults to {default}; the table says `{}`",
+                    row[2]
+                );
+            }
+        };
+        for arg in &global {
+            note(arg, "every task");
+        }
+        for (task, args) in tasks {
+            for arg in args {
+                note(arg, task);
+            }
+        }
+        for (long, tasks) in &users {
+            let row = row_of(long);
+            let listed: Vec<&str> = row[3].split(", ").map(|t| t.trim_matches('`')).collect();
+            let mut listed = listed.iter().map(|t| t.split(':').next().unwrap_or(t).trim()).collect::<Vec<_>>();
+            listed.sort();
+            let mut tasks = tasks.clone();
+            tasks.sort();
+            assert_eq!(listed, tasks, "README: the tasks that take --{long}");
+            documented.push(format!("`--{long}`"));
+        }
+        for row in &rows {
+            for flag in row[0].split(", ").filter(|flag| flag.starts_with("`--")) {
+                assert!(documented.iter().any(|d| d == flag), "README lists {flag}, which no task takes");
+            }
+        }
     }
 
     #[test]

@@ -34,7 +34,7 @@ use crate::{
     store::{
         backup_file::{self, Compression, SqlScan},
         catalogue::{self, Candidate},
-        roles::{ROLES_SUFFIX, Roles},
+        roles::{self, ROLES_SUFFIX, Roles},
     },
     stream::codec::{self, Hashing},
 };
@@ -170,22 +170,7 @@ impl Database {
     /// the load that needs them (owners, grants, policies). Existing roles are never
     /// changed, and no administrator is created from a file: see `store::roles`.
     fn create_missing_roles(&self, sh: &Shell, session: &mut Session, backup: &Candidate) -> Result<()> {
-        let path = backup_file::beside(&backup.path, ROLES_SUFFIX);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            // Older backups and the old script's have none.
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
-        };
-        if let Some(expected) = catalogue::sidecar_sum_of(&backup.path, &path)? {
-            let mut hashing = Hashing::new(io::sink());
-            hashing.write_all(text.as_bytes())?;
-            let actual = hashing.finish().1;
-            if actual != expected {
-                return Err(FileFault(format!("{:#}", catalogue::checksum_mismatch(&path, &actual, &expected))).into());
-            }
-        }
-        let plan = Roles::parse(&text).plan(&session.roles()?);
+        let plan = self.roles_plan(session, backup)?;
         for (role, why) in &plan.refused {
             warning!(
                 "role `{role}` is not created ({why}): create it by hand if you trust where {} came from",
@@ -200,6 +185,53 @@ impl Database {
         Ok(())
     }
 
+    /// The roles the backup's `NAME.roles.sql` names and the cluster lacks: which would be
+    /// created, which refused. The file is checked against its `.sha256` line first.
+    fn roles_plan(&self, session: &mut Session, backup: &Candidate) -> Result<roles::Plan> {
+        let path = backup_file::beside(&backup.path, ROLES_SUFFIX);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            // Older backups and the old script's have none.
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(roles::Plan::default()),
+            Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+        };
+        if let Some(expected) = catalogue::sidecar_sum_of(&backup.path, &path)? {
+            let mut hashing = Hashing::new(io::sink());
+            hashing.write_all(text.as_bytes())?;
+            let actual = hashing.finish().1;
+            if actual != expected {
+                return Err(FileFault(format!("{:#}", catalogue::checksum_mismatch(&path, &actual, &expected))).into());
+            }
+        }
+        Ok(Roles::parse(&text).plan(&session.roles()?))
+    }
+
+    /// Everything a load checks, without loading: the versions, psql's `\restrict`, room on
+    /// the volume, the roles file, and one whole pass over the file (size, checksum,
+    /// completion marker, every COPY block closed). What it cannot tell is whether the
+    /// server accepts the SQL: db-verify loads it to know.
+    pub fn check_backup(
+        &self,
+        sh: &Shell,
+        session: &mut Session,
+        backup: &Candidate,
+        trust_file: bool,
+    ) -> Result<Checked> {
+        self.check_pg_dump_version(session, backup)?;
+        self.restrict_key(session, trust_file)?;
+        self.check_room(sh, session, backup)?;
+        let roles = self.roles_plan(session, backup)?;
+        let pass = read_through(backup, None, "checked", &mut |_| Ok(()))?;
+        interrupt::check()?;
+        if let Some(problem) = verdict(backup, &pass.fed, &pass.sha256, pass.stored, &pass.scan) {
+            return Err(match problem {
+                Problem::File(fault) => fault.into(),
+                Problem::Psql(message) => anyhow!("{message}"),
+            });
+        }
+        Ok(Checked { sql_bytes: pass.scan.bytes(), tables: pass.scan.tables().to_vec(), roles })
+    }
+
     /// The one pass over the file; commits only when it checked out.
     fn stream(
         &self,
@@ -209,31 +241,16 @@ impl Database {
         scratch: &str,
         restrict: Option<&str>,
     ) -> Result<Streamed> {
-        let path = &backup.path;
-        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        let mut stored = Hashing::new(file);
-        let mut scan = SqlScan::default();
-        let mut progress = Progress::new("loaded");
         let mut psql = Feeding::start_reading("psql", self.load_cmd(sh, scratch))?;
         let tags = psql.stdout().map(|stdout| thread::spawn(move || copy_tags(stdout)));
-
-        let fed = {
+        let Pass { fed, sha256, stored, scan } = {
             let mut pipe = BufWriter::with_capacity(PIPE_BUF, psql.stdin());
-            let fed = feed(backup.compression, &mut stored, &mut scan, &mut progress, restrict, &mut |bytes| {
-                pipe.write_all(bytes)
-            });
-            fed.and_then(|()| pipe.flush().map_err(Fed::Sink))
+            let mut pass = read_through(backup, restrict, "loaded", &mut |bytes| pipe.write_all(bytes))?;
+            pass.fed = pass.fed.and_then(|()| pipe.flush().map_err(Fed::Sink));
+            pass
         };
-        progress.finish();
-        // What the decoder did not read (trailing bytes) still counts for the checksum;
-        // after an early stop, reading on lets a damaged file take the blame for what
-        // psql or the decoder said.
-        if interrupt::received().is_none() && (fed.is_ok() || backup.sha256.is_some()) {
-            let _ = io::copy(&mut stored, &mut io::sink());
-        }
-        let (_, sha256, stored_bytes) = stored.finish();
 
-        let problem = verdict(backup, &fed, &sha256, stored_bytes, &scan);
+        let problem = verdict(backup, &fed, &sha256, stored, &scan);
         interrupt::check()?;
         match problem {
             None => {
@@ -304,6 +321,47 @@ fn compare_rows(tables: &[(String, u64)], tags: &[u64]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What `check_backup` found: the file whole, and what a load would do with roles.
+pub struct Checked {
+    pub sql_bytes: u64,
+    pub tables: Vec<(String, u64)>,
+    pub roles: roles::Plan,
+}
+
+/// The one pass over a backup file, whatever its format, and how it went.
+struct Pass {
+    fed: Result<(), Fed>,
+    sha256: String,
+    /// Bytes of the file as stored.
+    stored: u64,
+    scan: SqlScan,
+}
+
+/// Reads `backup` once: hashes the stored bytes, decompresses, scans the SQL and hands it
+/// to `send` (psql's pipe, or nothing for a dry run).
+fn read_through(
+    backup: &Candidate,
+    restrict: Option<&str>,
+    verb: &'static str,
+    send: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+) -> Result<Pass> {
+    let path = &backup.path;
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut stored = Hashing::new(file);
+    let mut scan = SqlScan::default();
+    let mut progress = Progress::new(verb);
+    let fed = feed(backup.compression, &mut stored, &mut scan, &mut progress, restrict, send);
+    progress.finish();
+    // What the decoder did not read (trailing bytes) still counts for the checksum;
+    // after an early stop, reading on lets a damaged file take the blame for what
+    // psql or the decoder said.
+    if interrupt::received().is_none() && (fed.is_ok() || backup.sha256.is_some()) {
+        let _ = io::copy(&mut stored, &mut io::sink());
+    }
+    let (_, sha256, stored) = stored.finish();
+    Ok(Pass { fed, sha256, stored, scan })
 }
 
 struct Streamed {

@@ -57,9 +57,10 @@ pub struct Database {
 pub enum Start {
     /// A person's run: start it, as `docker compose up -d` would.
     IfStopped,
-    /// The cron job's: a stopped database may be under maintenance (a volume copy, an
-    /// upgrade), and starting it then could do harm; fail instead.
-    Never,
+    /// Fail instead, saying why (the words go after "and"): the cron job's choice, since a
+    /// stopped database may be under maintenance (a volume copy, an upgrade), and a dry
+    /// run's, which changes nothing.
+    Never(&'static str),
 }
 
 /// The door's own settings, built from the flags (`cli::DbArgs::target`): where the
@@ -180,11 +181,10 @@ impl Database {
                     if defined.is_empty() { "none".to_owned() } else { defined.join(", ") }
                 );
             }
-            if start == Start::Never {
+            if let Start::Never(why) = start {
                 bail!(
-                    "service `{service}` is not running, and this run does not start it (--no-start: a stopped \
-                     database may be under maintenance): start it with `{} up -d {service}` when it may run again, \
-                     or pass --start",
+                    "service `{service}` is not running, and {why}: start it with `{} up -d {service}` when it may \
+                     run again",
                     compose.spelled()
                 );
             }

@@ -22,7 +22,7 @@ use crate::{
     },
     exit::{Code, Coded},
     interrupt,
-    output::{self, human_bytes, step},
+    output::{self, human_bytes, step, warning},
     process::Failure,
     prompt,
     store::backup_dir::BackupDir,
@@ -51,8 +51,15 @@ impl DbRestore {
             }
         );
         // What happens to the replaced data is part of the question: look before asking.
-        let mut session = db.session_when_ready(sh, self.db.wait_secs, Start::IfStopped)?;
+        let start = match self.dry_run {
+            true => Start::Never("a dry run does not start it (it changes nothing)"),
+            false => Start::IfStopped,
+        };
+        let mut session = db.session_when_ready(sh, self.db.wait_secs, start)?;
         let plan = self.plan(&db, &mut session)?;
+        if self.dry_run {
+            return self.dry_run(sh, &db, &mut session, &backup, &dir, &plan, alembic.as_ref());
+        }
         self.confirm(&db.name, &path, &dir, &plan)?;
 
         let _lock = dir.lock("db-restore", self.dir.lock_wait_secs)?;
@@ -183,22 +190,65 @@ impl DbRestore {
         Ok(Plan { live, kept: earlier, retired })
     }
 
+    /// Everything a real run does, checked, and nothing done: no lock taken, nothing
+    /// created, dropped, started or written.
+    #[allow(clippy::too_many_arguments)]
+    fn dry_run(
+        &self,
+        sh: &Shell,
+        db: &Database,
+        session: &mut Session,
+        backup: &catalogue::Candidate,
+        dir: &BackupDir,
+        plan: &Plan,
+        alembic: Option<&Alembic>,
+    ) -> Result<()> {
+        let path = &backup.path;
+        let checked = db.check_backup(sh, session, backup, self.trust_file).with_context(|| {
+            format!("the dry run refused {}: a real run would refuse it too, and nothing was changed", path.display())
+        })?;
+        let rows: u64 = checked.tables.iter().map(|(_, rows)| rows).sum();
+        step!(
+            "checked all of {}: {} of SQL, {}, complete, {} with {}",
+            path.display(),
+            human_bytes(checked.sql_bytes),
+            if backup.sha256.is_some() { "checksum matches" } else { "no .sha256 to compare" },
+            counted(checked.tables.len(), "table", "tables"),
+            counted(rows as usize, "row", "rows"),
+        );
+        step!("a real run would, in order:");
+        step!(
+            "  load it into a new database `{}` (named after that run), and check the row counts",
+            db.scratch_prefix("restore") + "<run>"
+        );
+        for (role, why) in &checked.roles.refused {
+            warning!("  role `{role}` would not be created ({why})");
+        }
+        if !checked.roles.created.is_empty() {
+            step!("  first create the roles the cluster lacks: {}", checked.roles.created.join(", "));
+        }
+        step!("  swap it in as `{}`", db.name);
+        for line in plan_lines(&db.name, dir, plan) {
+            step!("  {line}");
+        }
+        step!("  {}", self.migration_words(alembic, &migration_targets(self.migrate_to.as_deref(), path)));
+        step!("dry run complete: {} would restore into `{}`; nothing was changed", path.display(), db.name);
+        Ok(())
+    }
+
+    /// What the migration step does, in words.
+    fn migration_words(&self, alembic: Option<&Alembic>, targets: &[String]) -> String {
+        match alembic {
+            _ if self.no_migrate => "not migrated (--no-migrate)".to_owned(),
+            None => "not migrated: no alembic.ini found (pass --alembic-dir to migrate)".to_owned(),
+            Some(alembic) => {
+                format!("migrate to {} with Alembic in {}", targets.join(" and "), alembic.dir().display())
+            }
+        }
+    }
+
     fn confirm(&self, db: &str, path: &Path, dir: &BackupDir, plan: &Plan) -> Result<()> {
-        let mut lines = vec![match plan.live {
-            true => format!("the current data of `{db}` is kept as database `{db}__pre_restore_<now>`"),
-            false => format!("there is no database `{db}` now: nothing is replaced"),
-        }];
-        if !plan.kept.is_empty() {
-            lines.push(format!("kept as they are: {}", quoted(&plan.kept)));
-        }
-        if !plan.retired.is_empty() {
-            lines.push(format!(
-                "dumped into {} as `{db}_prerestore_<time>_<revision>.sql` (checked, with a .sha256; kept until you \
-                 remove them), then dropped: {}",
-                dir.path().display(),
-                quoted(&plan.retired)
-            ));
-        }
+        let lines = plan_lines(db, dir, plan);
         if self.yes {
             for line in &lines {
                 step!("{line}");
@@ -255,6 +305,31 @@ struct Plan {
     live: bool,
     kept: Vec<String>,
     retired: Vec<String>,
+}
+
+/// What happens to the current data and to the databases earlier restores replaced.
+fn plan_lines(db: &str, dir: &BackupDir, plan: &Plan) -> Vec<String> {
+    let mut lines = vec![match plan.live {
+        true => format!("the current data of `{db}` is kept as database `{db}__pre_restore_<now>`"),
+        false => format!("there is no database `{db}` now: nothing is replaced"),
+    }];
+    if !plan.kept.is_empty() {
+        lines.push(format!("kept as they are: {}", quoted(&plan.kept)));
+    }
+    if !plan.retired.is_empty() {
+        lines.push(format!(
+            "dumped into {} as `{db}_prerestore_<time>_<revision>.sql` (checked, with a .sha256; kept until you \
+             remove them), then dropped: {}",
+            dir.path().display(),
+            quoted(&plan.retired)
+        ));
+    }
+    lines
+}
+
+/// `1 table`, `2 tables`.
+fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// The migration targets: `--migrate-to`, else the backup's revision, else `head`.

@@ -8,6 +8,7 @@ mod compose_setups;
 mod db_backup;
 mod db_ops;
 mod db_restore;
+mod dry_run;
 mod hardening;
 mod install_cron;
 mod interrupt;
