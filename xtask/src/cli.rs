@@ -111,6 +111,7 @@ impl Task {
 
 /// Where the database runs and how to reach it.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Connection")]
 pub struct DbArgs {
     /// Compose file defining the database service, relative to the repository root; give it
     /// several times, in Compose's order, for a service defined across files. Default:
@@ -182,6 +183,7 @@ impl DbArgs {
 
 /// Where the backups live, and how long to wait for another run holding them.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Backup directory")]
 pub struct BackupDirArgs {
     /// Directory of the backup files, relative to the repository root; created with mode 0700.
     #[arg(long, env = "HINDSIGHT_BACKUP_DIR", default_value = "hindsight_db_backups/data")]
@@ -195,6 +197,7 @@ pub struct BackupDirArgs {
 /// Which backups to keep. Without age rules: the newest --max-backups. With them: every
 /// backup one of them keeps, at most --max-backups. The newest is always kept.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Retention")]
 pub struct RetentionArgs {
     /// How many complete backups to keep at most.
     #[arg(long, env = "HINDSIGHT_MAX_BACKUPS", default_value = "100", value_name = "N", allow_negative_numbers = true, value_parser = parse_at_least_one)]
