@@ -202,8 +202,9 @@ pub struct DbBackup {
     #[arg(long, env = "HINDSIGHT_DB_LOCK_WAIT_SECS", default_value = "120", value_parser = parse_secs)]
     pub db_lock_wait_secs: Duration,
 
-    /// Print the result as one JSON object on stdout, for scripts and monitoring.
-    #[arg(long)]
+    /// Print the result as one JSON object on stdout, for scripts and monitoring (for
+    /// install-cron: its own result; the job never gets this flag).
+    #[arg(long, help_heading = "Output")]
     pub json: bool,
 }
 
@@ -256,8 +257,8 @@ pub struct DbList {
     #[command(flatten)]
     pub dir: BackupDirArgs,
 
-    /// Print JSON on stdout instead of a table.
-    #[arg(long)]
+    /// Print one JSON object on stdout instead of a table.
+    #[arg(long, help_heading = "Output")]
     pub json: bool,
 }
 
@@ -276,8 +277,8 @@ pub struct DbVerify {
     #[command(flatten)]
     pub dir: BackupDirArgs,
 
-    /// Print the report as JSON on stdout.
-    #[arg(long)]
+    /// Print the report as one JSON object on stdout, also when nothing got verified.
+    #[arg(long, help_heading = "Output")]
     pub json: bool,
 
     /// Load the file even where the container's psql cannot disable its backslash
@@ -305,6 +306,11 @@ pub struct DbPrune {
     /// without a .sha256), which retention never counts nor removes; no complete backup is touched.
     #[arg(long)]
     pub incomplete: bool,
+
+    /// Print what was kept (and why) and removed as one JSON object on stdout; the
+    /// per-backup lines go to stderr.
+    #[arg(long, help_heading = "Output")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -350,6 +356,11 @@ pub struct DbRestore {
     /// Seconds the swap waits for a lock on the database before giving up (exit 3).
     #[arg(long, env = "HINDSIGHT_DB_LOCK_WAIT_SECS", default_value = "120", value_parser = parse_secs)]
     pub db_lock_wait_secs: Duration,
+
+    /// Print what the restore did as one JSON object on stdout. The picker and the
+    /// question, on a terminal, stay on stderr.
+    #[arg(long, help_heading = "Output")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
