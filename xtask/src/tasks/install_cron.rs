@@ -13,6 +13,7 @@ use xshell::{Shell, cmd};
 use crate::{
     cli::InstallCron,
     cron_entry::{self, Job},
+    json,
     output::step,
     process,
 };
@@ -44,8 +45,24 @@ impl InstallCron {
             args: &args,
             log: &log,
         });
+        // With --json, what happened and the entry itself, in the envelope `exit::report`
+        // prints; the entry's text as a person sees it goes to stderr.
+        let result = |action: &str, entry: Option<&str>| {
+            json::Object::new()
+                .str("action", action)
+                .opt_str("entry", entry)
+                .opt_str("line", entry.and_then(|e| e.lines().find(|l| !l.starts_with('#'))))
+                .str("schedule", &self.schedule.to_string())
+                .str("binary", &program.to_string_lossy())
+                .str("log", &log.to_string_lossy())
+        };
         if self.print {
-            print!("{entry}");
+            if self.backup.json {
+                eprint!("{entry}");
+            } else {
+                print!("{entry}");
+            }
+            json::report(result("printed", Some(&entry)));
             return Ok(());
         }
 
@@ -56,10 +73,12 @@ impl InstallCron {
             let (without, found) = cron_entry::remove(&table, &root);
             if !found {
                 step!("no backup job for {} in the crontab: nothing to remove", root.display());
+                json::report(result("uninstalled", None).raw("found", false));
                 return Ok(());
             }
             write_table(sh, &crontab, &without)?;
             step!("removed the backup job for {}; every other crontab line is unchanged", root.display());
+            json::report(result("uninstalled", None).raw("found", true));
             return Ok(());
         }
         if !cron_daemon_runs() {
@@ -78,6 +97,7 @@ impl InstallCron {
         write_table(sh, &crontab, &cron_entry::merge(&table, &root, &entry))?;
         step!("installed the backup job ({}), logging to {}:", self.schedule, log.display());
         eprint!("{entry}");
+        json::report(result("installed", Some(&entry)));
         Ok(())
     }
 }
