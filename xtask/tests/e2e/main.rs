@@ -10,6 +10,7 @@ mod db_restore;
 mod hardening;
 mod install_cron;
 mod interrupt;
+mod json_output;
 mod matrix;
 mod memory;
 mod prerestore;
