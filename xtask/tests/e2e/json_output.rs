@@ -1,14 +1,17 @@
 //! `--json` through the real binary: every task that reports something prints exactly one
 //! object on stdout (Python's `json.loads` of the whole of it), on success and on
 //! failure, whose `ok` and `code` agree with the exit code, and whose times are RFC 3339
-//! with an offset. Also a command-line error when `--json` was given.
+//! with an offset. Also a command-line error when `--json` was given, and a run stopped
+//! by a signal.
 
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
 };
 
-use crate::testbed::{Bed, DB, Flavor, HEAD, Run, python_json, restore};
+use rustix::process::{Pid, Signal, kill_process};
+
+use crate::testbed::{Bed, DB, Flavor, HEAD, Run, python_json, restore, wait_for};
 
 /// Checks that `run`'s stdout is one JSON object saying what the exit code says:
 /// `{"ok":true,...}` without `error` or `code` on 0, else `{"ok":false,"error":"...",
@@ -185,4 +188,21 @@ fn a_command_line_error_with_json_is_one_object_with_code_2() {
     let run = xtask(&["db-list", "--json", "--help"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert!(run.stdout.contains("Usage:") && run.stdout.contains("Output:"), "{}", run.stdout);
+}
+
+#[test]
+fn a_run_stopped_by_a_signal_is_one_object_with_its_exit_code() {
+    let bed = Bed::new("jsonsig", Flavor::V2);
+    bed.start();
+    // Big enough that the dump takes seconds: caught while it runs.
+    bed.psql("CREATE TABLE big AS SELECT g AS id, repeat(md5(g::text), 4) AS body FROM generate_series(1, 2000000) g;");
+    let child = bed.xtask(&["db-backup", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for("db-backup's COPY in pg_stat_activity", 60, || {
+        let sessions = bed.xtask_sessions();
+        sessions.into_iter().find(|(app, query)| app.ends_with(":db-backup") && query.starts_with("COPY public.big"))
+    });
+    kill_process(Pid::from_child(&child), Signal::TERM).unwrap();
+    let run = Run::from(child.wait_with_output().unwrap());
+    let error = failed(&run, "db-backup stopped by SIGTERM", 143);
+    assert!(error.starts_with("stopped by SIGTERM"), "{error}");
 }
