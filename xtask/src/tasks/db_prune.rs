@@ -47,7 +47,7 @@ impl DbPrune {
         }
         let kept = decisions.iter().filter(|d| d.keep()).map(|d| kept(&d.backup.path, &d.reasons));
         let kept = json::array(kept);
-        let skipped = json::array(incomplete.iter().map(|b| skipped(b)));
+        let skipped = json::array(incomplete.iter().map(skipped));
         if self.dry_run {
             step!("dry run: nothing was removed");
             let would = decisions.iter().filter(|d| !d.keep()).map(|d| d.backup.path.to_string_lossy());
@@ -105,7 +105,7 @@ fn kept<S: AsRef<str>>(path: &Path, reasons: &[S]) -> String {
 fn skipped(backup: &Backup) -> String {
     json::Object::new()
         .str("path", &backup.path.to_string_lossy())
-        .str("incomplete", &backup.why_incomplete().unwrap_or_default())
+        .str("incomplete", backup.why_incomplete().unwrap_or_default())
         .build()
 }
 
