@@ -262,8 +262,9 @@ pub struct DbBackup {
     #[arg(long)]
     pub no_start: bool,
 
-    /// Print the result as one JSON object on stdout, for scripts and monitoring.
-    #[arg(long)]
+    /// Print the result as one JSON object on stdout, for scripts and monitoring (for
+    /// install-cron: its own result; the job never gets this flag).
+    #[arg(long, help_heading = "Output")]
     pub json: bool,
 }
 
@@ -275,11 +276,14 @@ impl DbBackup {
         if self.no_start { Start::Never(WHY) } else { Start::IfStopped }
     }
 
-    /// The same settings for the cron job, whose default is not to start a stopped
-    /// service: `--no-start` unless `--start` was given.
-    pub fn for_the_job(mut self) -> DbBackup {
-        self.no_start = !self.start;
-        self
+    /// `to_args` for the cron job, whose default is not to start a stopped service:
+    /// `--no-start` unless `--start` was given.
+    pub fn job_args(&self, root: &Path) -> Vec<String> {
+        let mut args = self.to_args(root);
+        if !self.start && !self.no_start {
+            args.push("--no-start".to_owned());
+        }
+        args
     }
 
     /// These settings as db-backup's command line again, `db-backup` first: every setting
@@ -332,8 +336,8 @@ pub struct DbList {
     #[command(flatten)]
     pub dir: BackupDirArgs,
 
-    /// Print JSON on stdout instead of a table.
-    #[arg(long)]
+    /// Print one JSON object on stdout instead of a table.
+    #[arg(long, help_heading = "Output")]
     pub json: bool,
 }
 
@@ -352,8 +356,8 @@ pub struct DbVerify {
     #[command(flatten)]
     pub dir: BackupDirArgs,
 
-    /// Print the report as JSON on stdout.
-    #[arg(long)]
+    /// Print the report as one JSON object on stdout, also when nothing got verified.
+    #[arg(long, help_heading = "Output")]
     pub json: bool,
 
     /// Load the file even where the container's psql cannot disable its backslash
@@ -381,6 +385,11 @@ pub struct DbPrune {
     /// without a .sha256), which retention never counts nor removes; no complete backup is touched.
     #[arg(long)]
     pub incomplete: bool,
+
+    /// Print what was kept (and why) and removed as one JSON object on stdout; the
+    /// per-backup lines go to stderr.
+    #[arg(long, help_heading = "Output")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -432,6 +441,11 @@ pub struct DbRestore {
     /// Seconds the swap waits for a lock on the database before giving up (exit 3).
     #[arg(long, env = "HINDSIGHT_DB_LOCK_WAIT_SECS", default_value = "120", allow_negative_numbers = true, value_parser = parse_secs)]
     pub db_lock_wait_secs: Duration,
+
+    /// Print what the restore did as one JSON object on stdout. The picker and the
+    /// question, on a terminal, stay on stderr.
+    #[arg(long, help_heading = "Output")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -685,10 +699,10 @@ pub(crate) mod tests {
     fn the_job_starts_a_stopped_service_only_when_told() {
         let plain = parse_db_backup(&["db-backup"]);
         assert_eq!(plain.start_policy(), Start::IfStopped, "a backup by hand starts the service");
-        let job = plain.for_the_job().to_args(Path::new("/repo"));
+        let job = plain.job_args(Path::new("/repo"));
         assert!(job.contains(&"--no-start".to_owned()) && !job.contains(&"--start".to_owned()), "{job:?}");
         assert!(matches!(parse_db_backup(&job).start_policy(), Start::Never(_)));
-        let told = parse_db_backup(&["db-backup", "--start"]).for_the_job().to_args(Path::new("/repo"));
+        let told = parse_db_backup(&["db-backup", "--start"]).job_args(Path::new("/repo"));
         assert!(told.contains(&"--start".to_owned()) && !told.contains(&"--no-start".to_owned()), "{told:?}");
         assert_eq!(parse_db_backup(&told).start_policy(), Start::IfStopped);
         assert!(Cli::try_parse_from(["xtask", "db-backup", "--start", "--no-start"]).is_err());

@@ -1,9 +1,10 @@
-//! Exit codes, and the one place that turns a task's error into its final line.
+//! Exit codes, and the one place that turns a task's result into its final line (and,
+//! with `--json`, its one object on stdout).
 
 use std::{fmt, process::ExitCode};
 
 /// Exit codes other than 0 (success), 1 (failure), 2 (bad command line, from clap), and
-/// 128 + the signal's number for a run stopped by SIGINT (130) or SIGTERM (143).
+/// 128 + the signal's number for a run stopped by SIGINT (130), SIGTERM (143) or SIGHUP (129).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
     /// A usage problem found after parsing, such as no backup named and no terminal to pick one.
@@ -31,19 +32,30 @@ impl fmt::Display for Coded {
 
 impl std::error::Error for Coded {}
 
+/// The run's last word: on failure the error line on stderr, and with `--json` the one
+/// object on stdout (`json::print_envelope`), whose `code` is the exit code returned here.
 pub fn report(result: anyhow::Result<()>) -> ExitCode {
-    let Err(err) = result else {
-        return ExitCode::SUCCESS;
+    let (code, error) = match result {
+        Ok(()) => (0, None),
+        Err(err) => failure(&err),
     };
+    crate::json::print_envelope(code, error.as_deref());
+    ExitCode::from(code)
+}
+
+/// Prints a failure's last line and returns its exit code and its one-line message.
+fn failure(err: &anyhow::Error) -> (u8, Option<String>) {
     // A signal decides the exit code whatever failed on the way out: the step it stopped.
     if let Some(signal) = crate::interrupt::received() {
         let stopped = crate::interrupt::Stopped(signal);
-        crate::output::line(format_args!("{stopped}: cleaned up and exiting ({err:#})"));
-        return ExitCode::from(stopped.exit_code());
+        let message = format!("{stopped}: cleaned up and exiting ({err:#})");
+        crate::output::line(format_args!("{message}"));
+        return (stopped.exit_code(), Some(message));
     }
     // `{:#}` puts the whole chain on one line: what failed, then the tool's own words.
-    crate::output::line(format_args!("error: {err:#}"));
-    ExitCode::from(code_of(&err).map_or(1, |code| code as u8))
+    let message = format!("{err:#}");
+    crate::output::line(format_args!("error: {message}"));
+    (code_of(err).map_or(1, |code| code as u8), Some(message))
 }
 
 /// The exit code an error carries, if it is not a plain failure (1).

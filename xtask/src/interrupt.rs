@@ -58,7 +58,7 @@ pub fn install() -> std::io::Result<()> {
             match RECEIVED.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst) {
                 Ok(_) if ASKING.load(Ordering::SeqCst) => {
                     output::line(format_args!("{}: nothing was changed", name(signal)));
-                    std::process::exit(Stopped(signal).exit_code().into());
+                    exit_now(Stopped(signal), "nothing was changed");
                 }
                 Ok(_) => {
                     output::line(format_args!(
@@ -76,12 +76,18 @@ pub fn install() -> std::io::Result<()> {
                     for stop in stoppers(Stage::Programs) {
                         stop();
                     }
-                    std::process::exit(Stopped(first).exit_code().into());
+                    exit_now(Stopped(first), "exited at once on a second signal; the next run cleans up");
                 }
             }
         }
     });
     Ok(())
+}
+
+/// Exits on the spot, `--json`'s object first: no way out leaves stdout without one.
+fn exit_now(stopped: Stopped, what: &str) -> ! {
+    crate::json::print_envelope(stopped.exit_code(), Some(&format!("{stopped}: {what}")));
+    std::process::exit(stopped.exit_code().into());
 }
 
 /// Runs `ask` (a question on the terminal) so that a signal meanwhile exits at once.

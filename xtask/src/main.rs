@@ -2,12 +2,22 @@
 //!
 //! See `cargo xtask --help` and the README. Each task lives in a module of `tasks/` named after it.
 
-use std::process::ExitCode;
+use std::{ffi::OsString, process::ExitCode};
 
-use xtask::{cli, exit, interrupt, project_root};
+use xtask::{
+    cli::{self, Task},
+    exit, interrupt, json, project_root,
+};
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::try_parse_args().unwrap_or_else(|err| err.exit());
+    let cli = match cli::Cli::try_parse_args() {
+        Ok(cli) => cli,
+        Err(err) => return command_line_error(err, std::env::args_os().skip(1)),
+    };
+    if wants_json(&cli.task) {
+        json::request();
+        on_panic_print_the_envelope();
+    }
     let result = interrupt::install()
         .map_err(anyhow::Error::from)
         .and_then(|()| xshell::Shell::new().map_err(anyhow::Error::from))
@@ -16,4 +26,46 @@ fn main() -> ExitCode {
             cli.task.run(&sh)
         });
     exit::report(result)
+}
+
+/// Whether the task's `--json` was given (install-cron's comes with db-backup's flags).
+fn wants_json(task: &Task) -> bool {
+    match task {
+        Task::DbBackup(task) => task.json,
+        Task::DbRestore(task) => task.json,
+        Task::InstallCron(task) => task.backup.json,
+        Task::DbList(task) => task.json,
+        Task::DbVerify(task) => task.json,
+        Task::DbPrune(task) => task.json,
+        Task::Bench(_) | Task::Test(_) => false,
+    }
+}
+
+/// clap's own message on stderr, as always; and when `--json` is among the arguments, the
+/// object a script waits for, with clap's exit code (2). `--help` and `--version` print
+/// as they always do, whatever else is given.
+fn command_line_error(err: clap::Error, args: impl Iterator<Item = OsString>) -> ExitCode {
+    // After `--` an argument is a value (cargo test's, for `test`), never our flag.
+    let asked_json = args.take_while(|arg| arg != "--").any(|arg| arg == "--json");
+    if !err.use_stderr() || !asked_json {
+        err.exit();
+    }
+    let _ = err.print();
+    let code = u8::try_from(err.exit_code()).unwrap_or(2);
+    json::request();
+    json::print_envelope(code, Some(&json::clap_message(&err.render().to_string())));
+    ExitCode::from(code)
+}
+
+/// A panic ends the run without `exit::report`: with `--json`, the object still comes,
+/// with the exit code the standard library gives a panic in `main` (101). A panic on
+/// another thread becomes an error of the task, reported as such.
+fn on_panic_print_the_envelope() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        if std::thread::current().name() == Some("main") {
+            json::print_envelope(101, Some(&format!("internal error: {info}; please report it")));
+        }
+    }));
 }

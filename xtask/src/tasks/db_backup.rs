@@ -36,6 +36,8 @@ const WRITE_BUF: usize = 1024 * 1024;
 /// What a successful backup reports.
 struct Outcome {
     path: PathBuf,
+    /// The local time in its name.
+    taken: chrono::NaiveDateTime,
     written: Written,
     revision: Revision,
     removed: Vec<PathBuf>,
@@ -46,18 +48,9 @@ impl DbBackup {
         let started = Instant::now();
         // The header of each run in a cron log.
         step!("db-backup of `{}` started (pid {})", self.db.name.db_name, std::process::id());
-        let result = self.backup(sh);
+        let outcome = self.backup(sh)?;
         let secs = started.elapsed().as_secs_f64();
-        let outcome = match result {
-            Ok(outcome) => outcome,
-            Err(err) => {
-                if self.json {
-                    println!("{}", json::Object::new().raw("ok", false).str("error", &format!("{err:#}")).build());
-                }
-                return Err(err);
-            }
-        };
-        let Outcome { path, written, revision, removed } = outcome;
+        let Outcome { path, taken, written, revision, removed } = outcome;
         let stored = match self.compress {
             Compression::None => human_bytes(written.stored_bytes),
             _ => format!("{} from {} of SQL", human_bytes(written.stored_bytes), human_bytes(written.sql_bytes)),
@@ -68,20 +61,21 @@ impl DbBackup {
             path.display(),
             output::peak_memory(),
         );
-        if self.json {
-            let removed = json::array(removed.iter().map(|p| json::string(&p.to_string_lossy())));
-            let report = json::Object::new()
-                .raw("ok", true)
+        // With --json, `exit::report` prints these after `"ok":true`; a failure gets the
+        // envelope's error and code alone.
+        json::report(
+            json::Object::new()
                 .str("path", &path.to_string_lossy())
+                .local_time("taken", taken)
                 .raw("size", written.stored_bytes)
                 .raw("sql_bytes", written.sql_bytes)
                 .str("sha256", &written.sha256)
                 .str("revision", &revision.to_string())
+                .raw("revision_ids", json::strings(revision.ids()))
                 .str("compression", self.compress.name())
                 .raw("duration_secs", format!("{secs:.3}"))
-                .raw("removed", removed);
-            println!("{}", report.build());
-        }
+                .raw("removed", json::strings(removed.iter().map(|p| p.to_string_lossy()))),
+        );
         Ok(())
     }
 
@@ -112,7 +106,7 @@ impl DbBackup {
         // Only now that a good new backup exists.
         let removed = db_prune::apply(&dir, &db.name, &self.retention.policy(), Some(&path))
             .context("the backup succeeded, but removing old backups failed")?;
-        Ok(Outcome { path, written, revision, removed })
+        Ok(Outcome { path, taken: name.taken, written, revision, removed })
     }
 
     /// Refuses before writing anything when the backup clearly will not fit: less free space

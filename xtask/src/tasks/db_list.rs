@@ -22,24 +22,25 @@ impl DbList {
                 json::Object::new()
                     .str("file", &backup.path.file_name().unwrap_or_default().to_string_lossy())
                     .str("path", &backup.path.to_string_lossy())
-                    .str("taken", &backup.name.taken.format("%Y-%m-%dT%H:%M:%S").to_string())
+                    .local_time("taken", backup.name.taken)
                     .raw("age_secs", (now - backup.name.taken).num_seconds())
                     .str("revision", &backup.name.revision.to_string())
                     // The ids one by one: several while branches were unmerged, none when unknown.
-                    .raw("revision_ids", json::array(backup.name.revision.ids().iter().map(|id| json::string(id))))
+                    .raw("revision_ids", json::strings(backup.name.revision.ids()))
                     .str("compression", backup.name.compression.name())
                     .raw("size", backup.size)
                     .raw("complete", backup.complete)
                     .raw("checksum_file", backup.sidecar().exists())
-                    .opt_str("verified", catalogue::verified_record(backup).as_deref())
+                    .raw("verified", catalogue::verified_record(backup).map_or("null".to_owned(), |r| verified(&r)))
                     .build()
             };
-            let report = json::Object::new()
-                .str("database", &self.name.db_name)
-                .str("backup_dir", &dir.to_string_lossy())
-                .raw("backups", json::array(backups.iter().map(item)))
-                .raw("prerestore_dumps", json::array(dumps.iter().map(item)));
-            println!("{}", report.build());
+            json::report(
+                json::Object::new()
+                    .str("database", &self.name.db_name)
+                    .str("backup_dir", &dir.to_string_lossy())
+                    .raw("backups", json::array(backups.iter().map(item)))
+                    .raw("prerestore_dumps", json::array(dumps.iter().map(item))),
+            );
             return Ok(());
         }
         if !dumps.is_empty() {
@@ -74,5 +75,50 @@ impl DbList {
             );
         }
         Ok(())
+    }
+}
+
+/// A `NAME.verified` record (`verified 2026-11-25T11:46:00+01:00 revision=R tables=N
+/// rows=N`) as JSON: `at` with its offset (older records hold a local time without one,
+/// read in this machine's zone), and each `key=value` as written; `record` as it is.
+fn verified(record: &str) -> String {
+    let mut words = record.split_whitespace().skip(1);
+    let at = words.next().and_then(|at| {
+        chrono::DateTime::parse_from_rfc3339(at)
+            .map(|at| json::time(&at))
+            .or_else(|_| chrono::NaiveDateTime::parse_from_str(at, "%Y-%m-%dT%H:%M:%S").map(json::local_time))
+            .ok()
+    });
+    let value = |key: &str| record.split_whitespace().find_map(|word| word.strip_prefix(key)?.strip_prefix('='));
+    let count = |key: &str| value(key).and_then(|n| n.parse::<u64>().ok()).map_or("null".to_owned(), |n| n.to_string());
+    json::Object::new()
+        .opt_str("at", at.as_deref())
+        .opt_str("revision", value("revision"))
+        .raw("tables", count("tables"))
+        .raw("rows", count("rows"))
+        .str("record", record)
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verified;
+
+    #[test]
+    fn verified_records_read_with_their_offset() {
+        let new = verified("verified 2026-11-25T11:46:00+01:00 revision=7c8d9e0f1a2b tables=3 rows=5004");
+        assert_eq!(
+            new,
+            r#"{"at":"2026-11-25T11:46:00+01:00","revision":"7c8d9e0f1a2b","tables":3,"rows":5004,"record":"verified 2026-11-25T11:46:00+01:00 revision=7c8d9e0f1a2b tables=3 rows=5004"}"#
+        );
+        // Written before times had a zone: this machine's offset is added.
+        let old = verified("verified 2026-11-24T11:46:00 revision=a+b tables=1 rows=2");
+        assert!(
+            old.starts_with(r#"{"at":"2026-11-24T11:46:00+"#) || old.starts_with(r#"{"at":"2026-11-24T11:46:00-"#),
+            "{old}"
+        );
+        assert!(old.contains(r#""revision":"a+b","tables":1,"rows":2"#), "{old}");
+        let odd = verified("verified");
+        assert!(odd.starts_with(r#"{"at":null,"revision":null,"tables":null,"rows":null"#), "{odd}");
     }
 }

@@ -9,6 +9,7 @@ use xshell::Shell;
 
 use crate::{
     cli::DbPrune,
+    json::{self, human},
     output::{step, warning},
     store::backup_dir::BackupDir,
     store::backup_file::Backup,
@@ -23,20 +24,20 @@ impl DbPrune {
         let scanned = catalogue::scan(dir.path(), &self.name.db_name)?;
         let (complete, incomplete): (Vec<Backup>, Vec<Backup>) = scanned.into_iter().partition(|b| b.complete);
         if self.incomplete {
-            return self.remove_incomplete(&dir, &incomplete, complete.len());
+            return self.remove_incomplete(&dir, &incomplete, &complete);
         }
         let decisions = retention::decide(&complete, &self.retention.policy(), None);
         for decision in &decisions {
             let name = decision.backup.path.file_name().unwrap_or_default().to_string_lossy();
             if decision.keep() {
-                println!("keep    {name}  ({})", decision.reasons.join(", "));
+                human!("keep    {name}  ({})", decision.reasons.join(", "));
             } else {
-                println!("{} {name}", if self.dry_run { "would remove" } else { "remove " });
+                human!("{} {name}", if self.dry_run { "would remove" } else { "remove " });
             }
         }
         for backup in &incomplete {
             let name = backup.path.file_name().unwrap_or_default().to_string_lossy();
-            println!("skip    {name}  (incomplete: {}; not counted)", backup.why_incomplete().unwrap_or_default());
+            human!("skip    {name}  (incomplete: {}; not counted)", backup.why_incomplete().unwrap_or_default());
         }
         if !incomplete.is_empty() {
             step!(
@@ -44,32 +45,68 @@ impl DbPrune {
                 incomplete.len()
             );
         }
+        let kept = decisions.iter().filter(|d| d.keep()).map(|d| kept(&d.backup.path, &d.reasons));
+        let kept = json::array(kept);
+        let skipped = json::array(incomplete.iter().map(skipped));
         if self.dry_run {
             step!("dry run: nothing was removed");
+            let would = decisions.iter().filter(|d| !d.keep()).map(|d| d.backup.path.to_string_lossy());
+            json::report(report(true, false, kept, json::strings(would), skipped));
             return Ok(());
         }
         let removed = remove_unkept(&dir, &decisions)?;
         step!("removed {} of {} backups", removed.len(), complete.len());
+        json::report(report(false, false, kept, json::strings(removed.iter().map(|p| p.to_string_lossy())), skipped));
         Ok(())
     }
 
     /// Removes the incomplete files (with anything beside them) and nothing else: the only
     /// way they go, since a person may want to look at one before it does.
-    fn remove_incomplete(&self, dir: &BackupDir, incomplete: &[Backup], complete: usize) -> Result<()> {
+    fn remove_incomplete(&self, dir: &BackupDir, incomplete: &[Backup], complete: &[Backup]) -> Result<()> {
         for backup in incomplete {
             let name = backup.path.file_name().unwrap_or_default().to_string_lossy();
             let why = backup.why_incomplete().unwrap_or_default();
             if self.dry_run {
-                println!("would remove {name}  (incomplete: {why})");
+                human!("would remove {name}  (incomplete: {why})");
             } else {
                 dir.remove_backup(backup)?;
-                println!("remove  {name}  (incomplete: {why})");
+                human!("remove  {name}  (incomplete: {why})");
             }
         }
         let done = if self.dry_run { "dry run: nothing was removed" } else { "removed" };
-        step!("{done}: {} incomplete files; complete backups untouched: {complete}", incomplete.len());
+        step!("{done}: {} incomplete files; complete backups untouched: {}", incomplete.len(), complete.len());
+        let kept = json::array(complete.iter().map(|b| kept(&b.path, &["complete"])));
+        let removed = json::strings(incomplete.iter().map(|b| b.path.to_string_lossy()));
+        json::report(report(self.dry_run, true, kept, removed, "[]".to_owned()));
         Ok(())
     }
+}
+
+/// db-prune's `--json` fields. `removed` is what went, or with `dry_run` what would go;
+/// `incomplete_only` is `--incomplete`, where the complete backups are `kept` as such.
+fn report(dry_run: bool, incomplete_only: bool, kept: String, removed: String, skipped: String) -> json::Object {
+    json::Object::new()
+        .raw("dry_run", dry_run)
+        .raw("incomplete_only", incomplete_only)
+        .raw("kept", kept)
+        .raw("removed", removed)
+        .raw("skipped", skipped)
+}
+
+/// A backup that stays, and the rules that keep it (`newest`, `daily #1`, ...).
+fn kept<S: AsRef<str>>(path: &Path, reasons: &[S]) -> String {
+    json::Object::new()
+        .str("path", &path.to_string_lossy())
+        .raw("reasons", json::strings(reasons.iter().map(AsRef::as_ref)))
+        .build()
+}
+
+/// An incomplete file that retention does not count, and why it is incomplete.
+fn skipped(backup: &Backup) -> String {
+    json::Object::new()
+        .str("path", &backup.path.to_string_lossy())
+        .str("incomplete", backup.why_incomplete().unwrap_or_default())
+        .build()
 }
 
 /// Removes the complete backups `policy` does not keep, with the files beside them, and

@@ -21,7 +21,7 @@ use crate::{
         session::{Mode, Session},
     },
     exit::{Code, Coded},
-    interrupt,
+    interrupt, json,
     output::{self, human_bytes, step, warning},
     process::Failure,
     prompt,
@@ -103,6 +103,16 @@ impl DbRestore {
             return Err(err.context(format!("the swap failed; `{}` is unchanged: retry db-restore", db.name)));
         }
         loaded.scratch.keep();
+        // From here on the restore happened: with --json, these fields come also when a
+        // later step fails, so a script learns where the replaced data is.
+        json::report(
+            json::Object::new()
+                .raw("dry_run", false)
+                .str("backup", &path.to_string_lossy())
+                .str("database", &db.name)
+                .str("scratch", &scratch)
+                .opt_str("replaced", replaced.then_some(previous.as_str())),
+        );
         if replaced {
             step!("the replaced data is kept as `{previous}`; to swap back: {}", db.psql_hint(&back));
         } else {
@@ -112,7 +122,8 @@ impl DbRestore {
         // From here on the restored data is live: a failure or a signal stops, drops
         // nothing, and says how to go back.
         let targets = migration_targets(self.migrate_to.as_deref(), &path);
-        let mut after_swap = || -> Result<()> {
+        let migrated = alembic.is_some() && !self.no_migrate;
+        let mut after_swap = || -> Result<Retired> {
             match &alembic {
                 _ if self.no_migrate => step!("--no-migrate: skipping the Alembic migration"),
                 None => step!("no alembic.ini found: skipping the migration (pass --alembic-dir to run it)"),
@@ -130,7 +141,7 @@ impl DbRestore {
             }
             self.retire_previous(sh, &db, &mut session, &dir, replaced.then_some(previous.as_str()))
         };
-        after_swap().with_context(|| {
+        let retired = after_swap().with_context(|| {
             let back = if replaced {
                 format!("(the replaced data is `{previous}`); to roll back to it: {}", db.psql_hint(&back))
             } else {
@@ -143,9 +154,22 @@ impl DbRestore {
             db.name,
             path.file_name().unwrap_or_default().to_string_lossy(),
             human_bytes(backup.size),
-            if alembic.is_some() && !self.no_migrate { targets.join("+") } else { "-".to_owned() },
+            if migrated { targets.join("+") } else { "-".to_owned() },
             started.elapsed().as_secs_f64(),
             output::peak_memory()
+        );
+        let dumped = retired
+            .dumped
+            .iter()
+            .map(|(name, path)| json::Object::new().str("database", name).str("path", &path.to_string_lossy()).build());
+        json::report(
+            json::Object::new()
+                .raw("kept", json::strings(&retired.kept))
+                .raw("dumped", json::array(dumped))
+                .raw("dropped", json::strings(&retired.dropped))
+                // null: not migrated (--no-migrate, or no alembic.ini found).
+                .raw("migration", if migrated { json::strings(&targets) } else { "null".to_owned() })
+                .raw("duration_secs", format!("{:.3}", started.elapsed().as_secs_f64())),
         );
         Ok(())
     }
@@ -231,7 +255,28 @@ impl DbRestore {
         for line in plan_lines(&db.name, dir, plan) {
             step!("  {line}");
         }
-        step!("  {}", self.migration_words(alembic, &migration_targets(self.migrate_to.as_deref(), path)));
+        let targets = migration_targets(self.migrate_to.as_deref(), path);
+        step!("  {}", self.migration_words(alembic, &targets));
+        let tables = checked
+            .tables
+            .iter()
+            .map(|(table, rows)| json::Object::new().str("table", table).raw("rows", rows).build());
+        let migrated = alembic.is_some() && !self.no_migrate;
+        json::report(
+            json::Object::new()
+                .raw("dry_run", true)
+                .str("backup", &path.to_string_lossy())
+                .str("database", &db.name)
+                .str("scratch", &(db.scratch_prefix("restore") + "<run>"))
+                .raw("sql_bytes", checked.sql_bytes)
+                .raw("checksum_verified", backup.sha256.is_some())
+                .raw("tables", json::array(tables))
+                .raw("replaces", plan.live)
+                .raw("kept", json::strings(&plan.kept))
+                .raw("dumped_and_dropped", json::strings(&plan.retired))
+                .raw("roles_created", json::strings(&checked.roles.created))
+                .raw("migration", if migrated { json::strings(&targets) } else { "null".to_owned() }),
+        );
         step!("dry run complete: {} would restore into `{}`; nothing was changed", path.display(), db.name);
         Ok(())
     }
@@ -272,13 +317,14 @@ impl DbRestore {
         session: &mut Session,
         dir: &BackupDir,
         just_made: Option<&str>,
-    ) -> Result<()> {
+    ) -> Result<Retired> {
         let prefix = previous_prefix(&db.name);
         let mut earlier = session.databases_with_prefix(&prefix)?;
         earlier.retain(|name| Some(name.as_str()) != just_made);
         // The UTC timestamp in the names sorts them by age: newest first.
         earlier.reverse();
         let keep = self.keep_previous.get() - usize::from(just_made.is_some());
+        let mut retired = Retired { kept: earlier.iter().take(keep).cloned().collect(), ..Retired::default() };
         for old in earlier.iter().skip(keep) {
             interrupt::check()?;
             let revision = db.revision_of(sh, old)?;
@@ -287,17 +333,28 @@ impl DbRestore {
             let untouched = format!("`{old}` was not dropped");
             let (path, _) = dump_to_file(sh, db, old, dir, &name, self.db_lock_wait_secs, &untouched)
                 .with_context(|| format!("could not dump `{old}` before dropping it"))?;
+            retired.dumped.push((old.clone(), path.clone()));
             // Stopped after the dump: the database stays too, as promised.
             interrupt::check()?;
             db.drop_database(sh, old)?;
+            retired.dropped.push(old.clone());
             step!(
                 "dropped `{old}` (keeping the newest {} replaced databases); its data is in {}",
                 self.keep_previous,
                 path.display()
             );
         }
-        Ok(())
+        Ok(retired)
     }
+}
+
+/// What became of the databases earlier restores replaced (not counting the one this
+/// restore made): kept as they are, dumped (name, file), dropped after their dump.
+#[derive(Default)]
+struct Retired {
+    kept: Vec<String>,
+    dumped: Vec<(String, PathBuf)>,
+    dropped: Vec<String>,
 }
 
 /// What a restore does with earlier replaced databases.

@@ -26,6 +26,8 @@ use crate::{
 };
 
 struct Verified {
+    /// When its checks passed, as its record says.
+    at: chrono::DateTime<chrono::Local>,
     checksum_verified: bool,
     revision: String,
     tables: Vec<(String, u64)>,
@@ -36,40 +38,32 @@ type Reports = Vec<(PathBuf, Result<Verified>)>;
 
 impl DbVerify {
     pub fn run(self, sh: &Shell) -> Result<()> {
-        // `--json` promises one object on stdout, also when nothing got as far as a report.
-        let reports = match self.verify_targets(sh) {
-            Ok(reports) => reports,
-            Err(err) => {
-                if self.json {
-                    let report = json::Object::new().raw("ok", false).str("error", &format!("{err:#}"));
-                    println!("{}", report.raw("backups", json::array(std::iter::empty())).build());
-                }
-                return Err(err);
-            }
-        };
-
+        // Nothing verified (no backups, a wrong name, no database): the error alone, which
+        // `--json`'s envelope carries as `{"ok":false,"error":...,"code":N}`.
+        let reports = self.verify_targets(sh)?;
         let failed = reports.iter().filter(|(_, r)| r.is_err()).count();
-        if self.json {
-            let items =
-                reports.iter().map(|(path, result)| {
-                    let object = json::Object::new().str("path", &path.to_string_lossy()).raw("ok", result.is_ok());
-                    match result {
-                        Ok(v) => object
-                            .raw("checksum_verified", v.checksum_verified)
-                            .str("revision", &v.revision)
-                            .raw(
-                                "tables",
-                                json::array(v.tables.iter().map(|(name, rows)| {
-                                    json::Object::new().str("table", name).raw("rows", rows).build()
-                                })),
-                            )
-                            .raw("error", "null"),
-                        Err(err) => object.str("error", &format!("{err:#}")),
-                    }
-                    .build()
-                });
-            println!("{}", json::Object::new().raw("ok", failed == 0).raw("backups", json::array(items)).build());
-        }
+        let items = reports.iter().map(|(path, result)| {
+            let object = json::Object::new().str("path", &path.to_string_lossy()).raw("ok", result.is_ok());
+            match result {
+                Ok(v) => object
+                    .raw("checksum_verified", v.checksum_verified)
+                    .str("revision", &v.revision)
+                    .raw(
+                        "tables",
+                        json::array(
+                            v.tables
+                                .iter()
+                                .map(|(name, rows)| json::Object::new().str("table", name).raw("rows", rows).build()),
+                        ),
+                    )
+                    .str("verified_at", &json::time(&v.at))
+                    .raw("error", "null"),
+                Err(err) => object.str("error", &format!("{err:#}")),
+            }
+            .build()
+        });
+        // Also on failure: which backups failed, and why, beside the envelope's error.
+        json::report(json::Object::new().raw("backups", json::array(items)));
         if failed > 0 {
             bail!(
                 "{failed} of {} backups failed verification (see FAILED above); the live database was not touched",
@@ -170,7 +164,8 @@ fn verify(
         (_, Err(_)) => "unknown".to_owned(),
     };
     step!("restored {} of SQL into `{}`, all checks passed", human_bytes(loaded.sql_bytes), loaded.scratch.name());
-    Ok(Verified { checksum_verified: loaded.checksum_verified, revision, tables: loaded.tables })
+    let at = chrono::Local::now();
+    Ok(Verified { at, checksum_verified: loaded.checksum_verified, revision, tables: loaded.tables })
 }
 
 /// Records a pass as `NAME.verified` beside a backup in the backup directory; a failure
@@ -186,7 +181,7 @@ fn record(dir: &BackupDir, path: &Path, result: &Result<Verified>) -> Result<()>
     remove_if_exists(&beside(&marker, PARTIAL_SUFFIX))?;
     let mut partial = dir.create_partial(&name)?;
     let rows: u64 = v.tables.iter().map(|(_, n)| n).sum();
-    let now = chrono::Local::now().format("%Y-%m-%dT%H:%M:%S");
+    let now = v.at.format("%Y-%m-%dT%H:%M:%S");
     writeln!(partial.file(), "verified {now} revision={} tables={} rows={rows}", v.revision, v.tables.len())?;
     partial.commit_replacing()?;
     // Retention may have removed the backup meanwhile: no record without its backup.

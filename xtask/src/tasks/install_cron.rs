@@ -13,6 +13,7 @@ use xshell::{Shell, cmd};
 use crate::{
     cli::InstallCron,
     cron_entry::{self, Job},
+    json,
     output::step,
     process,
 };
@@ -32,7 +33,7 @@ impl InstallCron {
         let log = root.join(&self.log_file);
         // Every db-backup setting, from the one place that turns them back into flags. The
         // job never starts a stopped database unless --start says so.
-        let args = self.backup.for_the_job().to_args(&root);
+        let args = self.backup.job_args(&root);
         let path_dirs = job_path();
         let env: Vec<(String, String)> =
             COMPOSE_ENV.iter().filter_map(|key| Some((key.to_string(), std::env::var(key).ok()?))).collect();
@@ -45,8 +46,24 @@ impl InstallCron {
             args: &args,
             log: &log,
         });
+        // With --json, what happened and the entry itself, in the envelope `exit::report`
+        // prints; the entry's text as a person sees it goes to stderr.
+        let result = |action: &str, entry: Option<&str>| {
+            json::Object::new()
+                .str("action", action)
+                .opt_str("entry", entry)
+                .opt_str("line", entry.and_then(|e| e.lines().find(|l| !l.starts_with('#'))))
+                .str("schedule", &self.schedule.to_string())
+                .str("binary", &program.to_string_lossy())
+                .str("log", &log.to_string_lossy())
+        };
         if self.print {
-            print!("{entry}");
+            if self.backup.json {
+                eprint!("{entry}");
+            } else {
+                print!("{entry}");
+            }
+            json::report(result("printed", Some(&entry)));
             return Ok(());
         }
 
@@ -57,10 +74,12 @@ impl InstallCron {
             let (without, found) = cron_entry::remove(&table, &root);
             if !found {
                 step!("no backup job for {} in the crontab: nothing to remove", root.display());
+                json::report(result("uninstalled", None).raw("found", false));
                 return Ok(());
             }
             write_table(sh, &crontab, &without)?;
             step!("removed the backup job for {}; every other crontab line is unchanged", root.display());
+            json::report(result("uninstalled", None).raw("found", true));
             return Ok(());
         }
         if !cron_daemon_runs() {
@@ -79,6 +98,7 @@ impl InstallCron {
         write_table(sh, &crontab, &cron_entry::merge(&table, &root, &entry))?;
         step!("installed the backup job ({}), logging to {}:", self.schedule, log.display());
         eprint!("{entry}");
+        json::report(result("installed", Some(&entry)));
         Ok(())
     }
 }

@@ -69,7 +69,7 @@ fn db_verify_passes_a_good_backup_fails_a_damaged_one_and_never_touches_the_live
         python_json(
             &list.stdout,
             &format!(
-                "({backup}['revision'], {backup}['compression'], {backup}['checksum_file'], {backup}['verified'].startswith('verified '), {backup}['size'] == {})",
+                "({backup}['revision'], {backup}['compression'], {backup}['checksum_file'], {backup}['verified']['record'].startswith('verified '), {backup}['size'] == {})",
                 fs::metadata(&good).unwrap().len()
             )
         ),

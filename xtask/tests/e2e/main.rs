@@ -12,6 +12,7 @@ mod dry_run;
 mod hardening;
 mod install_cron;
 mod interrupt;
+mod json_output;
 mod matrix;
 mod memory;
 mod prerestore;
