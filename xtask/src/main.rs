@@ -5,9 +5,13 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use xtask::{cli, exit, interrupt, project_root};
+use xtask::{cli, exit, interrupt, paths, project_root};
 
 fn main() -> ExitCode {
+    // Before the shell moves to the repository root: paths a person gives are theirs.
+    if let Ok(dir) = std::env::current_dir() {
+        paths::set_working_dir(dir);
+    }
     let cli = cli::Cli::parse();
     let result = interrupt::install()
         .map_err(anyhow::Error::from)

@@ -83,8 +83,9 @@ impl DbVerify {
     /// (no backups, a name that is nowhere, no database, the lock); a failed target is a
     /// report.
     fn verify_targets(&self, sh: &Shell) -> Result<Reports> {
+        // The directory first: a wrong one fails the same way with or without Docker.
+        let dir = BackupDir::existing(self.dir.path(&sh.current_dir()))?;
         let db = Database::open(sh, &self.db.target(&sh.current_dir()), "db-verify")?;
-        let dir = BackupDir::open(sh.current_dir().join(&self.dir.backup_dir))?;
         let targets: Vec<PathBuf> = if self.all {
             catalogue::list(dir.path(), &db.name)?.into_iter().map(|b| b.path).collect()
         } else {
@@ -97,11 +98,11 @@ impl DbVerify {
                 dir.path().display()
             );
         }
-        let _lock = dir.lock_verify(self.dir.lock_wait_secs)?;
+        let _lock = dir.lock_verify(self.lock.lock_wait_secs)?;
         dir.remove_partials(&db.name, true)?;
         // Shared: db-backup and other verifications go on; a restore waits.
         let mut session = db.session_when_ready(sh, self.db.wait_secs)?;
-        session.lock(Mode::Shared, self.dir.lock_wait_secs)?;
+        session.lock(Mode::Shared, self.lock.lock_wait_secs)?;
         session.clean_dead_runs(sh, &db)?;
 
         let mut reports = Vec::new();

@@ -29,7 +29,7 @@ impl InstallCron {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let root = sh.current_dir();
         let program = root.join(JOB_BINARY);
-        let log = root.join(&self.log_file);
+        let log = self.log_file(&root);
         // Every db-backup setting, from the one place that turns them back into flags.
         let args = self.backup.to_args(&root);
         let path_dirs = job_path();
