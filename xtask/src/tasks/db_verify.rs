@@ -83,21 +83,22 @@ impl DbVerify {
     /// (no backups, a name that is nowhere, no database, the lock); a failed target is a
     /// report.
     fn verify_targets(&self, sh: &Shell) -> Result<Reports> {
-        // The directory first: a wrong one fails the same way with or without Docker.
+        // The directory and the backups first: a wrong one, or a wrong name, fails the same
+        // way whether Docker is there or not.
         let dir = BackupDir::existing(self.dir.path(&sh.current_dir()))?;
-        let db = Database::open(sh, &self.db.target(&sh.current_dir()), "db-verify")?;
+        let name = &self.db.name.db_name;
         let targets: Vec<PathBuf> = if self.all {
-            catalogue::list(dir.path(), &db.name)?.into_iter().map(|b| b.path).collect()
+            catalogue::list(dir.path(), name)?.into_iter().map(|b| b.path).collect()
         } else {
-            vec![catalogue::resolve(dir.path(), &db.name, self.backup.as_deref().unwrap_or("latest"))?]
+            vec![catalogue::resolve(dir.path(), name, self.backup.as_deref().unwrap_or("latest"))?]
         };
         if targets.is_empty() {
             bail!(
-                "there are no complete backups of `{}` in {} to verify: make one with `cargo xtask db-backup`",
-                db.name,
+                "there are no complete backups of `{name}` in {} to verify: make one with `cargo xtask db-backup`",
                 dir.path().display()
             );
         }
+        let db = Database::open(sh, &self.db.target(&sh.current_dir()), "db-verify")?;
         let _lock = dir.lock_verify(self.lock.lock_wait_secs)?;
         dir.remove_partials(&db.name, true)?;
         // Shared: db-backup and other verifications go on; a restore waits.
