@@ -3,6 +3,7 @@
 //! `testbed` holds the helpers, which reach the database through the xtask's own door.
 
 mod catalogue;
+mod cli_refs;
 mod compose_setups;
 mod db_backup;
 mod db_ops;
