@@ -25,7 +25,7 @@ use crate::{
     output::{self, human_bytes, step},
     process::Failure,
     prompt,
-    store::backup_dir::BackupDir,
+    store::backup_dir::{self, BackupDir},
     store::backup_file::{self, BackupName, Compression, Kind, Revision},
     store::catalogue,
     tasks::db_backup::dump_to_file,
@@ -37,7 +37,17 @@ impl DbRestore {
         step!("db-restore of `{}` started (pid {})", self.db.name.db_name, std::process::id());
         let db = Database::open(sh, &self.db.target(&sh.current_dir()), "db-restore")?;
         let alembic = Alembic::find(sh, self.alembic_dir().as_deref(), "db-restore")?;
-        let dir = BackupDir::open(self.dir.path(&sh.current_dir()))?;
+        let dir_path = self.dir.path(&sh.current_dir());
+        // Only a file given by its path restores without the directory; for anything else
+        // (a reference, the picker) creating it on a typo would just say "no backups".
+        let given_file = self.backup.as_deref().is_some_and(|backup| {
+            catalogue::Reference::parse(backup) == catalogue::Reference::File
+                && crate::paths::absolute(backup.as_ref()).is_file()
+        });
+        if !given_file {
+            backup_dir::require_existing(&dir_path)?;
+        }
+        let dir = BackupDir::open(dir_path)?;
         let path = self.choose(&dir, &db.name)?;
         let backup = catalogue::precheck(&path).context("the backup was refused and the database not touched")?;
         step!(

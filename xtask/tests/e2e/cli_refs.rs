@@ -108,6 +108,12 @@ fn read_only_tasks_on_a_missing_directory_fail_and_create_nothing() {
         assert!(error.contains("--backup-dir") && error.contains("db-backup"), "says what to do: {error}");
         assert!(!missing.exists(), "{args:?} created {}", missing.display());
     }
+    // db-restore creates the directory for a file given by its path, never to look for
+    // `latest` in it: that would only end in "no backups".
+    let run = run(xtask_in(&base, &["db-restore", "latest", "--yes", "--backup-dir", "typo", "--compose", "v2"]));
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.last_line().contains(&format!("{} does not exist", missing.display())), "{}", run.last_line());
+    assert!(!missing.exists(), "db-restore latest created {}", missing.display());
     fs::remove_dir_all(&base).unwrap();
 }
 
