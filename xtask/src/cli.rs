@@ -36,7 +36,7 @@ pub enum Task {
     DbRestore(DbRestore),
     /// Register the backup job in the user's crontab (hourly by default), or show or remove it.
     InstallCron(InstallCron),
-    /// List the backups, newest first: date, age, revision, compression, size, verification.
+    /// List the backups, newest first, numbered as db-restore and db-verify take them: date, age, revision, format, size, verification.
     DbList(DbList),
     /// Prove backups restore: checksum, marker, then a real restore into a scratch database.
     DbVerify(DbVerify),
