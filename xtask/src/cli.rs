@@ -36,7 +36,8 @@ pub enum Task {
     DbRestore(DbRestore),
     /// Register the backup job in the user's crontab (hourly by default), or show or remove it.
     InstallCron(InstallCron),
-    /// List the backups, newest first, numbered as db-restore and db-verify take them: date, age, revision, format, size, verification.
+    /// List the backups, newest first: the number db-restore and db-verify take, date, age,
+    /// revision, format, size, verification.
     DbList(DbList),
     /// Prove backups restore: checksum, marker, then a real restore into a scratch database.
     DbVerify(DbVerify),
@@ -249,10 +250,11 @@ pub struct DbBackup {
 impl DbBackup {
     /// These settings as db-backup's command line again, `db-backup` first: every setting
     /// spelled out (the job must not depend on an environment it may not have), paths made
-    /// absolute (given ones from the working directory, defaults in `root`), `--json` left out (a log wants lines). The one place that
-    /// knows db-backup's flags besides clap: install-cron writes this into the job, and a
-    /// unit test round-trips it through clap and checks that no flag is missing. The
-    /// destructuring has no `..`: a new field does not compile until it is handled here.
+    /// absolute (given ones from the working directory, defaults in `root`), `--json` left
+    /// out (a log wants lines). The one place that knows db-backup's flags besides clap:
+    /// install-cron writes this into the job, and a unit test round-trips it through clap
+    /// and checks that no flag is missing. The destructuring has no `..`: a new field does
+    /// not compile until it is handled here.
     pub fn to_args(&self, root: &std::path::Path) -> Vec<String> {
         let DbBackup { db, dir, lock, retention, compress, db_lock_wait_secs, json: _ } = self;
         let DbArgs { compose_file: _, env_file: _, service, name: DbName { db_name }, db_user, compose, wait_secs } =
