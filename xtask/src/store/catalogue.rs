@@ -35,7 +35,8 @@ pub enum Reference {
     Latest(usize),
     /// The number db-list shows and the picker offers: 1 is the newest complete backup.
     Number(usize),
-    /// A prefix of the time in the name, `YYYYMMDD_HHMMSS`: at least the year.
+    /// A prefix of the time in the name, `YYYYMMDD_HHMMSS`: at least the year. Four to six
+    /// digits also match the time of day (`0710`, `071028`), as db-list shows it.
     Time(String),
     /// A file name in the backup directory, or a path from the working directory.
     File,
@@ -111,16 +112,13 @@ pub fn pick<'a>(
             )
         }),
         Reference::Time(prefix) => {
-            let matching: Vec<(usize, &Backup)> = backups
-                .iter()
-                .enumerate()
-                .filter(|(_, b)| b.name.taken.format(backup_file::TIME_FORMAT).to_string().starts_with(prefix.as_str()))
-                .collect();
+            let matching: Vec<(usize, &Backup)> =
+                backups.iter().enumerate().filter(|(_, b)| taken_at(&b.name.taken, prefix)).collect();
             match matching.as_slice() {
                 [(_, one)] => Ok(one),
                 [] => bail!(
-                    "no complete backup of `{db}` in {dir} was taken at `{prefix}…` (YYYYMMDD_HHMMSS); the newest: \
-                     {newest}; run `cargo xtask db-list` to see them all"
+                    "no complete backup of `{db}` in {dir} was taken at `{prefix}…` (YYYYMMDD_HHMMSS, or a time of \
+                     day HHMMSS); the newest: {newest}; run `cargo xtask db-list` to see them all"
                 ),
                 several => bail!(
                     "`{wanted}` is ambiguous: {} complete backups of `{db}` in {dir} were taken at `{prefix}…` \
@@ -132,6 +130,16 @@ pub fn pick<'a>(
         }
         Reference::File => bail!("`{wanted}` names a file, not one of the listed backups"),
     }
+}
+
+/// Whether a backup taken at `taken` matches a time reference: its `YYYYMMDD_HHMMSS` starts
+/// with `prefix`, or, for four to six digits, its time of day does (`0710` is 07:10 on any
+/// day). When both readings match different backups, the reference is ambiguous and says
+/// so: it never guesses.
+fn taken_at(taken: &NaiveDateTime, prefix: &str) -> bool {
+    let stamp = taken.format(backup_file::TIME_FORMAT).to_string();
+    let time_of_day = (4..=6).contains(&prefix.len()) && prefix.bytes().all(|b| b.is_ascii_digit());
+    stamp.starts_with(prefix) || (time_of_day && stamp[9..].starts_with(prefix))
 }
 
 /// A few of the backups, with their numbers, for an error line: `#1 NAME, #2 NAME, and 7 more`.
@@ -669,6 +677,8 @@ mod tests {
         assert_eq!(pick_file("3").unwrap(), file("20261125_071028"));
         assert_eq!(pick_file("20261125_0710").unwrap(), file("20261125_071028"));
         assert_eq!(pick_file("20261124").unwrap(), file("20261124_114600"));
+        assert_eq!(pick_file("071028").unwrap(), file("20261125_071028"), "the time of day, as db-list shows it");
+        assert_eq!(pick_file("1146").unwrap(), file("20261124_114600"));
 
         let err = |text: &str| format!("{:#}", pick_file(text).unwrap_err());
         let ambiguous = err("20261125_07");
@@ -677,7 +687,9 @@ mod tests {
         assert!(ambiguous.contains(&format!("#3 {}", file("20261125_071028"))), "{ambiguous}");
         assert!(!ambiguous.contains(&file("20261125_080000")), "only the matching ones: {ambiguous}");
         assert!(ambiguous.contains("cargo xtask db-list"), "{ambiguous}");
-        for missing in ["5", "0", "latest~4", "2027", "20261125_09"] {
+        assert_eq!(pick_file("0710").unwrap(), file("20261125_071028"), "07:10, not 07:15");
+        assert!(err("2026").contains("4 complete backups"), "a year: every one, so ambiguous");
+        for missing in ["5", "0", "latest~4", "2027", "20261125_09", "0930"] {
             let text = err(missing);
             assert!(text.contains(&format!("#1 {}", file("20261125_080000"))), "the newest, for {missing}: {text}");
             assert!(text.contains("/b") && text.contains("cargo xtask db-list"), "{text}");

@@ -211,6 +211,7 @@ fn short_references_name_the_backup_db_list_numbers() {
     assert_eq!(verified(&bed, &here, "LATEST"), newest);
     assert_eq!(verified(&bed, &here, "latest~1"), middle);
     assert_eq!(verified(&bed, &here, "20261125_0710"), middle, "a unique prefix of the time");
+    assert_eq!(verified(&bed, &here, "071512"), newest, "the time of day, as db-list shows it");
 
     // The number db-list shows for a backup is that backup.
     let list = bed.run_ok(&["db-list"]);
