@@ -174,10 +174,14 @@ impl DbRestore {
             }
             // `list`'s order, numbered from 1 by the picker: db-list's numbers, the same backups.
             let now = chrono::Local::now().naive_local();
-            let rows: Vec<Vec<String>> = backups.iter().map(|b| catalogue::columns(b, now)).collect();
-            let lines = output::table(&rows, &catalogue::COLUMNS.map(|(_, right)| right));
-            return match prompt::pick(&format!("Backups of `{db}` in {}, newest first:", dir.path().display()), &lines)?
-            {
+            let header = catalogue::COLUMNS.map(|(name, _)| name.to_owned()).to_vec();
+            let rows: Vec<Vec<String>> =
+                std::iter::once(header).chain(backups.iter().map(|b| catalogue::columns(b, now))).collect();
+            let mut lines = output::table(&rows, &catalogue::COLUMNS.map(|(_, right)| right));
+            let header = lines.remove(0);
+            // The header over the picker's own `  NNN) ` prefix, as db-list shows it.
+            let title = format!("Backups of `{db}` in {}, newest first:\n    #  {header}", dir.path().display());
+            return match prompt::pick(&title, &lines)? {
                 Some(i) => Ok(backups[i].path.clone()),
                 None => Err(refused("no backup chosen")),
             };
