@@ -15,6 +15,7 @@ use xshell::Shell;
 use crate::{
     cron_entry::Schedule,
     db::{Start, Target, compose::ComposeFlavor},
+    paths,
     store::{backup_file::Compression, retention::Policy},
 };
 
@@ -82,7 +83,8 @@ pub enum Task {
     DbRestore(DbRestore),
     /// Register the backup job in the user's crontab (hourly by default), or show or remove it.
     InstallCron(InstallCron),
-    /// List the backups, newest first: date, age, revision, compression, size, verification.
+    /// List the backups, newest first: the number db-restore and db-verify take, date, age,
+    /// revision, format, size, verification.
     DbList(DbList),
     /// Prove backups restore: checksum, marker, then a real restore into a scratch database.
     DbVerify(DbVerify),
@@ -113,14 +115,16 @@ impl Task {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Connection")]
 pub struct DbArgs {
-    /// Compose file defining the database service, relative to the repository root; give it
-    /// several times, in Compose's order, for a service defined across files. Default:
-    /// `COMPOSE_FILE` as Compose reads it, else `infra/postgres/docker-compose.yml`.
+    /// Compose file defining the database service (a relative path is taken from the working
+    /// directory); give it several times, in Compose's order, for a service defined across
+    /// files. Default: `COMPOSE_FILE` as Compose reads it, else
+    /// `infra/postgres/docker-compose.yml` in the repository.
     #[arg(long, env = "HINDSIGHT_COMPOSE_FILE", value_delimiter = ':')]
     pub compose_file: Vec<PathBuf>,
 
-    /// An env file for Compose's variable substitution, as `docker compose --env-file`;
-    /// without it Compose reads the project directory's `.env` itself.
+    /// An env file for Compose's variable substitution, as `docker compose --env-file` (a
+    /// relative path is taken from the working directory); without it Compose reads the
+    /// project directory's `.env` itself.
     #[arg(long, env = "HINDSIGHT_ENV_FILE")]
     pub env_file: Option<PathBuf>,
 
@@ -154,18 +158,27 @@ pub struct DbName {
 }
 
 impl DbArgs {
-    /// The compose files, absolute, in order: the flags, else `COMPOSE_FILE` split as
-    /// Compose splits it (`COMPOSE_PATH_SEPARATOR`, `:` by default), else the project's.
+    /// The compose files, absolute and normalised, in order: the flags, else `COMPOSE_FILE`
+    /// split as Compose splits it (`COMPOSE_PATH_SEPARATOR`, `:` by default), both taken
+    /// from the working directory as Compose takes them, else the project's, in `root`.
     pub fn compose_files(&self, root: &Path) -> Vec<PathBuf> {
-        let files = if !self.compose_file.is_empty() {
-            self.compose_file.clone()
-        } else if let Some(list) = std::env::var("COMPOSE_FILE").ok().filter(|l| !l.is_empty()) {
+        if !self.compose_file.is_empty() {
+            return self.compose_file.iter().map(|file| paths::absolute(file)).collect();
+        }
+        if let Some(list) = std::env::var("COMPOSE_FILE").ok().filter(|l| !l.is_empty()) {
             let separator = std::env::var("COMPOSE_PATH_SEPARATOR").unwrap_or_else(|_| ":".to_owned());
-            list.split(separator.as_str()).filter(|f| !f.is_empty()).map(PathBuf::from).collect()
-        } else {
-            vec![PathBuf::from("infra/postgres/docker-compose.yml")]
-        };
-        files.into_iter().map(|file| root.join(file)).collect()
+            return list
+                .split(separator.as_str())
+                .filter(|f| !f.is_empty())
+                .map(|f| paths::absolute(f.as_ref()))
+                .collect();
+        }
+        vec![paths::absolute_from(root, Path::new(DEFAULT_COMPOSE_FILE))]
+    }
+
+    /// The env file, absolute and normalised: taken from the working directory.
+    pub fn env_file(&self) -> Option<PathBuf> {
+        self.env_file.as_deref().map(paths::absolute)
     }
 
     /// The door's settings: where pg_dump and psql run.
@@ -173,7 +186,7 @@ impl DbArgs {
         Target {
             flavor: self.compose,
             files: self.compose_files(root),
-            env_file: self.env_file.as_ref().map(|file| root.join(file)),
+            env_file: self.env_file(),
             service: self.service.clone(),
             user: self.db_user.clone(),
             db_name: self.name.db_name.clone(),
@@ -181,14 +194,38 @@ impl DbArgs {
     }
 }
 
-/// Where the backups live, and how long to wait for another run holding them.
+/// The project's compose file, in the repository.
+pub const DEFAULT_COMPOSE_FILE: &str = "infra/postgres/docker-compose.yml";
+/// The backup directory when none is given, in the repository.
+pub const DEFAULT_BACKUP_DIR: &str = "hindsight_db_backups/data";
+/// install-cron's log when none is given, in the repository.
+pub const DEFAULT_CRON_LOG: &str = "hindsight_db_backups/logs/backup.log";
+
+/// Where the backups live.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Backup directory")]
 pub struct BackupDirArgs {
-    /// Directory of the backup files, relative to the repository root; created with mode 0700.
-    #[arg(long, env = "HINDSIGHT_BACKUP_DIR", default_value = "hindsight_db_backups/data")]
-    pub backup_dir: PathBuf,
+    /// Directory of the backup files (a relative path is taken from the working directory).
+    /// Default: `hindsight_db_backups/data` in the repository. db-backup and db-restore
+    /// create it (mode 0700); the other tasks need it to exist.
+    #[arg(long, env = "HINDSIGHT_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
+}
 
+impl BackupDirArgs {
+    /// The directory, absolute and normalised: the one given, from the working directory,
+    /// else the default in `root`, the repository.
+    pub fn path(&self, root: &Path) -> PathBuf {
+        match &self.backup_dir {
+            Some(dir) => paths::absolute(dir),
+            None => paths::absolute_from(root, Path::new(DEFAULT_BACKUP_DIR)),
+        }
+    }
+}
+
+/// How long to wait for another run: only for the tasks that take the directory's lock.
+#[derive(Debug, Args)]
+pub struct LockArgs {
     /// Seconds to wait for another backup or restore to release the backup directory's lock.
     #[arg(long, env = "HINDSIGHT_LOCK_WAIT_SECS", default_value = "60", allow_negative_numbers = true, value_parser = parse_secs)]
     pub lock_wait_secs: Duration,
@@ -241,6 +278,9 @@ pub struct DbBackup {
     pub dir: BackupDirArgs,
 
     #[command(flatten)]
+    pub lock: LockArgs,
+
+    #[command(flatten)]
     pub retention: RetentionArgs,
 
     /// Compress on the host while the dump streams: `.sql`, `.sql.gz` or `.sql.zst`.
@@ -288,14 +328,17 @@ impl DbBackup {
 
     /// These settings as db-backup's command line again, `db-backup` first: every setting
     /// spelled out (the job must not depend on an environment it may not have), paths made
-    /// absolute from `root`, `--json` left out (a log wants lines). The one place that
-    /// knows db-backup's flags besides clap: install-cron writes this into the job, and a
-    /// unit test round-trips it through clap and checks that no flag is missing. The
-    /// destructuring has no `..`: a new field does not compile until it is handled here.
+    /// absolute (given ones from the working directory, defaults in `root`), `--json` left
+    /// out (a log wants lines). The one place that knows db-backup's flags besides clap:
+    /// install-cron writes this into the job, and a unit test round-trips it through clap
+    /// and checks that no flag is missing. The destructuring has no `..`: a new field does
+    /// not compile until it is handled here.
     pub fn to_args(&self, root: &std::path::Path) -> Vec<String> {
-        let DbBackup { db, dir, retention, compress, db_lock_wait_secs, start, no_start, json: _ } = self;
-        let DbArgs { compose_file: _, env_file, service, name: DbName { db_name }, db_user, compose, wait_secs } = db;
-        let BackupDirArgs { backup_dir, lock_wait_secs } = dir;
+        let DbBackup { db, dir, lock, retention, compress, db_lock_wait_secs, start, no_start, json: _ } = self;
+        let DbArgs { compose_file: _, env_file: _, service, name: DbName { db_name }, db_user, compose, wait_secs } =
+            db;
+        let BackupDirArgs { backup_dir: _ } = dir;
+        let LockArgs { lock_wait_secs } = lock;
         let RetentionArgs { max_backups, keep_hourly, keep_daily, keep_weekly, keep_monthly } = retention;
         // As clap spells the values: what it parses back.
         let spelled =
@@ -303,7 +346,7 @@ impl DbBackup {
         // The files as resolved now (flags, else COMPOSE_FILE, else the default): the job
         // must not depend on an environment cron does not give it.
         let files = db.compose_files(root).into_iter().map(|file| ("--compose-file", file.display().to_string()));
-        let env_file = env_file.iter().map(|file| ("--env-file", root.join(file).display().to_string()));
+        let env_file = db.env_file().into_iter().map(|file| ("--env-file", file.display().to_string()));
         // No --db-user means the container's POSTGRES_USER, at every run.
         let user = db_user.iter().map(|user| ("--db-user", user.clone()));
         let flags = [
@@ -311,7 +354,7 @@ impl DbBackup {
             ("--db-name", db_name.clone()),
             ("--compose", spelled(compose.to_possible_value())),
             ("--wait-secs", wait_secs.as_secs().to_string()),
-            ("--backup-dir", root.join(backup_dir).display().to_string()),
+            ("--backup-dir", dir.path(root).display().to_string()),
             ("--lock-wait-secs", lock_wait_secs.as_secs().to_string()),
             ("--max-backups", max_backups.to_string()),
             ("--keep-hourly", keep_hourly.to_string()),
@@ -343,7 +386,9 @@ pub struct DbList {
 
 #[derive(Debug, Args)]
 pub struct DbVerify {
-    /// The backup: a path, a file name in the backup directory, or `latest` (the default).
+    /// The backup (default `latest`): `latest` or `latest~N` (the Nth before it), its number
+    /// in db-list, a unique prefix of its time (`20261125_0710`), a file name in the backup
+    /// directory, or a path.
     pub backup: Option<String>,
 
     /// Verify every backup in the directory.
@@ -355,6 +400,9 @@ pub struct DbVerify {
 
     #[command(flatten)]
     pub dir: BackupDirArgs,
+
+    #[command(flatten)]
+    pub lock: LockArgs,
 
     /// Print the report as one JSON object on stdout, also when nothing got verified.
     #[arg(long, help_heading = "Output")]
@@ -373,6 +421,9 @@ pub struct DbPrune {
 
     #[command(flatten)]
     pub dir: BackupDirArgs,
+
+    #[command(flatten)]
+    pub lock: LockArgs,
 
     #[command(flatten)]
     pub retention: RetentionArgs,
@@ -394,8 +445,9 @@ pub struct DbPrune {
 
 #[derive(Debug, Args)]
 pub struct DbRestore {
-    /// The backup: a path, a file name in the backup directory, or `latest`. Without it, a
-    /// terminal gets a list to pick from.
+    /// The backup: `latest` or `latest~N` (the Nth before it), its number in db-list, a
+    /// unique prefix of its time (`20261125_0710`), a file name in the backup directory, or
+    /// a path. Without it, a terminal gets a list to pick from.
     pub backup: Option<String>,
 
     #[command(flatten)]
@@ -403,6 +455,9 @@ pub struct DbRestore {
 
     #[command(flatten)]
     pub dir: BackupDirArgs,
+
+    #[command(flatten)]
+    pub lock: LockArgs,
 
     /// Do not ask for confirmation (needed without a terminal).
     #[arg(long, short)]
@@ -412,8 +467,9 @@ pub struct DbRestore {
     #[arg(long, env = "HINDSIGHT_KEEP_PREVIOUS", default_value = "1", value_name = "N", allow_negative_numbers = true, value_parser = parse_at_least_one)]
     pub keep_previous: NonZeroUsize,
 
-    /// Directory holding `alembic.ini`, relative to the repository root. Without it, the
-    /// repository is searched for exactly one `alembic.ini`; none found skips the migration.
+    /// Directory holding `alembic.ini` (a relative path is taken from the working directory).
+    /// Without it, the repository is searched for exactly one `alembic.ini`; none found
+    /// skips the migration.
     #[arg(long, env = "HINDSIGHT_ALEMBIC_DIR")]
     pub alembic_dir: Option<PathBuf>,
 
@@ -454,9 +510,10 @@ pub struct InstallCron {
     #[arg(long, env = "HINDSIGHT_CRON_SCHEDULE", default_value = "0 * * * *", value_parser = Schedule::parse)]
     pub schedule: Schedule,
 
-    /// File the job appends its output to, relative to the repository root.
-    #[arg(long, env = "HINDSIGHT_CRON_LOG", default_value = "hindsight_db_backups/logs/backup.log")]
-    pub log_file: PathBuf,
+    /// File the job appends its output to (a relative path is taken from the working
+    /// directory). Default: `hindsight_db_backups/logs/backup.log` in the repository.
+    #[arg(long, env = "HINDSIGHT_CRON_LOG")]
+    pub log_file: Option<PathBuf>,
 
     /// Print the entry and change nothing.
     #[arg(long, conflicts_with = "uninstall")]
@@ -469,6 +526,24 @@ pub struct InstallCron {
     /// The job's db-backup settings, written into the entry as flags.
     #[command(flatten)]
     pub backup: DbBackup,
+}
+
+impl InstallCron {
+    /// The job's log, absolute and normalised: the one given, from the working directory,
+    /// else the default in `root`, the repository.
+    pub fn log_file(&self, root: &Path) -> PathBuf {
+        match &self.log_file {
+            Some(file) => paths::absolute(file),
+            None => paths::absolute_from(root, Path::new(DEFAULT_CRON_LOG)),
+        }
+    }
+}
+
+impl DbRestore {
+    /// `--alembic-dir`, absolute and normalised: taken from the working directory.
+    pub fn alembic_dir(&self) -> Option<PathBuf> {
+        self.alembic_dir.as_deref().map(paths::absolute)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -654,18 +729,32 @@ pub(crate) mod tests {
         // Debug shows every field: what clap parses back is exactly what it parsed.
         assert_eq!(format!("{:?}", parse_db_backup(&args)), format!("{parsed:?}"));
 
-        // Relative paths are taken from the root; --json is for a person, not the job.
+        // Relative paths given are taken from the working directory, made absolute and
+        // normalised for the job; --json is for a person, not the job.
         let mut relative = EVERY_DB_BACKUP_FLAG.to_vec();
         let at = |flag: &str| relative.iter().position(|arg| *arg == flag).expect("in the list") + 1;
-        let (compose_file, backup_dir) = (at("--compose-file"), at("--backup-dir"));
+        let (compose_file, backup_dir, env_file) = (at("--compose-file"), at("--backup-dir"), at("--env-file"));
         relative[compose_file] = "infra/compose.yml";
-        relative[backup_dir] = "backups";
+        relative[backup_dir] = "./x/../backups";
+        relative[env_file] = "app.env";
         relative.push("--json");
         let args = parse_db_backup(&relative).to_args(Path::new("/repo"));
         let value = |flag: &str| &args[args.iter().position(|arg| arg == flag).expect("passed") + 1];
-        assert_eq!(value("--compose-file"), "/repo/infra/compose.yml");
-        assert_eq!(value("--backup-dir"), "/repo/backups");
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(value("--compose-file"), &cwd.join("infra/compose.yml").display().to_string());
+        assert_eq!(value("--backup-dir"), &cwd.join("backups").display().to_string());
+        assert_eq!(value("--env-file"), &cwd.join("app.env").display().to_string());
         assert!(!args.contains(&"--json".to_owned()));
+    }
+
+    #[test]
+    fn defaults_are_in_the_repository_whatever_the_working_directory() {
+        let root = Path::new("/repo");
+        assert_eq!(BackupDirArgs { backup_dir: None }.path(root), Path::new("/repo/hindsight_db_backups/data"));
+        let given = BackupDirArgs { backup_dir: Some(PathBuf::from("b")) };
+        assert_eq!(given.path(root), std::env::current_dir().unwrap().join("b"));
+        let no_files = parse_db_backup(&["db-backup", "--compose-file", "/srv/c.yml"]).db;
+        assert_eq!(no_files.compose_files(root), [PathBuf::from("/srv/c.yml")]);
     }
 
     #[test]

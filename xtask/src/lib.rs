@@ -13,6 +13,7 @@ pub mod exit;
 pub mod interrupt;
 pub mod json;
 pub mod output;
+pub mod paths;
 pub mod process;
 pub mod prompt;
 pub mod store;
@@ -21,8 +22,9 @@ pub mod tasks;
 
 use std::path::PathBuf;
 
-/// The repository root: every relative path in the settings is taken from here,
-/// whatever directory (or cron) started the binary.
+/// The repository root: the default paths (backups, compose file, cron log) live here,
+/// whatever directory (or cron) started the binary. Paths a person gives are taken from
+/// the working directory instead: see `paths`.
 pub fn project_root() -> PathBuf {
     let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
     PathBuf::from(dir).parent().expect("xtask lives one level below the repository root").to_path_buf()

@@ -6,10 +6,14 @@ use std::{ffi::OsString, process::ExitCode};
 
 use xtask::{
     cli::{self, Task},
-    exit, interrupt, json, project_root,
+    exit, interrupt, json, paths, project_root,
 };
 
 fn main() -> ExitCode {
+    // Before the shell moves to the repository root: paths a person gives are theirs.
+    if let Ok(dir) = std::env::current_dir() {
+        paths::set_working_dir(dir);
+    }
     let cli = match cli::Cli::try_parse_args() {
         Ok(cli) => cli,
         Err(err) => return command_line_error(err, std::env::args_os().skip(1)),

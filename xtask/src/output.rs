@@ -36,6 +36,29 @@ pub fn human_bytes(bytes: u64) -> String {
     if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
+/// Rows as aligned columns, two spaces apart, each as wide as its widest cell (header
+/// included): `right[i]` aligns column `i` to the right. The last column is not padded, so
+/// no line ends in spaces.
+pub fn table(rows: &[Vec<String>], right: &[bool]) -> Vec<String> {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| rows.iter().filter_map(|row| row.get(i)).map(|cell| cell.chars().count()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|row| {
+            let cells = row.iter().enumerate().map(|(i, cell)| {
+                let pad = " ".repeat(widths[i] - cell.chars().count());
+                match (right.get(i).copied().unwrap_or(false), i + 1 == row.len()) {
+                    (true, _) => format!("{pad}{cell}"),
+                    (false, true) => cell.clone(),
+                    (false, false) => format!("{cell}{pad}"),
+                }
+            });
+            cells.collect::<Vec<_>>().join("  ")
+        })
+        .collect()
+}
+
 /// This process's peak resident memory (the kernel's VmHWM), for the summary line.
 pub fn peak_memory() -> String {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -92,7 +115,7 @@ impl Progress {
 
 #[cfg(test)]
 mod tests {
-    use super::human_bytes;
+    use super::{human_bytes, table};
 
     #[test]
     fn bytes_read_as_a_person_would() {
@@ -100,5 +123,24 @@ mod tests {
         assert_eq!(human_bytes(1023), "1023 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
+    }
+
+    #[test]
+    fn table_columns_line_up_whatever_the_cell_widths() {
+        let row = |cells: &[&str]| cells.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+        let rows = [
+            row(&["#", "size", "file", "status"]),
+            row(&["1", "43 B", "a.sql.zst", "ok"]),
+            row(&["12", "1.5 KiB", "b.sql", "x"]),
+        ];
+        let lines = table(&rows, &[true, true, false, false]);
+        assert_eq!(
+            lines,
+            [" #     size  file       status", " 1     43 B  a.sql.zst  ok", "12  1.5 KiB  b.sql      x"]
+        );
+        // Every column starts at the same place on every line.
+        let starts = |line: &str| line.find("status").or(line.find("ok")).or(line.find(" x").map(|i| i + 1));
+        assert_eq!(starts(&lines[0]), starts(&lines[1]));
+        assert_eq!(starts(&lines[1]), starts(&lines[2]));
     }
 }

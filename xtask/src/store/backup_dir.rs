@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use crate::{
     exit::{Code, Coded},
@@ -41,6 +41,14 @@ impl BackupDir {
                 .with_context(|| format!("cannot make backup directory {} private (mode 0700)", path.display()))?;
             step!("made {} private (mode {mode:o} -> 700)", path.display());
         }
+        Ok(BackupDir { path })
+    }
+
+    /// The directory as it is, for the tasks that only read it or write their own records
+    /// in it (db-list, db-verify, db-prune): a missing one is an error, never created where
+    /// a typo pointed them.
+    pub fn existing(path: PathBuf) -> Result<BackupDir> {
+        require_existing(&path)?;
         Ok(BackupDir { path })
     }
 
@@ -164,6 +172,25 @@ fn rename_no_clobber(from: &Path, to: &Path) -> io::Result<()> {
         return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} already exists", to.display())));
     }
     fs::rename(from, to)
+}
+
+/// Fails unless `path` is a directory, saying where to look: a wrong directory must not
+/// read as "no backups".
+pub fn require_existing(path: &Path) -> Result<()> {
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => {
+            bail!("backup directory {} is not a directory: check --backup-dir (HINDSIGHT_BACKUP_DIR)", path.display())
+        }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => bail!(
+            "backup directory {} does not exist: check --backup-dir (HINDSIGHT_BACKUP_DIR), or run \
+             `cargo xtask db-backup` first, which creates it",
+            path.display()
+        ),
+        Err(err) => {
+            Err(err).with_context(|| format!("cannot read backup directory {}: check its permissions", path.display()))
+        }
+    }
 }
 
 /// Removes a file that may not be there.

@@ -24,22 +24,143 @@ pub fn verified_record(backup: &Backup) -> Option<String> {
     std::fs::read_to_string(backup.verified_marker()).ok().map(|text| text.trim().to_owned())
 }
 
-/// A backup named by a person: `latest` (the newest complete one), a file name in `dir`,
-/// or a path taken from the working directory. A name that is none of these is an error:
-/// a typo must never read as "nothing to do".
-pub fn resolve(dir: &Path, db: &str, wanted: &str) -> Result<PathBuf> {
-    if wanted == "latest" {
-        return list(dir, db)?
-            .first()
-            .map(|b| b.path.clone())
-            .with_context(|| format!("there are no complete backups of `{db}` in {}", dir.display()));
+/// How a person names a backup. Which kind a reference is depends on its spelling alone,
+/// never on which files happen to exist, so the same words always mean the same thing:
+/// `latest` and `latest~N` (any case), then 1 to 3 digits (a number), then 4 or more
+/// digits with at most one `_` after the eighth (a time); anything else is a file name or
+/// a path. A file called `7` or `2026` is named as `./7`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reference {
+    /// The newest complete backup (0), or the Nth before it.
+    Latest(usize),
+    /// The number db-list shows and the picker offers: 1 is the newest complete backup.
+    Number(usize),
+    /// A prefix of the time in the name, `YYYYMMDD_HHMMSS`: at least the year. Four to six
+    /// digits also match the time of day (`0710`, `071028`), as db-list shows it.
+    Time(String),
+    /// A file name in the backup directory, or a path from the working directory.
+    File,
+}
+
+impl Reference {
+    pub fn parse(text: &str) -> Reference {
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let lower = text.to_ascii_lowercase();
+        if lower == "latest" {
+            return Reference::Latest(0);
+        }
+        if let Some(n) = lower.strip_prefix("latest~").filter(|n| digits(n))
+            && let Ok(n) = n.parse()
+        {
+            return Reference::Latest(n);
+        }
+        // Three digits: a list longer than 999 is named by time; four are a year.
+        if digits(text) && text.len() <= 3 {
+            return Reference::Number(text.parse().expect("at most three digits"));
+        }
+        let time = match text.split_once('_') {
+            None => digits(text) && (4..=8).contains(&text.len()),
+            Some((date, clock)) => {
+                date.len() == 8 && digits(date) && clock.len() <= 6 && clock.bytes().all(|b| b.is_ascii_digit())
+            }
+        };
+        if time { Reference::Time(text.to_owned()) } else { Reference::File }
     }
+}
+
+/// A backup named by a person (see `Reference`): the backup it names in `dir`, or the path
+/// it gives. A name that is none of these, or more than one, is an error naming the
+/// candidates, the directory and db-list: a typo must never read as "nothing to do".
+pub fn resolve(dir: &Path, db: &str, wanted: &str) -> Result<PathBuf> {
+    let reference = Reference::parse(wanted);
+    if reference == Reference::File {
+        return resolve_file(dir, db, wanted);
+    }
+    let backups = list(dir, db)?;
+    pick(&reference, wanted, &backups, dir, db).map(|backup| backup.path.clone())
+}
+
+/// Which of `backups` (`list`'s: complete, newest first, numbered from 1) `reference`
+/// names; `wanted` is how the person spelled it.
+pub fn pick<'a>(
+    reference: &Reference,
+    wanted: &str,
+    backups: &'a [Backup],
+    dir: &Path,
+    db: &str,
+) -> Result<&'a Backup> {
+    let dir = dir.display();
+    if backups.is_empty() {
+        bail!(
+            "there are no complete backups of `{db}` in {dir}, so no `{wanted}`: make one with `cargo xtask db-backup`"
+        );
+    }
+    let count = backups.len();
+    let newest = candidates(backups.iter().enumerate(), count);
+    match reference {
+        Reference::Latest(n) => backups.get(*n).with_context(|| {
+            format!(
+                "no backup `{wanted}`: there are only {count} complete backups of `{db}` in {dir} (latest~0 to \
+                 latest~{}): {newest}; run `cargo xtask db-list` to see them",
+                count - 1
+            )
+        }),
+        Reference::Number(n) => n.checked_sub(1).and_then(|i| backups.get(i)).with_context(|| {
+            format!(
+                "no backup number {n}: the complete backups of `{db}` in {dir} are numbered 1 to {count}, newest \
+                 first: {newest}; run `cargo xtask db-list` to see them"
+            )
+        }),
+        Reference::Time(prefix) => {
+            let matching: Vec<(usize, &Backup)> =
+                backups.iter().enumerate().filter(|(_, b)| taken_at(&b.name.taken, prefix)).collect();
+            match matching.as_slice() {
+                [(_, one)] => Ok(one),
+                [] => bail!(
+                    "no complete backup of `{db}` in {dir} was taken at `{prefix}…` (YYYYMMDD_HHMMSS, or a time of \
+                     day HHMMSS); the newest: {newest}; run `cargo xtask db-list` to see them all"
+                ),
+                several => bail!(
+                    "`{wanted}` is ambiguous: {} complete backups of `{db}` in {dir} were taken at `{prefix}…` \
+                     ({}); give more of the time, or the number `cargo xtask db-list` shows",
+                    several.len(),
+                    candidates(several.iter().copied(), several.len())
+                ),
+            }
+        }
+        Reference::File => bail!("`{wanted}` names a file, not one of the listed backups"),
+    }
+}
+
+/// Whether a backup taken at `taken` matches a time reference: its `YYYYMMDD_HHMMSS` starts
+/// with `prefix`, or, for four to six digits, its time of day does (`0710` is 07:10 on any
+/// day). When both readings match different backups, the reference is ambiguous and says
+/// so: it never guesses.
+fn taken_at(taken: &NaiveDateTime, prefix: &str) -> bool {
+    let stamp = taken.format(backup_file::TIME_FORMAT).to_string();
+    let time_of_day = (4..=6).contains(&prefix.len()) && prefix.bytes().all(|b| b.is_ascii_digit());
+    stamp.starts_with(prefix) || (time_of_day && stamp[9..].starts_with(prefix))
+}
+
+/// A few of the backups, with their numbers, for an error line: `#1 NAME, #2 NAME, and 7 more`.
+fn candidates<'a>(backups: impl Iterator<Item = (usize, &'a Backup)>, count: usize) -> String {
+    const SHOWN: usize = 5;
+    let mut text: Vec<String> =
+        backups.take(SHOWN).map(|(i, b)| format!("#{} {}", i + 1, b.name.file_name())).collect();
+    if count > SHOWN {
+        text.push(format!("and {} more", count - SHOWN));
+    }
+    text.join(", ")
+}
+
+/// A file name in `dir`, or a path from the working directory, that exists.
+fn resolve_file(dir: &Path, db: &str, wanted: &str) -> Result<PathBuf> {
     let as_given = Path::new(wanted);
-    let in_dir = (as_given.components().count() == 1).then(|| dir.join(as_given));
+    let in_dir = (as_given.components().count() == 1).then(|| crate::paths::normalise(&dir.join(as_given)));
     if let Some(in_dir) = in_dir.as_ref().filter(|p| p.exists()) {
         return Ok(in_dir.clone());
     }
-    let from_cwd = std::env::current_dir().context("cannot read the working directory")?.join(as_given);
+    let from_cwd = crate::paths::absolute(as_given);
     if from_cwd.exists() {
         return Ok(from_cwd);
     }
@@ -51,13 +172,37 @@ pub fn resolve(dir: &Path, db: &str, wanted: &str) -> Result<PathBuf> {
             dir.display()
         ),
     };
-    bail!("no backup `{wanted}`: {tried}; run `cargo xtask db-list` to see the backups in {}", dir.display())
+    let newest = match list(dir, db) {
+        Ok(backups) if !backups.is_empty() => {
+            format!("; the newest in {}: {}", dir.display(), candidates(backups.iter().enumerate(), backups.len()))
+        }
+        _ => String::new(),
+    };
+    bail!("no backup `{wanted}`: {tried}{newest}; run `cargo xtask db-list` to see the backups in {}", dir.display())
+}
+
+/// The numbers db-list shows, the picker offers and `resolve` takes, over the files `scan`
+/// returns: the complete backups counted from 1, newest first, `None` for the others. `list`
+/// is exactly the numbered ones in this order, so a number means the same backup everywhere.
+pub fn numbers(scanned: &[Backup]) -> Vec<Option<usize>> {
+    let mut next = 0;
+    scanned
+        .iter()
+        .map(|backup| {
+            backup.complete.then(|| {
+                next += 1;
+                next
+            })
+        })
+        .collect()
 }
 
 /// `db`'s complete backups in `dir`, newest first: the only ones retention, `latest`, the
 /// picker and db-backup's free-space estimate may count.
 pub fn list(dir: &Path, db: &str) -> Result<Vec<Backup>> {
-    Ok(scan(dir, db)?.into_iter().filter(|b| b.complete).collect())
+    let scanned = scan(dir, db)?;
+    let numbers = numbers(&scanned);
+    Ok(scanned.into_iter().zip(numbers).filter_map(|(backup, number)| number.map(|_| backup)).collect())
 }
 
 /// Every file in `dir` named as one of `db`'s backups, complete or not, newest first.
@@ -253,19 +398,23 @@ pub fn sidecar_sum_of(backup: &Path, file: &Path) -> Result<Option<String>> {
     }
 }
 
-/// One line for a person choosing a backup: date, age, revision, size, file name.
-pub fn describe(backup: &Backup, now: NaiveDateTime) -> String {
+/// The columns a person reads a backup by, as db-list and the picker show them (see
+/// `COLUMNS`): time taken, age, revision, format, size, file name.
+pub fn columns(backup: &Backup, now: NaiveDateTime) -> Vec<String> {
     let taken = backup.name.taken;
-    format!(
-        "{}  {:>12}  rev {:<12}  {:<4}  {:>10}  {}",
-        taken.format("%Y-%m-%d %H:%M:%S"),
+    vec![
+        taken.format("%Y-%m-%d %H:%M:%S").to_string(),
         age(now - taken),
         backup.name.revision.to_string(),
-        backup.name.compression.name(),
+        backup.name.compression.name().to_owned(),
         human_bytes(backup.size),
-        backup.path.file_name().unwrap_or_default().to_string_lossy()
-    )
+        backup.path.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+    ]
 }
+
+/// The headers of `columns`, and which of them are right-aligned (numbers read best so).
+pub const COLUMNS: [(&str, bool); 6] =
+    [("taken", false), ("age", true), ("revision", false), ("format", false), ("size", true), ("file", false)];
 
 fn age(age: chrono::TimeDelta) -> String {
     let minutes = age.num_minutes();
@@ -469,5 +618,104 @@ mod tests {
         assert!(err.contains("no complete backups"), "{err}");
         fs::remove_dir_all(&dir).unwrap();
         fs::remove_dir_all(&empty).unwrap();
+    }
+
+    #[test]
+    fn references_are_told_apart_by_their_spelling() {
+        use Reference::*;
+        for (text, expected) in [
+            ("latest", Latest(0)),
+            ("LATEST", Latest(0)),
+            ("Latest~0", Latest(0)),
+            ("latest~2", Latest(2)),
+            ("1", Number(1)),
+            ("42", Number(42)),
+            ("999", Number(999)),
+            ("0", Number(0)),
+            ("2026", Time("2026".to_owned())),
+            ("071028", Time("071028".to_owned())),
+            ("20261125_0710", Time("20261125_0710".to_owned())),
+            ("20261125_", Time("20261125_".to_owned())),
+            ("20261125_071028", Time("20261125_071028".to_owned())),
+            ("latest~", File),
+            ("latest~x", File),
+            ("latest~-1", File),
+            ("latest~+1", File),
+            ("+1", File),
+            ("123456789", File),
+            ("2026112_07", File),
+            ("20261125_0710281", File),
+            ("./7", File),
+            ("hindsight_db_backup_20261124_114600_3f2a9c1b7d4e.sql", File),
+            ("/srv/b.sql", File),
+        ] {
+            assert_eq!(Reference::parse(text), expected, "{text}");
+        }
+    }
+
+    fn backup(stamp: &str, complete: bool) -> Backup {
+        let file = format!("hindsight_db_backup_{stamp}_unknown.sql");
+        let name = BackupName::parse(&file).expect("a backup's name");
+        Backup { path: PathBuf::from("/b").join(&file), name, size: 1, complete }
+    }
+
+    #[test]
+    fn a_reference_names_one_backup_or_fails_with_the_candidates() {
+        let dir = Path::new("/b");
+        let backups: Vec<Backup> = ["20261125_080000", "20261125_071512", "20261125_071028", "20261124_114600"]
+            .iter()
+            .map(|stamp| backup(stamp, true))
+            .collect();
+        let pick_file =
+            |text: &str| pick(&Reference::parse(text), text, &backups, dir, "hindsight_db").map(|b| b.name.file_name());
+        let file = |stamp: &str| format!("hindsight_db_backup_{stamp}_unknown.sql");
+        assert_eq!(pick_file("latest").unwrap(), file("20261125_080000"));
+        assert_eq!(pick_file("LATEST").unwrap(), file("20261125_080000"));
+        assert_eq!(pick_file("latest~1").unwrap(), file("20261125_071512"));
+        assert_eq!(pick_file("latest~3").unwrap(), file("20261124_114600"));
+        assert_eq!(pick_file("1").unwrap(), file("20261125_080000"));
+        assert_eq!(pick_file("3").unwrap(), file("20261125_071028"));
+        assert_eq!(pick_file("20261125_0710").unwrap(), file("20261125_071028"));
+        assert_eq!(pick_file("20261124").unwrap(), file("20261124_114600"));
+        assert_eq!(pick_file("071028").unwrap(), file("20261125_071028"), "the time of day, as db-list shows it");
+        assert_eq!(pick_file("1146").unwrap(), file("20261124_114600"));
+
+        let err = |text: &str| format!("{:#}", pick_file(text).unwrap_err());
+        let ambiguous = err("20261125_07");
+        assert!(ambiguous.contains("ambiguous") && ambiguous.contains("/b"), "{ambiguous}");
+        assert!(ambiguous.contains(&format!("#2 {}", file("20261125_071512"))), "{ambiguous}");
+        assert!(ambiguous.contains(&format!("#3 {}", file("20261125_071028"))), "{ambiguous}");
+        assert!(!ambiguous.contains(&file("20261125_080000")), "only the matching ones: {ambiguous}");
+        assert!(ambiguous.contains("cargo xtask db-list"), "{ambiguous}");
+        assert_eq!(pick_file("0710").unwrap(), file("20261125_071028"), "07:10, not 07:15");
+        assert!(err("2026").contains("4 complete backups"), "a year: every one, so ambiguous");
+        for missing in ["5", "0", "latest~4", "2027", "20261125_09", "0930"] {
+            let text = err(missing);
+            assert!(text.contains(&format!("#1 {}", file("20261125_080000"))), "the newest, for {missing}: {text}");
+            assert!(text.contains("/b") && text.contains("cargo xtask db-list"), "{text}");
+        }
+        let none = pick(&Reference::Latest(0), "latest", &[], dir, "hindsight_db").unwrap_err();
+        assert!(format!("{none:#}").contains("no complete backups"), "{none:#}");
+    }
+
+    #[test]
+    fn numbers_count_the_complete_backups_as_list_returns_them() {
+        let dir = scratch_dir("numbers");
+        let stamps = ["20261125_090000", "20261125_080000", "20261125_070000", "20261125_060000"];
+        for (i, stamp) in stamps.iter().enumerate() {
+            // The second newest is empty: incomplete, so it has no number.
+            let body = if i == 1 { String::new() } else { DUMP_END.to_owned() };
+            fs::write(dir.join(format!("hindsight_db_backup_{stamp}_unknown.sql")), body).unwrap();
+        }
+        let scanned = scan(&dir, "hindsight_db").unwrap();
+        assert_eq!(numbers(&scanned), [Some(1), None, Some(2), Some(3)]);
+        let listed = list(&dir, "hindsight_db").unwrap();
+        for (backup, number) in scanned.iter().zip(numbers(&scanned)) {
+            if let Some(n) = number {
+                assert_eq!(listed[n - 1].path, backup.path, "number {n} is the same backup in list and scan");
+            }
+        }
+        assert_eq!(resolve(&dir, "hindsight_db", "2").unwrap(), listed[1].path);
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -81,8 +81,8 @@ impl DbBackup {
 
     fn backup(&self, sh: &Shell) -> Result<Outcome> {
         let db = Database::open(sh, &self.db.target(&sh.current_dir()), "db-backup")?;
-        let dir = BackupDir::open(sh.current_dir().join(&self.dir.backup_dir))?;
-        let _lock = dir.lock("db-backup", self.dir.lock_wait_secs)?;
+        let dir = BackupDir::open(self.dir.path(&sh.current_dir()))?;
+        let _lock = dir.lock("db-backup", self.lock.lock_wait_secs)?;
         dir.remove_partials(&db.name, false)?;
         let existing = catalogue::list(dir.path(), &db.name)?;
 
@@ -91,7 +91,7 @@ impl DbBackup {
         let mut session = db.session_when_ready(sh, self.db.wait_secs, self.start_policy())?;
         // Shared with db-verify and other backups, never during a restore; holding it, the
         // leftovers of runs that died can go.
-        session.lock(Mode::Shared, self.dir.lock_wait_secs)?;
+        session.lock(Mode::Shared, self.lock.lock_wait_secs)?;
         session.clean_dead_runs(sh, &db)?;
         let inspection = db.inspect(sh, &db.name)?;
         self.check_free_space(inspection.size, &dir, &existing)?;

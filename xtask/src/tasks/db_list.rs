@@ -1,6 +1,7 @@
 //! `cargo xtask db-list`: the backups, newest first, as a table or as JSON. Files named
 //! like backups that are not complete are listed too, marked `incomplete`, so a person
-//! sees what `db-prune --incomplete` would remove.
+//! sees what `db-prune --incomplete` would remove. The complete ones carry the numbers
+//! that db-restore and db-verify take (`catalogue::numbers`, as the picker counts them).
 
 use anyhow::Result;
 use xshell::Shell;
@@ -8,14 +9,17 @@ use xshell::Shell;
 use crate::{
     cli::DbList,
     json,
-    store::{backup_file::Backup, catalogue},
+    output::table,
+    store::{backup_dir, backup_file::Backup, catalogue},
 };
 
 impl DbList {
     pub fn run(self, sh: &Shell) -> Result<()> {
-        let dir = sh.current_dir().join(&self.dir.backup_dir);
-        let backups = if dir.exists() { catalogue::scan(&dir, &self.name.db_name)? } else { Vec::new() };
-        let dumps = if dir.exists() { catalogue::prerestore_dumps(&dir, &self.name.db_name)? } else { Vec::new() };
+        let dir = self.dir.path(&sh.current_dir());
+        // A wrong directory is an error, not an empty list.
+        backup_dir::require_existing(&dir)?;
+        let backups = catalogue::scan(&dir, &self.name.db_name)?;
+        let dumps = catalogue::prerestore_dumps(&dir, &self.name.db_name)?;
         let now = chrono::Local::now().naive_local();
         if self.json {
             let item = |backup: &Backup| {
@@ -47,9 +51,13 @@ impl DbList {
             println!(
                 "dumps of databases that restores replaced, kept until you remove them (restore one by its name):"
             );
+            let mut rows = vec![header(false)];
             for dump in &dumps {
                 let status = dump.why_incomplete().map_or("complete".to_owned(), |why| format!("incomplete ({why})"));
-                println!("  {}  {status}", catalogue::describe(dump, now));
+                rows.push([catalogue::columns(dump, now), vec![status]].concat());
+            }
+            for line in table(&rows, &right_aligned(false)) {
+                println!("  {line}");
             }
         }
         if backups.is_empty() {
@@ -57,7 +65,8 @@ impl DbList {
             return Ok(());
         }
         println!("backups of `{}` in {}, newest first:", self.name.db_name, dir.display());
-        for backup in &backups {
+        let mut rows = vec![header(true)];
+        for (backup, number) in backups.iter().zip(catalogue::numbers(&backups)) {
             let status = match (backup.why_incomplete(), catalogue::verified_record(backup)) {
                 (Some(why), _) => format!("incomplete ({why})"),
                 (None, Some(record)) => {
@@ -65,7 +74,12 @@ impl DbList {
                 }
                 (None, None) => "not verified".to_owned(),
             };
-            println!("  {}  {status}", catalogue::describe(backup, now));
+            // Incomplete files have no number: nothing takes them by one.
+            let number = number.map_or(String::new(), |n| n.to_string());
+            rows.push([vec![number], catalogue::columns(backup, now), vec![status]].concat());
+        }
+        for line in table(&rows, &right_aligned(true)) {
+            println!("  {line}");
         }
         let incomplete = backups.iter().filter(|b| !b.complete).count();
         if incomplete > 0 {
@@ -76,6 +90,19 @@ impl DbList {
         }
         Ok(())
     }
+}
+
+/// The header row: the number (which db-restore and db-verify take), the backup's
+/// columns, its status.
+fn header(numbered: bool) -> Vec<String> {
+    let number = numbered.then_some("#");
+    let names = number.into_iter().chain(catalogue::COLUMNS.iter().map(|(name, _)| *name)).chain(["status"]);
+    names.map(str::to_owned).collect()
+}
+
+fn right_aligned(numbered: bool) -> Vec<bool> {
+    let number = numbered.then_some(true);
+    number.into_iter().chain(catalogue::COLUMNS.iter().map(|(_, right)| *right)).chain([false]).collect()
 }
 
 /// A `NAME.verified` record (`verified 2026-11-25T11:46:00+01:00 revision=R tables=N

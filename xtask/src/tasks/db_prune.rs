@@ -19,8 +19,8 @@ use crate::{
 
 impl DbPrune {
     pub fn run(self, sh: &Shell) -> Result<()> {
-        let dir = BackupDir::open(sh.current_dir().join(&self.dir.backup_dir))?;
-        let _lock = dir.lock("db-prune", self.dir.lock_wait_secs)?;
+        let dir = BackupDir::existing(self.dir.path(&sh.current_dir()))?;
+        let _lock = dir.lock("db-prune", self.lock.lock_wait_secs)?;
         let scanned = catalogue::scan(dir.path(), &self.name.db_name)?;
         let (complete, incomplete): (Vec<Backup>, Vec<Backup>) = scanned.into_iter().partition(|b| b.complete);
         if self.incomplete {

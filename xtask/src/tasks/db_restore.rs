@@ -25,7 +25,7 @@ use crate::{
     output::{self, human_bytes, step, warning},
     process::Failure,
     prompt,
-    store::backup_dir::BackupDir,
+    store::backup_dir::{self, BackupDir},
     store::backup_file::{self, BackupName, Compression, Kind, Revision},
     store::catalogue,
     tasks::db_backup::dump_to_file,
@@ -36,8 +36,18 @@ impl DbRestore {
         let started = Instant::now();
         step!("db-restore of `{}` started (pid {})", self.db.name.db_name, std::process::id());
         let db = Database::open(sh, &self.db.target(&sh.current_dir()), "db-restore")?;
-        let alembic = Alembic::find(sh, self.alembic_dir.as_deref(), "db-restore")?;
-        let dir = BackupDir::open(sh.current_dir().join(&self.dir.backup_dir))?;
+        let alembic = Alembic::find(sh, self.alembic_dir().as_deref(), "db-restore")?;
+        let dir_path = self.dir.path(&sh.current_dir());
+        // Only a file given by its path restores without the directory; for anything else
+        // (a reference, the picker) creating it on a typo would just say "no backups".
+        let given_file = self.backup.as_deref().is_some_and(|backup| {
+            catalogue::Reference::parse(backup) == catalogue::Reference::File
+                && crate::paths::absolute(backup.as_ref()).is_file()
+        });
+        if !given_file {
+            backup_dir::require_existing(&dir_path)?;
+        }
+        let dir = BackupDir::open(dir_path)?;
         let path = self.choose(&dir, &db.name)?;
         let backup = catalogue::precheck(&path).context("the backup was refused and the database not touched")?;
         step!(
@@ -62,11 +72,11 @@ impl DbRestore {
         }
         self.confirm(&db.name, &path, &dir, &plan)?;
 
-        let _lock = dir.lock("db-restore", self.dir.lock_wait_secs)?;
+        let _lock = dir.lock("db-restore", self.lock.lock_wait_secs)?;
         dir.remove_partials(&db.name, false)?;
         // Alone: no backup, verification or other restore of this database meanwhile,
         // from this checkout or any other.
-        session.lock(Mode::Exclusive, self.dir.lock_wait_secs)?;
+        session.lock(Mode::Exclusive, self.lock.lock_wait_secs)?;
         session.clean_dead_runs(sh, &db)?;
 
         // UTC: the names sort by age whatever the clock's zone or daylight saving did.
@@ -174,14 +184,16 @@ impl DbRestore {
         Ok(())
     }
 
-    /// A path, a file name in the backup directory, `latest`, or a pick on a terminal.
+    /// A reference (`catalogue::resolve`: latest, latest~N, a number, a time, a file
+    /// name, a path), or a pick on a terminal.
     fn choose(&self, dir: &BackupDir, db: &str) -> Result<PathBuf> {
         let Some(wanted) = self.backup.as_deref() else {
             if !prompt::is_interactive() {
                 return Err(Coded {
                     code: Code::Usage,
                     message: format!(
-                        "no backup given and no terminal to pick one: pass a path, a file name in {}, or `latest`",
+                        "no backup given and no terminal to pick one: pass `latest`, a number or a file name from \
+                         `cargo xtask db-list` (backups in {}), or a path",
                         dir.path().display()
                     ),
                 }
@@ -191,10 +203,16 @@ impl DbRestore {
             if backups.is_empty() {
                 bail!("there are no backups of `{db}` in {}", dir.path().display());
             }
+            // `list`'s order, numbered from 1 by the picker: db-list's numbers, the same backups.
             let now = chrono::Local::now().naive_local();
-            let lines: Vec<String> = backups.iter().map(|b| catalogue::describe(b, now)).collect();
-            return match prompt::pick(&format!("Backups of `{db}` in {}, newest first:", dir.path().display()), &lines)?
-            {
+            let header = catalogue::COLUMNS.map(|(name, _)| name.to_owned()).to_vec();
+            let rows: Vec<Vec<String>> =
+                std::iter::once(header).chain(backups.iter().map(|b| catalogue::columns(b, now))).collect();
+            let mut lines = output::table(&rows, &catalogue::COLUMNS.map(|(_, right)| right));
+            let header = lines.remove(0);
+            // The header over the picker's own `  NNN) ` prefix, as db-list shows it.
+            let title = format!("Backups of `{db}` in {}, newest first:\n    #  {header}", dir.path().display());
+            return match prompt::pick(&title, &lines)? {
                 Some(i) => Ok(backups[i].path.clone()),
                 None => Err(refused("no backup chosen")),
             };

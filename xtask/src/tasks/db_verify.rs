@@ -77,25 +77,27 @@ impl DbVerify {
     /// (no backups, a name that is nowhere, no database, the lock); a failed target is a
     /// report.
     fn verify_targets(&self, sh: &Shell) -> Result<Reports> {
-        let db = Database::open(sh, &self.db.target(&sh.current_dir()), "db-verify")?;
-        let dir = BackupDir::open(sh.current_dir().join(&self.dir.backup_dir))?;
+        // The directory and the backups first: a wrong one, or a wrong name, fails the same
+        // way whether Docker is there or not.
+        let dir = BackupDir::existing(self.dir.path(&sh.current_dir()))?;
+        let name = &self.db.name.db_name;
         let targets: Vec<PathBuf> = if self.all {
-            catalogue::list(dir.path(), &db.name)?.into_iter().map(|b| b.path).collect()
+            catalogue::list(dir.path(), name)?.into_iter().map(|b| b.path).collect()
         } else {
-            vec![catalogue::resolve(dir.path(), &db.name, self.backup.as_deref().unwrap_or("latest"))?]
+            vec![catalogue::resolve(dir.path(), name, self.backup.as_deref().unwrap_or("latest"))?]
         };
         if targets.is_empty() {
             bail!(
-                "there are no complete backups of `{}` in {} to verify: make one with `cargo xtask db-backup`",
-                db.name,
+                "there are no complete backups of `{name}` in {} to verify: make one with `cargo xtask db-backup`",
                 dir.path().display()
             );
         }
-        let _lock = dir.lock_verify(self.dir.lock_wait_secs)?;
+        let db = Database::open(sh, &self.db.target(&sh.current_dir()), "db-verify")?;
+        let _lock = dir.lock_verify(self.lock.lock_wait_secs)?;
         dir.remove_partials(&db.name, true)?;
         // Shared: db-backup and other verifications go on; a restore waits.
         let mut session = db.session_when_ready(sh, self.db.wait_secs, Start::IfStopped)?;
-        session.lock(Mode::Shared, self.dir.lock_wait_secs)?;
+        session.lock(Mode::Shared, self.lock.lock_wait_secs)?;
         session.clean_dead_runs(sh, &db)?;
 
         let mut reports = Vec::new();

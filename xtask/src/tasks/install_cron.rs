@@ -30,7 +30,7 @@ impl InstallCron {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let root = sh.current_dir();
         let program = root.join(JOB_BINARY);
-        let log = root.join(&self.log_file);
+        let log = self.log_file(&root);
         // Every db-backup setting, from the one place that turns them back into flags. The
         // job never starts a stopped database unless --start says so.
         let args = self.backup.job_args(&root);

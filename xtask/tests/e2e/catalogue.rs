@@ -133,7 +133,15 @@ fn a_backup_name_that_is_nowhere_fails_and_touches_nothing() {
     bed.start();
     seed(&bed);
 
-    // Nothing to verify yet: with --json, still one object saying so.
+    // No directory yet: with --json, still one object saying so, and nothing created.
+    let run = bed.run(&["db-verify", "--json"]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert_eq!(python_json(&run.stdout, "(d['ok'], d['backups'])"), "(False, [])");
+    assert!(python_json(&run.stdout, "d['error']").contains("does not exist"), "{}", run.stdout);
+    assert!(!bed.backup_dir.exists(), "db-verify only reads the directory");
+
+    // Nothing to verify yet.
+    fs::create_dir_all(&bed.backup_dir).unwrap();
     let run = bed.run(&["db-verify", "--json"]);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert_eq!(python_json(&run.stdout, "(d['ok'], d['code'], 'backups' in d)"), "(False, 1, False)");

@@ -76,7 +76,8 @@ fn db_verify_passes_a_good_backup_fails_a_damaged_one_and_never_touches_the_live
         format!("('{REV}', 'none', True, True, True)")
     );
     let table = bed.run_ok(&["db-list"]);
-    assert!(table.stdout.contains(&format!("rev {REV}")) && table.stdout.contains("verified 20"), "{}", table.stdout);
+    // The revision in its own column, between two others.
+    assert!(table.stdout.contains(&format!("  {REV}  ")) && table.stdout.contains("verified 20"), "{}", table.stdout);
 
     // A byte changed in the data: the checksum catches it.
     let mut bytes = fs::read(&good).unwrap();

@@ -4,6 +4,7 @@
 
 mod catalogue;
 mod cli_parse;
+mod cli_refs;
 mod compose_setups;
 mod db_backup;
 mod db_ops;

@@ -75,8 +75,8 @@ fn unmerged_heads_and_a_merge_name_verify_and_restore_backups_at_their_own_revis
 
     // db-list shows the ids, as a person and as a program reads them.
     let list = bed.run_ok(&["db-list"]);
-    assert!(list.stdout.contains(&format!("rev {heads}")), "{}", list.stdout);
-    assert!(list.stdout.contains(&format!("rev {MERGE}")), "{}", list.stdout);
+    assert!(list.stdout.contains(&format!("  {heads}  ")), "{}", list.stdout);
+    assert!(list.stdout.contains(&format!("  {MERGE}  ")), "{}", list.stdout);
     let list = bed.run_ok(&["db-list", "--json"]);
     assert_eq!(
         python_json(&list.stdout, "[(b['revision'], b['revision_ids']) for b in d['backups']]"),

@@ -89,6 +89,20 @@ fn require_image(image: &str) {
     );
 }
 
+/// The real binary without a test bed, started in `cwd`, for what needs no database (db-list,
+/// a directory that is not there, a reference that names nothing): none of the caller's
+/// `HINDSIGHT_*`, `POSTGRES_*` or Compose settings leak in.
+pub fn xtask_in(cwd: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(args).current_dir(cwd).stdin(Stdio::null());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("HINDSIGHT_") || key.starts_with("POSTGRES_") || key.starts_with("COMPOSE_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
 impl Bed {
     pub fn new(name: &str, flavor: Flavor) -> Bed {
         Bed::with_image(name, flavor, "postgres:15")
