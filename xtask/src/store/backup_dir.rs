@@ -52,6 +52,12 @@ impl BackupDir {
         Ok(BackupDir { path })
     }
 
+    /// The directory a real run would open, for a dry run to name: neither created nor
+    /// made private, since a dry run changes nothing.
+    pub fn as_planned(path: PathBuf) -> BackupDir {
+        BackupDir { path }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -47,7 +47,7 @@ impl DbRestore {
         if !given_file {
             backup_dir::require_existing(&dir_path)?;
         }
-        let dir = BackupDir::open(dir_path)?;
+        let dir = if self.dry_run { BackupDir::as_planned(dir_path) } else { BackupDir::open(dir_path)? };
         let path = self.choose(&dir, &db.name)?;
         let backup = catalogue::precheck(&path).context("the backup was refused and the database not touched")?;
         step!(
