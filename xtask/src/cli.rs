@@ -225,6 +225,7 @@ impl BackupDirArgs {
 
 /// How long to wait for another run: only for the tasks that take the directory's lock.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Locks")]
 pub struct LockArgs {
     /// Seconds to wait for another backup or restore to release the backup directory's lock.
     #[arg(long, env = "HINDSIGHT_LOCK_WAIT_SECS", default_value = "60", allow_negative_numbers = true, value_parser = parse_secs)]
@@ -271,26 +272,9 @@ impl RetentionArgs {
 
 #[derive(Debug, Args)]
 pub struct DbBackup {
-    #[command(flatten)]
-    pub db: DbArgs,
-
-    #[command(flatten)]
-    pub dir: BackupDirArgs,
-
-    #[command(flatten)]
-    pub lock: LockArgs,
-
-    #[command(flatten)]
-    pub retention: RetentionArgs,
-
     /// Compress on the host while the dump streams: `.sql`, `.sql.gz` or `.sql.zst`.
     #[arg(long, env = "HINDSIGHT_BACKUP_COMPRESS", value_enum, default_value_t = Compression::None)]
     pub compress: Compression,
-
-    /// Seconds pg_dump waits for a table's lock (held by an `ALTER TABLE`, a `VACUUM FULL`)
-    /// before it gives up with exit 3, naming the session that holds it.
-    #[arg(long, env = "HINDSIGHT_DB_LOCK_WAIT_SECS", default_value = "120", allow_negative_numbers = true, value_parser = parse_secs)]
-    pub db_lock_wait_secs: Duration,
 
     /// Start the database's service when it is stopped, as `docker compose up -d` would.
     /// db-backup does by default; the job install-cron writes does not, unless given this.
@@ -301,6 +285,23 @@ pub struct DbBackup {
     /// stopped database may be under maintenance. The installed cron job's default.
     #[arg(long)]
     pub no_start: bool,
+
+    #[command(flatten)]
+    pub db: DbArgs,
+
+    #[command(flatten)]
+    pub dir: BackupDirArgs,
+
+    #[command(flatten)]
+    pub lock: LockArgs,
+
+    /// Seconds pg_dump waits for a table's lock (held by an `ALTER TABLE`, a `VACUUM FULL`)
+    /// before it gives up with exit 3, naming the session that holds it.
+    #[arg(long, help_heading = "Locks", env = "HINDSIGHT_DB_LOCK_WAIT_SECS", default_value = "120", allow_negative_numbers = true, value_parser = parse_secs)]
+    pub db_lock_wait_secs: Duration,
+
+    #[command(flatten)]
+    pub retention: RetentionArgs,
 
     /// Print the result as one JSON object on stdout, for scripts and monitoring (for
     /// install-cron: its own result; the job never gets this flag).
@@ -395,6 +396,11 @@ pub struct DbVerify {
     #[arg(long, conflicts_with = "backup")]
     pub all: bool,
 
+    /// Load the file even where the container's psql cannot disable its backslash
+    /// commands (`\restrict`, before 13.22, 14.19, 15.14, 16.10, 17.6). Only for files you made.
+    #[arg(long)]
+    pub trust_file: bool,
+
     #[command(flatten)]
     pub db: DbArgs,
 
@@ -407,15 +413,19 @@ pub struct DbVerify {
     /// Print the report as one JSON object on stdout, also when nothing got verified.
     #[arg(long, help_heading = "Output")]
     pub json: bool,
-
-    /// Load the file even where the container's psql cannot disable its backslash
-    /// commands (`\restrict`, before 13.22, 14.19, 15.14, 16.10, 17.6). Only for files you made.
-    #[arg(long)]
-    pub trust_file: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct DbPrune {
+    /// Show what would be kept and removed, and why; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Remove only the incomplete files named like backups (empty, cut short, compressed
+    /// without a .sha256), which retention never counts nor removes; no complete backup is touched.
+    #[arg(long)]
+    pub incomplete: bool,
+
     #[command(flatten)]
     pub name: DbName,
 
@@ -427,15 +437,6 @@ pub struct DbPrune {
 
     #[command(flatten)]
     pub retention: RetentionArgs,
-
-    /// Show what would be kept and removed, and why; remove nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-
-    /// Remove only the incomplete files named like backups (empty, cut short, compressed
-    /// without a .sha256), which retention never counts nor removes; no complete backup is touched.
-    #[arg(long)]
-    pub incomplete: bool,
 
     /// Print what was kept (and why) and removed as one JSON object on stdout; the
     /// per-backup lines go to stderr.
@@ -450,18 +451,15 @@ pub struct DbRestore {
     /// a path. Without it, a terminal gets a list to pick from.
     pub backup: Option<String>,
 
-    #[command(flatten)]
-    pub db: DbArgs,
-
-    #[command(flatten)]
-    pub dir: BackupDirArgs,
-
-    #[command(flatten)]
-    pub lock: LockArgs,
-
     /// Do not ask for confirmation (needed without a terminal).
     #[arg(long, short)]
     pub yes: bool,
+
+    /// Check the backup completely (every byte read: checksum, completion marker, COPY
+    /// blocks, versions, room, roles) and print what a real run would do; change nothing,
+    /// start nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 
     /// How many replaced databases (`<db>__pre_restore_<timestamp>`) to keep; older ones are dropped.
     #[arg(long, env = "HINDSIGHT_KEEP_PREVIOUS", default_value = "1", value_name = "N", allow_negative_numbers = true, value_parser = parse_at_least_one)]
@@ -483,19 +481,22 @@ pub struct DbRestore {
     #[arg(long)]
     pub no_migrate: bool,
 
-    /// Check the backup completely (every byte read: checksum, completion marker, COPY
-    /// blocks, versions, room, roles) and print what a real run would do; change nothing,
-    /// start nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-
     /// Load the file even where the container's psql cannot disable its backslash
     /// commands (`\restrict`, before 13.22, 14.19, 15.14, 16.10, 17.6). Only for files you made.
     #[arg(long)]
     pub trust_file: bool,
 
+    #[command(flatten)]
+    pub db: DbArgs,
+
+    #[command(flatten)]
+    pub dir: BackupDirArgs,
+
+    #[command(flatten)]
+    pub lock: LockArgs,
+
     /// Seconds the swap waits for a lock on the database before giving up (exit 3).
-    #[arg(long, env = "HINDSIGHT_DB_LOCK_WAIT_SECS", default_value = "120", allow_negative_numbers = true, value_parser = parse_secs)]
+    #[arg(long, help_heading = "Locks", env = "HINDSIGHT_DB_LOCK_WAIT_SECS", default_value = "120", allow_negative_numbers = true, value_parser = parse_secs)]
     pub db_lock_wait_secs: Duration,
 
     /// Print what the restore did as one JSON object on stdout. The picker and the
