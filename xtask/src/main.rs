@@ -5,10 +5,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use xtask::{cli, exit, interrupt, project_root};
+use xtask::{cli, exit, interrupt, output, project_root};
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    // Once, before anything prints.
+    output::set_level(cli.level());
     let result = interrupt::install()
         .map_err(anyhow::Error::from)
         .and_then(|()| xshell::Shell::new().map_err(anyhow::Error::from))
