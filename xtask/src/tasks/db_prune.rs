@@ -9,7 +9,7 @@ use xshell::Shell;
 
 use crate::{
     cli::DbPrune,
-    output::{step, warning},
+    output::{count, done, step, warning},
     store::backup_dir::BackupDir,
     store::backup_file::Backup,
     store::catalogue,
@@ -40,16 +40,19 @@ impl DbPrune {
         }
         if !incomplete.is_empty() {
             step!(
-                "{} incomplete files are not backups: `cargo xtask db-prune --incomplete` removes them",
-                incomplete.len()
+                "{} not backups: `cargo xtask db-prune --incomplete` removes them",
+                match incomplete.len() {
+                    1 => "1 incomplete file is".to_owned(),
+                    n => format!("{n} incomplete files are"),
+                }
             );
         }
         if self.dry_run {
-            step!("dry run: nothing was removed");
+            done!("dry run: nothing was removed");
             return Ok(());
         }
         let removed = remove_unkept(&dir, &decisions)?;
-        step!("removed {} of {} backups", removed.len(), complete.len());
+        done!("removed {} of {}", removed.len(), count(complete.len() as u64, "backup"));
         Ok(())
     }
 
@@ -67,7 +70,7 @@ impl DbPrune {
             }
         }
         let done = if self.dry_run { "dry run: nothing was removed" } else { "removed" };
-        step!("{done}: {} incomplete files; complete backups untouched: {complete}", incomplete.len());
+        done!("{done}: {}; complete backups untouched: {complete}", count(incomplete.len() as u64, "incomplete file"));
         Ok(())
     }
 }
@@ -80,8 +83,12 @@ pub fn apply(dir: &BackupDir, db: &str, policy: &Policy, just_written: Option<&P
     let incomplete = backups.iter().filter(|b| !b.complete).count();
     if incomplete > 0 {
         warning!(
-            "{incomplete} incomplete files named like backups in {} are not counted: see `cargo xtask db-list`, \
-             remove them with `cargo xtask db-prune --incomplete`",
+            "{} named like backups in {} not counted: see `cargo xtask db-list`, remove them with \
+             `cargo xtask db-prune --incomplete`",
+            match incomplete {
+                1 => "1 incomplete file is".to_owned(),
+                n => format!("{n} incomplete files are"),
+            },
             dir.path().display()
         );
     }

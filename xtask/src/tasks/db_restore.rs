@@ -22,7 +22,7 @@ use crate::{
     },
     exit::{Code, Coded},
     interrupt,
-    output::{self, human_bytes, step},
+    output::{self, count, done, human_bytes, step},
     process::Failure,
     prompt,
     store::backup_dir::BackupDir,
@@ -80,14 +80,20 @@ impl DbRestore {
         interrupt::check()?;
 
         let scratch = loaded.scratch.name().to_owned();
-        step!("swapping `{scratch}` in as `{}`; the current data becomes `{previous}`", db.name);
         let replaced = session.size_of(&db.name)?.is_some();
+        if replaced {
+            step!("swapping `{scratch}` in as `{}`; the current data becomes `{previous}`", db.name);
+        } else {
+            // Nothing is replaced, so nothing is kept: no word about kept data.
+            step!("swapping `{scratch}` in as `{}`, which does not exist now", db.name);
+        }
         let back = db.swap_back_sql(&previous, &stamp);
         if let Err(err) = db.swap_in(sh, &scratch, &previous, self.db_lock_wait_secs, replaced) {
             // psql can be stopped (a signal) after its transaction committed: look.
             if session.size_of(&scratch)?.is_none() && (!replaced || session.size_of(&previous)?.is_some()) {
                 loaded.scratch.keep();
-                let back = if replaced { format!("; to swap back: {}", db.psql_hint(&back)) } else { String::new() };
+                let back =
+                    if replaced { format!("; to swap back: {}", db.psql_command(sh, &back)) } else { String::new() };
                 return Err(err.context(format!(
                     "the swap was done before psql was stopped: `{}` holds the restored data{back}",
                     db.name
@@ -97,9 +103,7 @@ impl DbRestore {
         }
         loaded.scratch.keep();
         if replaced {
-            step!("the replaced data is kept as `{previous}`; to swap back: {}", db.psql_hint(&back));
-        } else {
-            step!("there was no database `{}` to keep: the restored one simply took its place", db.name);
+            step!("the replaced data is kept as `{previous}`; to swap back: {}", db.psql_command(sh, &back));
         }
 
         // From here on the restored data is live: a failure or a signal stops, drops
@@ -111,10 +115,10 @@ impl DbRestore {
                 None => step!("no alembic.ini found: skipping the migration (pass --alembic-dir to run it)"),
                 Some(alembic) => {
                     let url = db.host_url(sh)?;
-                    let all = targets.join(" and ");
-                    step!("migrating `{}` to {all} with Alembic in {}", db.name, alembic.dir().display());
                     for target in &targets {
                         interrupt::check()?;
+                        // What runs, without -v too: the command echo is verbose-only.
+                        step!("migrating `{}`: alembic upgrade {target} in {}", db.name, alembic.dir().display());
                         alembic
                             .upgrade(sh, target, &url)
                             .with_context(|| format!("the migration to {target} failed"))?;
@@ -125,18 +129,22 @@ impl DbRestore {
         };
         after_swap().with_context(|| {
             let back = if replaced {
-                format!("(the replaced data is `{previous}`); to roll back to it: {}", db.psql_hint(&back))
+                format!(" (the replaced data is `{previous}`; to roll back to it: {})", db.psql_command(sh, &back))
             } else {
-                "(there was no database to keep)".to_owned()
+                String::new()
             };
-            format!("the backup was restored into `{}` {back}; a later step failed", db.name)
+            format!("the backup was restored into `{}`{back}; a later step failed", db.name)
         })?;
-        step!(
-            "restore complete: `{}` now holds {} ({}, migrated to {}, {:.1} s, peak memory {})",
+        let migrated = match &alembic {
+            _ if self.no_migrate => "not migrated (--no-migrate)".to_owned(),
+            None => "not migrated (no alembic.ini)".to_owned(),
+            Some(_) => format!("migrated to {}", targets.join("+")),
+        };
+        done!(
+            "restore complete: `{}` now holds {} ({}, {migrated}, {:.1} s, peak memory {})",
             db.name,
             path.file_name().unwrap_or_default().to_string_lossy(),
             human_bytes(backup.size),
-            if alembic.is_some() && !self.no_migrate { targets.join("+") } else { "-".to_owned() },
             started.elapsed().as_secs_f64(),
             output::peak_memory()
         );
@@ -235,14 +243,15 @@ impl DbRestore {
             let replaced_at = replaced_at(&old[prefix.len()..]).unwrap_or_else(|| Local::now().naive_local());
             let name = fresh_prerestore_name(dir.path(), &db.name, replaced_at, revision);
             let untouched = format!("`{old}` was not dropped");
-            let (path, _) = dump_to_file(sh, db, old, dir, &name, self.db_lock_wait_secs, &untouched)
+            let estimate = session.size_of(old)?;
+            let (path, _) = dump_to_file(sh, db, old, dir, &name, estimate, self.db_lock_wait_secs, &untouched)
                 .with_context(|| format!("could not dump `{old}` before dropping it"))?;
             // Stopped after the dump: the database stays too, as promised.
             interrupt::check()?;
             db.drop_database(sh, old)?;
             step!(
-                "dropped `{old}` (keeping the newest {} replaced databases); its data is in {}",
-                self.keep_previous,
+                "dropped `{old}` (keeping the newest {}); its data is in {}",
+                count(self.keep_previous.get() as u64, "replaced database"),
                 path.display()
             );
         }

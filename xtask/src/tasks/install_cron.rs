@@ -13,7 +13,7 @@ use xshell::{Shell, cmd};
 use crate::{
     cli::InstallCron,
     cron_entry::{self, Job},
-    output::step,
+    output::done,
     process,
 };
 
@@ -55,11 +55,11 @@ impl InstallCron {
         if self.uninstall {
             let (without, found) = cron_entry::remove(&table, &root);
             if !found {
-                step!("no backup job for {} in the crontab: nothing to remove", root.display());
+                done!("no backup job for {} in the crontab: nothing to remove", root.display());
                 return Ok(());
             }
             write_table(sh, &crontab, &without)?;
-            step!("removed the backup job for {}; every other crontab line is unchanged", root.display());
+            done!("removed the backup job for {}; every other crontab line is unchanged", root.display());
             return Ok(());
         }
         if !cron_daemon_runs() {
@@ -76,7 +76,7 @@ impl InstallCron {
             .with_context(|| format!("cannot create log directory {}", log_dir.display()))?;
         install_binary(&program)?;
         write_table(sh, &crontab, &cron_entry::merge(&table, &root, &entry))?;
-        step!("installed the backup job ({}), logging to {}:", self.schedule, log.display());
+        done!("installed the backup job ({}), logging to {}:", self.schedule, log.display());
         eprint!("{entry}");
         Ok(())
     }
