@@ -26,7 +26,7 @@ use xshell::Cmd;
 
 use crate::{
     interrupt::{self, OnStop, Stage},
-    output::{self, Level, step},
+    output::{self, Level},
 };
 
 /// Copy buffer for dumps: large enough that a pipe read never has to be split.
@@ -438,12 +438,14 @@ impl Running {
         }
     }
 
-    /// As `finish`, showing a successful program's stderr (its warnings) in our log.
+    /// As `finish`, showing a successful program's stderr in our log: its warnings at
+    /// every level, the rest (Compose's progress, psql's notices) only with `-v`.
     fn finish_shown(self) -> Result<String> {
         let what = self.what.clone();
         let stderr = self.finish()?;
         for line in stderr.lines().filter(|line| !line.trim().is_empty()) {
-            step!("  {what} | {}", line.trim_end());
+            let level = if line.to_lowercase().contains("warning") { Level::Quiet } else { Level::Verbose };
+            output::line_at(level, format_args!("  {what} | {}", line.trim_end()));
         }
         Ok(stderr)
     }
