@@ -12,6 +12,7 @@ mod install_cron;
 mod interrupt;
 mod matrix;
 mod memory;
+mod output_levels;
 mod prerestore;
 mod revisions;
 mod roles;
