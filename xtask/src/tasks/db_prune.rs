@@ -39,12 +39,10 @@ impl DbPrune {
             println!("skip    {name}  (incomplete: {}; not counted)", backup.why_incomplete().unwrap_or_default());
         }
         if !incomplete.is_empty() {
+            let are = if incomplete.len() == 1 { "is not a backup" } else { "are not backups" };
             step!(
-                "{} not backups: `cargo xtask db-prune --incomplete` removes them",
-                match incomplete.len() {
-                    1 => "1 incomplete file is".to_owned(),
-                    n => format!("{n} incomplete files are"),
-                }
+                "{} {are}: `cargo xtask db-prune --incomplete` removes them",
+                count(incomplete.len() as u64, "incomplete file")
             );
         }
         if self.dry_run {
@@ -82,13 +80,11 @@ pub fn apply(dir: &BackupDir, db: &str, policy: &Policy, just_written: Option<&P
     let backups = catalogue::scan(dir.path(), db)?;
     let incomplete = backups.iter().filter(|b| !b.complete).count();
     if incomplete > 0 {
+        let are = if incomplete == 1 { "is" } else { "are" };
         warning!(
-            "{} named like backups in {} not counted: see `cargo xtask db-list`, remove them with \
+            "{} named like backups in {} {are} not counted: see `cargo xtask db-list`, remove them with \
              `cargo xtask db-prune --incomplete`",
-            match incomplete {
-                1 => "1 incomplete file is".to_owned(),
-                n => format!("{n} incomplete files are"),
-            },
+            count(incomplete as u64, "incomplete file"),
             dir.path().display()
         );
     }
