@@ -22,7 +22,7 @@ use crate::{
     },
     exit::{Code, Coded},
     interrupt,
-    output::{self, count, done, human_bytes, step},
+    output::{self, done, human_bytes, step},
     process::Failure,
     prompt,
     store::backup_dir::BackupDir,
@@ -249,11 +249,7 @@ impl DbRestore {
             // Stopped after the dump: the database stays too, as promised.
             interrupt::check()?;
             db.drop_database(sh, old)?;
-            step!(
-                "dropped `{old}` (keeping the newest {}); its data is in {}",
-                count(self.keep_previous.get() as u64, "replaced database"),
-                path.display()
-            );
+            step!("dropped `{old}` (--keep-previous {}); its data is in {}", self.keep_previous, path.display());
         }
         Ok(())
     }
