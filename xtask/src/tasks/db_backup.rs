@@ -110,7 +110,10 @@ impl DbBackup {
         });
         let name = fresh_name(dir.path(), &db.name, revision.clone(), self.compress);
         let nothing_lost = format!("no backup was written and every existing backup ({}) is untouched", existing.len());
-        let estimate = Some(inspection.size);
+        // The progress line's estimate of the SQL to come: the last plain backup's size
+        // (an hour ago, much the same), else the database's (larger than its dump).
+        let last_plain = existing.iter().find(|b| b.name.compression == Compression::None).map(|b| b.size);
+        let estimate = Some(last_plain.unwrap_or(inspection.size));
         let (path, written) =
             dump_to_file(sh, &db, &db.name, &dir, &name, estimate, self.db_lock_wait_secs, &nothing_lost)?;
 
