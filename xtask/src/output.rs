@@ -206,7 +206,7 @@ pub fn human_duration(duration: Duration) -> String {
     let secs = duration.as_secs_f64().round() as u64;
     match secs {
         ..60 => format!("{secs} s"),
-        ..3600 => format!("{} min {:02} s", secs / 60, secs % 60),
+        60..3600 => format!("{} min {:02} s", secs / 60, secs % 60),
         _ => format!("{} h {:02} min", secs / 3600, secs % 3600 / 60),
     }
 }
