@@ -15,6 +15,7 @@ use xshell::Shell;
 use crate::{
     cron_entry::Schedule,
     db::{Start, Target, compose::ComposeFlavor},
+    output::Level,
     paths,
     store::{backup_file::Compression, retention::Policy},
 };
@@ -29,6 +30,25 @@ use crate::{
 pub struct Cli {
     #[command(subcommand)]
     pub task: Task,
+
+    /// Print only warnings, errors and the last line (the task's summary).
+    #[arg(short, long, global = true, help_heading = "Output", conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Also print every command run, shell-quoted so that it can be pasted into sh.
+    #[arg(short, long, global = true, help_heading = "Output")]
+    pub verbose: bool,
+}
+
+impl Cli {
+    /// The output level the flags ask for; the cron job passes neither: the default.
+    pub fn level(&self) -> Level {
+        match (self.quiet, self.verbose) {
+            (true, _) => Level::Quiet,
+            (_, true) => Level::Verbose,
+            _ => Level::Normal,
+        }
+    }
 }
 
 impl Cli {
@@ -717,7 +737,7 @@ pub(crate) mod tests {
     pub(crate) fn parse_db_backup<S: AsRef<str>>(args: &[S]) -> DbBackup {
         let argv = std::iter::once("xtask").chain(args.iter().map(AsRef::as_ref));
         match Cli::try_parse_from(argv) {
-            Ok(Cli { task: Task::DbBackup(backup) }) => backup,
+            Ok(Cli { task: Task::DbBackup(backup), .. }) => backup,
             Ok(other) => panic!("not db-backup: {other:?}"),
             Err(err) => panic!("{err}"),
         }
@@ -919,6 +939,17 @@ pub(crate) mod tests {
         }
         assert!(parse_migration_target("--sql").is_err());
         assert!(parse_migration_target("a b").is_err());
+    }
+
+    #[test]
+    fn output_levels_are_global_flags_that_exclude_each_other() {
+        let level = |args: &[&str]| Cli::try_parse_from(args).map(|cli| cli.level());
+        assert_eq!(level(&["xtask", "db-backup"]).unwrap(), Level::Normal);
+        assert_eq!(level(&["xtask", "-q", "db-backup"]).unwrap(), Level::Quiet);
+        assert_eq!(level(&["xtask", "db-backup", "--quiet"]).unwrap(), Level::Quiet);
+        assert_eq!(level(&["xtask", "db-restore", "latest", "-v"]).unwrap(), Level::Verbose);
+        assert_eq!(level(&["xtask", "--verbose", "db-list"]).unwrap(), Level::Verbose);
+        assert!(level(&["xtask", "db-backup", "-q", "-v"]).is_err(), "-q and -v conflict");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::{ffi::OsString, process::ExitCode};
 
 use xtask::{
     cli::{self, Task},
-    exit, interrupt, json, paths, project_root,
+    exit, interrupt, json, output, paths, project_root,
 };
 
 fn main() -> ExitCode {
@@ -18,6 +18,8 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return command_line_error(err, std::env::args_os().skip(1)),
     };
+    // Once, before anything prints.
+    output::set_level(cli.level());
     if wants_json(&cli.task) {
         json::request();
         on_panic_print_the_envelope();

@@ -1,5 +1,6 @@
 //! Running external programs. This is the one place that turns an xshell `Cmd` into a
-//! `std::process::Command`, echoes it, streams its stdin or stdout through a fixed-size
+//! `std::process::Command`, echoes it (with `-v` only, shell-quoted so that it can be
+//! pasted into sh; xshell's own echo is off), streams its stdin or stdout through a fixed-size
 //! buffer (xshell's `read()` and `.stdin()` would hold a whole dump in memory), and turns
 //! a failed exit into a typed `Failure` that carries the program, its exit code and the
 //! tail of its stderr.
@@ -10,6 +11,7 @@
 //! scratch database) still run.
 
 use std::{
+    ffi::OsStr,
     fmt,
     fs::File,
     io::{self, BufRead, BufReader, Read, Write},
@@ -24,7 +26,7 @@ use xshell::Cmd;
 
 use crate::{
     interrupt::{self, OnStop, Stage},
-    output::{self, step},
+    output::{self, Level},
 };
 
 /// Copy buffer for dumps: large enough that a pipe read never has to be split.
@@ -57,9 +59,8 @@ pub fn run_redirected(what: &str, cmd: Cmd<'_>, stdin: Stdio, stdout: Stdio) -> 
 
 /// Runs a command with its output going straight to ours, for long tasks a person watches.
 pub fn run_attached(what: &str, cmd: Cmd<'_>) -> Result<()> {
-    let shown = cmd.to_string();
-    step!("$ {shown}");
-    let status = Command::from(cmd).status().with_context(|| format!("cannot start `{shown}`"))?;
+    let (mut command, shown) = prepare(cmd);
+    let status = command.status().with_context(|| format!("cannot start `{shown}`"))?;
     Ok(check(what, status, "")?)
 }
 
@@ -92,8 +93,8 @@ pub fn read_fed(what: &str, cmd: Cmd<'_>, input: &[u8]) -> Result<String> {
 /// Runs a small command without echoing it, for a question asked in passing; its output,
 /// or how it failed.
 pub fn read_quiet(cmd: Cmd<'_>) -> Result<String, Failure> {
-    let what = cmd.to_string();
-    let output = Command::from(cmd.quiet()).process_group(0).stdin(Stdio::null()).output();
+    let (mut command, what) = prepare(cmd);
+    let output = command.process_group(0).stdin(Stdio::null()).output();
     match output {
         Ok(out) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
         Ok(out) => {
@@ -103,7 +104,8 @@ pub fn read_quiet(cmd: Cmd<'_>) -> Result<String, Failure> {
     }
 }
 
-/// Whether a command succeeds; quiet, for probes repeated in a loop.
+/// Whether a command succeeds; never echoed, not even with `-v`: probes repeat in a loop
+/// (every half second while a database starts) and would drown the steps.
 pub fn succeeds(cmd: Cmd<'_>) -> bool {
     interrupt::check().is_ok()
         && Command::from(cmd.quiet())
@@ -400,9 +402,8 @@ impl Running {
         if kind != Kind::Cleanup {
             interrupt::check()?;
         }
-        let shown = cmd.to_string();
-        step!("$ {shown}");
-        let mut child = Command::from(cmd)
+        let (mut command, shown) = prepare(cmd);
+        let mut child = command
             .process_group(0)
             .stdin(stdin)
             .stdout(stdout)
@@ -437,15 +438,62 @@ impl Running {
         }
     }
 
-    /// As `finish`, showing a successful program's stderr (its warnings) in our log.
+    /// As `finish`, showing a successful program's stderr in our log: its warnings at
+    /// every level, the rest (Compose's progress, psql's notices) only with `-v`.
     fn finish_shown(self) -> Result<String> {
         let what = self.what.clone();
         let stderr = self.finish()?;
         for line in stderr.lines().filter(|line| !line.trim().is_empty()) {
-            output::line(format_args!("  {what} | {}", line.trim_end()));
+            let level = if line.to_lowercase().contains("warning") { Level::Quiet } else { Level::Verbose };
+            output::line_at(level, format_args!("  {what} | {}", line.trim_end()));
         }
         Ok(stderr)
     }
+}
+
+/// The `Command` for `cmd`, with xshell's own echo off, and how it is shown: echoed now
+/// with `-v`, and the same text in messages about it.
+fn prepare(cmd: Cmd<'_>) -> (Command, String) {
+    let command = Command::from(cmd.quiet());
+    let shown = shown(&command, &crate::project_root());
+    output::line_at(Level::Verbose, format_args!("$ {shown}"));
+    (command, shown)
+}
+
+/// `command` as sh would take it: `cd DIR && ` when it runs elsewhere than the repository
+/// root, the variables set for it (a secret's value hidden), then the program and its
+/// arguments, each quoted only when it needs to be.
+pub fn shown(command: &Command, root: &std::path::Path) -> String {
+    let mut words = Vec::new();
+    if let Some(dir) = command.get_current_dir().filter(|dir| *dir != root) {
+        words.push(format!("cd {} &&", quote(dir.as_os_str())));
+    }
+    for (key, value) in command.get_envs() {
+        let Some(value) = value else { continue };
+        let key = key.to_string_lossy();
+        let value = if is_secret(&key) { quote(OsStr::new("<hidden>")) } else { quote(value) };
+        words.push(format!("{key}={value}"));
+    }
+    words.push(quote(command.get_program()));
+    words.extend(command.get_args().map(quote));
+    words.join(" ")
+}
+
+/// A variable whose value must never be printed: a password, or a URL, which may carry one.
+fn is_secret(name: &str) -> bool {
+    let name = name.to_ascii_uppercase();
+    ["PASSWORD", "PASSWD", "SECRET", "TOKEN", "KEY", "URL", "DSN", "CREDENTIAL"].iter().any(|word| name.contains(word))
+}
+
+/// One word for a POSIX shell: as it is when nothing in it is special, else in single
+/// quotes, each `'` written `'\''` (close, an escaped quote, reopen).
+pub fn quote(word: &OsStr) -> String {
+    let word = word.to_string_lossy();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:,+=@%".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        return word.into_owned();
+    }
+    format!("'{}'", word.replace('\'', r"'\''"))
 }
 
 /// A program that failed: which, its exit code (`None`: killed by a signal), and the
@@ -522,7 +570,50 @@ fn keep_tail(mut stderr: ChildStderr) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::one_line;
+    use std::{ffi::OsStr, path::Path, process::Command};
+
+    use super::{one_line, quote, shown};
+
+    #[test]
+    fn words_are_quoted_for_sh() {
+        let q = |word: &str| quote(OsStr::new(word));
+        assert_eq!(q("psql"), "psql");
+        assert_eq!(q("/usr/bin/docker"), "/usr/bin/docker");
+        assert_eq!(q("ON_ERROR_STOP=1"), "ON_ERROR_STOP=1");
+        assert_eq!(q(""), "''");
+        assert_eq!(q("a b"), "'a b'");
+        assert_eq!(q("it's"), r"'it'\''s'");
+        assert_eq!(
+            q("SELECT datname FROM pg_database WHERE starts_with(datname, 'hindsight_db__verify_')"),
+            r"'SELECT datname FROM pg_database WHERE starts_with(datname, '\''hindsight_db__verify_'\'')'"
+        );
+        assert_eq!(q("$HOME `x` \\ \"q\" *"), "'$HOME `x` \\ \"q\" *'");
+    }
+
+    #[test]
+    fn quoted_words_come_back_whole_through_sh() {
+        let words = ["it's", "dbname='a b' application_name='x:y'", "$HOME `id` \\n \"q\"", "", "-c", "*"];
+        let line = words.iter().map(|w| quote(OsStr::new(w))).collect::<Vec<_>>().join(" ");
+        let out = Command::new("sh").args(["-c", &format!("printf '%s\\n' {line}")]).output().unwrap();
+        let back: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect();
+        assert_eq!(back, words);
+    }
+
+    #[test]
+    fn a_command_is_shown_with_its_directory_and_variables_but_no_secret() {
+        let mut command = Command::new("/usr/bin/uv");
+        command.args(["run", "alembic", "upgrade", "head"]).current_dir("/repo/migrations");
+        command.env("DATABASE_URL", "postgresql://user:s3cret@127.0.0.1:5432/db").env("COMPOSE_PROJECT_NAME", "my app");
+        let text = shown(&command, Path::new("/repo"));
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.starts_with("cd /repo/migrations && "), "{text}");
+        assert!(text.contains("COMPOSE_PROJECT_NAME='my app'"), "{text}");
+        assert!(text.contains("DATABASE_URL='<hidden>'"), "{text}");
+        assert!(text.ends_with("/usr/bin/uv run alembic upgrade head"), "{text}");
+        let mut at_root = Command::new("psql");
+        at_root.current_dir("/repo").env("POSTGRES_PASSWORD", "pw");
+        assert_eq!(shown(&at_root, Path::new("/repo")), "POSTGRES_PASSWORD='<hidden>' psql");
+    }
 
     #[test]
     fn stderr_is_folded_onto_one_line() {

@@ -114,6 +114,41 @@ impl Compose {
         Ok(out.lines().map(str::trim).filter(|name| !name.is_empty()).map(str::to_owned).collect())
     }
 
+    /// The Compose project these commands act on, as Compose itself named it: the
+    /// `com.docker.compose.project` label of the service's container, else
+    /// `COMPOSE_PROJECT_NAME`, else the first file's directory as Compose normalises it.
+    /// A command for a new shell needs it: that shell may lack the variable, or `.env`.
+    pub fn project(&self, sh: &Shell, service: &str) -> String {
+        let labelled = || -> Option<String> {
+            let ids = process::read("compose ps", self.cmd(sh).args(["ps", "-a", "-q", service])).ok()?;
+            let id = ids.lines().map(str::trim).find(|id| !id.is_empty())?.to_owned();
+            let docker = which::which("docker").ok()?;
+            let format = r#"{{index .Config.Labels "com.docker.compose.project"}}"#;
+            let out = process::read("docker inspect", cmd!(sh, "{docker} inspect --format {format} {id}")).ok()?;
+            Some(out.trim().to_owned()).filter(|project| !project.is_empty())
+        };
+        labelled()
+            .or_else(|| std::env::var("COMPOSE_PROJECT_NAME").ok().filter(|name| !name.is_empty()))
+            .unwrap_or_else(|| default_project(self.files.first().and_then(|file| file.parent())))
+    }
+
+    /// This Compose's command words for a person's new shell: `docker compose -p PROJECT
+    /// [--env-file F] -f FILE...`, the program by name rather than by path.
+    pub fn words_for(&self, project: &str) -> Vec<String> {
+        let mut words: Vec<String> = match self.subcommand {
+            Some(subcommand) => vec!["docker".to_owned(), subcommand.to_owned()],
+            None => vec!["docker-compose".to_owned()],
+        };
+        words.extend(["-p".to_owned(), project.to_owned()]);
+        if let Some(file) = &self.env_file {
+            words.extend(["--env-file".to_owned(), file.display().to_string()]);
+        }
+        for file in &self.files {
+            words.extend(["-f".to_owned(), file.display().to_string()]);
+        }
+        words
+    }
+
     /// Whether `service` has a container in this project, in any state.
     pub fn has_container(&self, sh: &Shell, service: &str) -> Result<bool> {
         let ids = process::read("compose ps", self.cmd(sh).args(["ps", "-a", "-q", service]))?;
@@ -143,6 +178,13 @@ impl Compose {
     }
 }
 
+/// The project name Compose gives a directory: its name, lowercased, keeping letters,
+/// digits, `_` and `-`.
+fn default_project(dir: Option<&Path>) -> String {
+    let name = dir.and_then(Path::file_name).map(|name| name.to_string_lossy().to_lowercase()).unwrap_or_default();
+    name.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-').collect()
+}
+
 /// Whether the Compose v2 plugin is in one of the directories the docker CLI searches.
 fn has_compose_plugin() -> bool {
     let config = std::env::var_os("DOCKER_CONFIG")
@@ -150,4 +192,18 @@ fn has_compose_plugin() -> bool {
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".docker")));
     let system = ["/usr/local/lib/docker", "/usr/local/libexec/docker", "/usr/lib/docker", "/usr/libexec/docker"];
     config.into_iter().chain(system.map(PathBuf::from)).any(|dir| dir.join("cli-plugins/docker-compose").is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::default_project;
+
+    #[test]
+    fn a_directory_names_the_project_as_compose_does() {
+        assert_eq!(default_project(Some(Path::new("/repo/infra/postgres"))), "postgres");
+        assert_eq!(default_project(Some(Path::new("/srv/My App.v2"))), "myappv2");
+        assert_eq!(default_project(None), "");
+    }
 }

@@ -17,6 +17,7 @@
 //! the rights of the database user (see the README).
 
 use std::{
+    cell::Cell,
     fs::File,
     io::{self, BufWriter, Read, Write},
     thread,
@@ -29,7 +30,7 @@ use super::{Database, ident, literal, scratch::Scratch, session::Session};
 use crate::{
     exit::{Code, Coded},
     interrupt,
-    output::{Progress, human_bytes, step, warning},
+    output::{Progress, count, human_bytes, step, warning},
     process::Feeding,
     store::{
         backup_file::{self, Compression, SqlScan},
@@ -73,11 +74,11 @@ impl Database {
         let scratch = self.scratch(sh, session, kind, n)?;
         let streamed = self.stream(sh, session, backup, scratch.name(), restrict.as_deref())?;
         step!(
-            "loaded {} of SQL into `{}`: {}, complete, the rows of {} tables counted",
+            "loaded {} of SQL into `{}`: {}, complete, the rows of {} counted",
             human_bytes(streamed.sql_bytes),
             scratch.name(),
             if backup.sha256.is_some() { "checksum matches" } else { "no .sha256 to compare" },
-            streamed.tables.len()
+            count(streamed.tables.len() as u64, "table")
         );
         Ok(Loaded {
             scratch,
@@ -313,11 +314,11 @@ fn copy_tags(stdout: std::process::ChildStdout) -> Vec<u64> {
 /// `COPY` against the lines the scan counted, table by table.
 fn compare_rows(tables: &[(String, u64)], tags: &[u64]) -> Result<()> {
     if tables.len() != tags.len() {
-        bail!("the dump has {} COPY blocks, the server reported {} loaded", tables.len(), tags.len());
+        bail!("the dump has {}, the server reported {} loaded", count(tables.len() as u64, "COPY block"), tags.len());
     }
     for ((table, want), got) in tables.iter().zip(tags) {
         if want != got {
-            bail!("table {table} took {got} rows, the dump holds {want}");
+            bail!("table {table} took {}, the dump holds {want}", count(*got, "row"));
         }
     }
     Ok(())
@@ -351,7 +352,8 @@ fn read_through(
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut stored = Hashing::new(file);
     let mut scan = SqlScan::default();
-    let mut progress = Progress::new(verb);
+    // The percentage is of the file as stored, whose size is known; the line shows the SQL.
+    let mut progress = Progress::with_total(verb, backup.size, false);
     let fed = feed(backup.compression, &mut stored, &mut scan, &mut progress, restrict, send);
     progress.finish();
     // What the decoder did not read (trailing bytes) still counts for the checksum;
@@ -389,7 +391,8 @@ fn feed(
         send(format!("\\restrict {key}\n").as_bytes()).map_err(Fed::Sink)?;
     }
     send(b"BEGIN;\n").map_err(Fed::Sink)?;
-    let mut sql = codec::decoder(compression, stored).map_err(Fed::Source)?;
+    let read = Cell::new(0);
+    let mut sql = codec::decoder(compression, Counted { inner: stored, read: &read }).map_err(Fed::Source)?;
     let mut buf = vec![0u8; CHUNK];
     loop {
         let n = match sql.read(&mut buf) {
@@ -398,12 +401,26 @@ fn feed(
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
             Err(err) => return Err(Fed::Source(err)),
         };
-        progress.add(n);
+        progress.add_with_done(n, read.get());
         scan.feed(&buf[..n], send).map_err(Fed::Sink)?;
     }
     scan.finish(send).map_err(Fed::Sink)?;
     // A newline first: the file's last line may lack one.
     send(b"\n").map_err(Fed::Sink)
+}
+
+/// A reader that counts what it read, for the progress line's percentage of the file.
+struct Counted<'a, R> {
+    inner: R,
+    read: &'a Cell<u64>,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
+    }
 }
 
 /// The backup file itself is at fault (damaged, truncated, changed while read, not a

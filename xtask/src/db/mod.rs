@@ -25,7 +25,7 @@ pub mod session;
 use crate::{
     exit::{Code, Coded},
     interrupt::{self, OnStop, Stage},
-    output::{step, warning},
+    output::{count, step, warning},
     process::{self, Failure},
     store::backup_file::Revision,
 };
@@ -433,14 +433,17 @@ impl Database {
         process::run("compose down", self.door.compose.cmd(sh).args(["down", "-v"]))
     }
 
-    /// How a person would run these statements by hand, for messages.
-    pub fn psql_hint(&self, sql: &str) -> String {
-        format!(
-            "{} exec {} psql -U {} -d postgres -c '{sql}'",
-            self.door.compose.spelled(),
-            self.door.service,
-            self.door.user.get().map_or("user", String::as_str)
-        )
+    /// How a person would run these statements by hand, from a new shell: Compose with
+    /// the project, the env file and the compose files spelled out, every word quoted for
+    /// sh. No password is in it: psql connects over the container's local socket.
+    pub fn psql_command(&self, sh: &Shell, sql: &str) -> String {
+        let project = self.door.compose.project(sh, &self.door.service);
+        let mut words = self.door.compose.words_for(&project);
+        let user = self.door.user(sh);
+        let psql = ["exec", "-T", "-u", "postgres", &self.door.service, "psql", "-X", "-U", &user, "-d", "postgres"];
+        words.extend(psql.map(str::to_owned));
+        words.extend(["-c".to_owned(), sql.to_owned()]);
+        words.iter().map(|word| process::quote(word.as_ref())).collect::<Vec<_>>().join(" ")
     }
 
     /// The statements that undo a swap: the restored database aside as `<db>__unwanted_`,
@@ -515,7 +518,10 @@ impl Stopper {
         );
         let cmd = self.door.psql(&sh, "postgres", &format!("{}:stop", self.app)).args(["-t", "-A", "-c", &sql]);
         match process::read_cleanup("psql", cmd) {
-            Ok(n) => step!("ended {} session(s) of this run in the database", n.trim()),
+            Ok(n) => match n.trim().parse::<u64>() {
+                Ok(n) => step!("ended {} of this run in the database", count(n, "session")),
+                Err(_) => warning!("ending this run's sessions in the database said `{}`", n.trim()),
+            },
             Err(err) => warning!("could not end this run's sessions in the database: {err:#}"),
         }
     }

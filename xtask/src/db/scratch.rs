@@ -8,7 +8,7 @@ use anyhow::Result;
 use xshell::Shell;
 
 use super::{Database, ident, session::Session};
-use crate::output::{step, warning};
+use crate::output::{detail, warning};
 
 pub struct Scratch<'a> {
     sh: &'a Shell,
@@ -62,7 +62,7 @@ impl Drop for Scratch<'_> {
             return;
         }
         match self.db.drop_database(self.sh, &self.name) {
-            Ok(()) => step!("dropped scratch database `{}`", self.name),
+            Ok(()) => detail!("dropped scratch database `{}`", self.name),
             Err(err) => warning!(
                 "could not drop scratch database `{}` ({err:#}): the next db-restore or db-verify drops it",
                 self.name

@@ -24,7 +24,7 @@ use super::{APP_PREFIX, Database, Start, literal};
 use crate::{
     exit::{Code, Coded},
     interrupt,
-    output::step,
+    output::{count, step},
     process::Conversation,
 };
 
@@ -196,7 +196,7 @@ impl Session {
              AND application_name NOT LIKE '%:lock' AND split_part(application_name, ':', 2) NOT IN ({alive_list});"
         ))?;
         if !ended.is_empty() {
-            step!("ended {} session(s) left by runs that died", ended.len());
+            step!("ended {} left by runs that died", count(ended.len() as u64, "session"));
         }
         for kind in ["restore", "verify"] {
             let prefix = db.scratch_prefix(kind);

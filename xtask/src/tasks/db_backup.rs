@@ -18,7 +18,7 @@ use crate::{
     db::{Database, session::Mode},
     exit::{Code, Coded},
     interrupt, json,
-    output::{self, Progress, human_bytes, step, warning},
+    output::{self, Progress, count, done, human_bytes, step, warning},
     process::{self, Background, Failure},
     store::backup_dir::BackupDir,
     store::backup_file::Backup,
@@ -55,8 +55,11 @@ impl DbBackup {
             Compression::None => human_bytes(written.stored_bytes),
             _ => format!("{} from {} of SQL", human_bytes(written.stored_bytes), human_bytes(written.sql_bytes)),
         };
-        let removed_note = if removed.is_empty() { String::new() } else { format!(", {} old removed", removed.len()) };
-        step!(
+        let removed_note = match removed.len() {
+            0 => String::new(),
+            n => format!(", {} removed", count(n as u64, "old backup")),
+        };
+        done!(
             "backup complete: {} ({stored}, revision {revision}, {secs:.1} s, peak memory {}{removed_note})",
             path.display(),
             output::peak_memory(),
@@ -101,7 +104,12 @@ impl DbBackup {
         });
         let name = fresh_name(dir.path(), &db.name, revision.clone(), self.compress);
         let nothing_lost = format!("no backup was written and every existing backup ({}) is untouched", existing.len());
-        let (path, written) = dump_to_file(sh, &db, &db.name, &dir, &name, self.db_lock_wait_secs, &nothing_lost)?;
+        // The progress line's estimate of the SQL to come: the last plain backup's size
+        // (an hour ago, much the same), else the database's (larger than its dump).
+        let last_plain = existing.iter().find(|b| b.name.compression == Compression::None).map(|b| b.size);
+        let estimate = Some(last_plain.unwrap_or(inspection.size));
+        let (path, written) =
+            dump_to_file(sh, &db, &db.name, &dir, &name, estimate, self.db_lock_wait_secs, &nothing_lost)?;
 
         // Only now that a good new backup exists.
         let removed = db_prune::apply(&dir, &db.name, &self.retention.policy(), Some(&path))
@@ -147,14 +155,17 @@ impl DbBackup {
 /// pg_dump exited 0 and the SQL ends with its completion marker; then fsync, a no-clobber
 /// rename, the cluster's roles beside it (`NAME.roles.sql`, dumped while pg_dump runs),
 /// and last the `.sha256` sidecar with both checksums. Used for backups and for the dumps
-/// a restore makes of the databases it replaced. `nothing_lost` says, in every error,
-/// what is untouched.
+/// a restore makes of the databases it replaced. `estimate` (the database's size, when
+/// known) gives the progress line an approximate percentage. `nothing_lost` says, in
+/// every error, what is untouched.
+#[allow(clippy::too_many_arguments)]
 pub fn dump_to_file(
     sh: &Shell,
     db: &Database,
     source: &str,
     dir: &BackupDir,
     name: &BackupName,
+    estimate: Option<u64>,
     lock_wait: Duration,
     nothing_lost: &str,
 ) -> Result<(PathBuf, Written)> {
@@ -168,7 +179,7 @@ pub fn dump_to_file(
         // and this process reads it back as it lands, to hash and check it.
         Compression::None => {
             let mut follow = File::open(partial.path())?;
-            let mut sink = DumpSink::new(Compression::None, io::sink(), Some(partial.file().try_clone()?))?;
+            let mut sink = DumpSink::new(Compression::None, io::sink(), Some(partial.file().try_clone()?), estimate)?;
             let dump = db.dump(sh, source, lock_wait);
             let dumped = process::stream_into_file("pg_dump", dump, partial.file(), &mut follow, &mut sink);
             (dumped, sink.finish())
@@ -176,7 +187,7 @@ pub fn dump_to_file(
         // Compressed: pg_dump's pipe is read here and compressed on another thread.
         compression => {
             let file = BufWriter::with_capacity(WRITE_BUF, partial.file().try_clone()?);
-            let mut overlapped = Overlapped::spawn(DumpSink::new(compression, file, None)?, DumpSink::finish);
+            let mut overlapped = Overlapped::spawn(DumpSink::new(compression, file, None, estimate)?, DumpSink::finish);
             let dumped = process::stream_out("pg_dump", db.dump(sh, source, lock_wait), &mut overlapped);
             (dumped, overlapped.finish())
         }
@@ -290,10 +301,21 @@ pub struct Written {
 }
 
 impl<W: Write> DumpSink<W> {
-    fn new(compression: Compression, out: W, writeback: Option<File>) -> io::Result<DumpSink<W>> {
+    fn new(
+        compression: Compression,
+        out: W,
+        writeback: Option<File>,
+        estimate: Option<u64>,
+    ) -> io::Result<DumpSink<W>> {
+        // The database's size is only an estimate of the dump's (no index data, text
+        // instead of pages): "about", and never past 99%.
+        let progress = match estimate {
+            Some(size) => Progress::with_total("dumped", size, true),
+            None => Progress::new("dumped"),
+        };
         Ok(DumpSink {
             tail: Tail::default(),
-            progress: Progress::new("dumped"),
+            progress,
             encoder: Encoder::new(compression, Hashing::new(out))?,
             writeback: writeback.map(|file| (file, SYNC_EVERY)),
         })

@@ -10,7 +10,7 @@ use xshell::Shell;
 use crate::{
     cli::DbPrune,
     json::{self, human},
-    output::{step, warning},
+    output::{count, done, step, warning},
     store::backup_dir::BackupDir,
     store::backup_file::Backup,
     store::catalogue,
@@ -40,22 +40,23 @@ impl DbPrune {
             human!("skip    {name}  (incomplete: {}; not counted)", backup.why_incomplete().unwrap_or_default());
         }
         if !incomplete.is_empty() {
+            let are = if incomplete.len() == 1 { "is not a backup" } else { "are not backups" };
             step!(
-                "{} incomplete files are not backups: `cargo xtask db-prune --incomplete` removes them",
-                incomplete.len()
+                "{} {are}: `cargo xtask db-prune --incomplete` removes them",
+                count(incomplete.len() as u64, "incomplete file")
             );
         }
         let kept = decisions.iter().filter(|d| d.keep()).map(|d| kept(&d.backup.path, &d.reasons));
         let kept = json::array(kept);
         let skipped = json::array(incomplete.iter().map(skipped));
         if self.dry_run {
-            step!("dry run: nothing was removed");
+            done!("dry run: nothing was removed");
             let would = decisions.iter().filter(|d| !d.keep()).map(|d| d.backup.path.to_string_lossy());
             json::report(report(true, false, kept, json::strings(would), skipped));
             return Ok(());
         }
         let removed = remove_unkept(&dir, &decisions)?;
-        step!("removed {} of {} backups", removed.len(), complete.len());
+        done!("removed {} of {}", removed.len(), count(complete.len() as u64, "backup"));
         json::report(report(false, false, kept, json::strings(removed.iter().map(|p| p.to_string_lossy())), skipped));
         Ok(())
     }
@@ -74,7 +75,11 @@ impl DbPrune {
             }
         }
         let done = if self.dry_run { "dry run: nothing was removed" } else { "removed" };
-        step!("{done}: {} incomplete files; complete backups untouched: {}", incomplete.len(), complete.len());
+        done!(
+            "{done}: {}; complete backups untouched: {}",
+            count(incomplete.len() as u64, "incomplete file"),
+            complete.len()
+        );
         let kept = json::array(complete.iter().map(|b| kept(&b.path, &["complete"])));
         let removed = json::strings(incomplete.iter().map(|b| b.path.to_string_lossy()));
         json::report(report(self.dry_run, true, kept, removed, "[]".to_owned()));
@@ -116,9 +121,11 @@ pub fn apply(dir: &BackupDir, db: &str, policy: &Policy, just_written: Option<&P
     let backups = catalogue::scan(dir.path(), db)?;
     let incomplete = backups.iter().filter(|b| !b.complete).count();
     if incomplete > 0 {
+        let are = if incomplete == 1 { "is" } else { "are" };
         warning!(
-            "{incomplete} incomplete files named like backups in {} are not counted: see `cargo xtask db-list`, \
-             remove them with `cargo xtask db-prune --incomplete`",
+            "{} named like backups in {} {are} not counted: see `cargo xtask db-list`, remove them with \
+             `cargo xtask db-prune --incomplete`",
+            count(incomplete as u64, "incomplete file"),
             dir.path().display()
         );
     }

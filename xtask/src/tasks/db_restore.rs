@@ -22,7 +22,7 @@ use crate::{
     },
     exit::{Code, Coded},
     interrupt, json,
-    output::{self, human_bytes, step, warning},
+    output::{self, count, done, human_bytes, step, warning},
     process::Failure,
     prompt,
     store::backup_dir::{self, BackupDir},
@@ -97,14 +97,20 @@ impl DbRestore {
         interrupt::check()?;
 
         let scratch = loaded.scratch.name().to_owned();
-        step!("swapping `{scratch}` in as `{}`; the current data becomes `{previous}`", db.name);
         let replaced = session.size_of(&db.name)?.is_some();
+        if replaced {
+            step!("swapping `{scratch}` in as `{}`; the current data becomes `{previous}`", db.name);
+        } else {
+            // Nothing is replaced, so nothing is kept: no word about kept data.
+            step!("swapping `{scratch}` in as `{}`, which does not exist now", db.name);
+        }
         let back = db.swap_back_sql(&previous, &stamp);
         if let Err(err) = db.swap_in(sh, &scratch, &previous, self.db_lock_wait_secs, replaced) {
             // psql can be stopped (a signal) after its transaction committed: look.
             if session.size_of(&scratch)?.is_none() && (!replaced || session.size_of(&previous)?.is_some()) {
                 loaded.scratch.keep();
-                let back = if replaced { format!("; to swap back: {}", db.psql_hint(&back)) } else { String::new() };
+                let back =
+                    if replaced { format!("; to swap back: {}", db.psql_command(sh, &back)) } else { String::new() };
                 return Err(err.context(format!(
                     "the swap was done before psql was stopped: `{}` holds the restored data{back}",
                     db.name
@@ -124,25 +130,22 @@ impl DbRestore {
                 .opt_str("replaced", replaced.then_some(previous.as_str())),
         );
         if replaced {
-            step!("the replaced data is kept as `{previous}`; to swap back: {}", db.psql_hint(&back));
-        } else {
-            step!("there was no database `{}` to keep: the restored one simply took its place", db.name);
+            step!("the replaced data is kept as `{previous}`; to swap back: {}", db.psql_command(sh, &back));
         }
 
         // From here on the restored data is live: a failure or a signal stops, drops
         // nothing, and says how to go back.
         let targets = migration_targets(self.migrate_to.as_deref(), &path);
-        let migrated = alembic.is_some() && !self.no_migrate;
         let mut after_swap = || -> Result<Retired> {
             match &alembic {
                 _ if self.no_migrate => step!("--no-migrate: skipping the Alembic migration"),
                 None => step!("no alembic.ini found: skipping the migration (pass --alembic-dir to run it)"),
                 Some(alembic) => {
                     let url = db.host_url(sh)?;
-                    let all = targets.join(" and ");
-                    step!("migrating `{}` to {all} with Alembic in {}", db.name, alembic.dir().display());
                     for target in &targets {
                         interrupt::check()?;
+                        // What runs, without -v too: the command echo is verbose-only.
+                        step!("migrating `{}`: alembic upgrade {target} in {}", db.name, alembic.dir().display());
                         alembic
                             .upgrade(sh, target, &url)
                             .with_context(|| format!("the migration to {target} failed"))?;
@@ -153,18 +156,23 @@ impl DbRestore {
         };
         let retired = after_swap().with_context(|| {
             let back = if replaced {
-                format!("(the replaced data is `{previous}`); to roll back to it: {}", db.psql_hint(&back))
+                format!(" (the replaced data is `{previous}`; to roll back to it: {})", db.psql_command(sh, &back))
             } else {
-                "(there was no database to keep)".to_owned()
+                String::new()
             };
-            format!("the backup was restored into `{}` {back}; a later step failed", db.name)
+            format!("the backup was restored into `{}`{back}; a later step failed", db.name)
         })?;
-        step!(
-            "restore complete: `{}` now holds {} ({}, migrated to {}, {:.1} s, peak memory {})",
+        let migrated = alembic.is_some() && !self.no_migrate;
+        let migration = match &alembic {
+            _ if self.no_migrate => "not migrated (--no-migrate)".to_owned(),
+            None => "not migrated (no alembic.ini)".to_owned(),
+            Some(_) => format!("migrated to {}", targets.join("+")),
+        };
+        done!(
+            "restore complete: `{}` now holds {} ({}, {migration}, {:.1} s, peak memory {})",
             db.name,
             path.file_name().unwrap_or_default().to_string_lossy(),
             human_bytes(backup.size),
-            if migrated { targets.join("+") } else { "-".to_owned() },
             started.elapsed().as_secs_f64(),
             output::peak_memory()
         );
@@ -255,8 +263,8 @@ impl DbRestore {
             path.display(),
             human_bytes(checked.sql_bytes),
             if backup.sha256.is_some() { "checksum matches" } else { "no .sha256 to compare" },
-            counted(checked.tables.len(), "table", "tables"),
-            counted(rows as usize, "row", "rows"),
+            count(checked.tables.len() as u64, "table"),
+            count(rows, "row"),
         );
         step!("a real run would, in order:");
         step!(
@@ -295,7 +303,7 @@ impl DbRestore {
                 .raw("roles_created", json::strings(&checked.roles.created))
                 .raw("migration", if migrated { json::strings(&targets) } else { "null".to_owned() }),
         );
-        step!("dry run complete: {} would restore into `{}`; nothing was changed", path.display(), db.name);
+        done!("dry run complete: {} would restore into `{}`; nothing was changed", path.display(), db.name);
         Ok(())
     }
 
@@ -349,18 +357,15 @@ impl DbRestore {
             let replaced_at = replaced_at(&old[prefix.len()..]).unwrap_or_else(|| Local::now().naive_local());
             let name = fresh_prerestore_name(dir.path(), &db.name, replaced_at, revision);
             let untouched = format!("`{old}` was not dropped");
-            let (path, _) = dump_to_file(sh, db, old, dir, &name, self.db_lock_wait_secs, &untouched)
+            let estimate = session.size_of(old)?;
+            let (path, _) = dump_to_file(sh, db, old, dir, &name, estimate, self.db_lock_wait_secs, &untouched)
                 .with_context(|| format!("could not dump `{old}` before dropping it"))?;
             retired.dumped.push((old.clone(), path.clone()));
             // Stopped after the dump: the database stays too, as promised.
             interrupt::check()?;
             db.drop_database(sh, old)?;
             retired.dropped.push(old.clone());
-            step!(
-                "dropped `{old}` (keeping the newest {} replaced databases); its data is in {}",
-                self.keep_previous,
-                path.display()
-            );
+            step!("dropped `{old}` (--keep-previous {}); its data is in {}", self.keep_previous, path.display());
         }
         Ok(retired)
     }
@@ -400,11 +405,6 @@ fn plan_lines(db: &str, dir: &BackupDir, plan: &Plan) -> Vec<String> {
         ));
     }
     lines
-}
-
-/// `1 table`, `2 tables`.
-fn counted(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// The migration targets: `--migrate-to`, else the backup's revision, else `head`.

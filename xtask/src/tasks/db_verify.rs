@@ -18,7 +18,7 @@ use crate::{
         session::{Mode, Session},
     },
     exit, interrupt, json,
-    output::{human_bytes, step},
+    output::{count, detail, done, human_bytes, step},
     store::backup_dir::{BackupDir, remove_if_exists},
     store::backup_file::beside,
     store::backup_file::{BackupName, PARTIAL_SUFFIX, Revision, VERIFIED_SUFFIX},
@@ -66,8 +66,8 @@ impl DbVerify {
         json::report(json::Object::new().raw("backups", json::array(items)));
         if failed > 0 {
             bail!(
-                "{failed} of {} backups failed verification (see FAILED above); the live database was not touched",
-                reports.len()
+                "{failed} of {} failed verification (see FAILED above); the live database was not touched",
+                count(reports.len() as u64, "backup")
             );
         }
         Ok(())
@@ -123,15 +123,16 @@ impl DbVerify {
             }
             record(&dir, &path, &result)?;
             match &result {
-                Ok(v) => step!(
-                    "verified {}: {}, revision {}, {} tables with {} rows restored and counted",
+                // The summary of each backup: the last line of a one-backup run, kept by -q.
+                Ok(v) => done!(
+                    "verified {}: {}, revision {}, {} with {} restored and counted",
                     path.display(),
                     if v.checksum_verified { "checksum matches" } else { "no .sha256 to compare" },
                     v.revision,
-                    v.tables.len(),
-                    v.tables.iter().map(|(_, n)| n).sum::<u64>()
+                    count(v.tables.len() as u64, "table"),
+                    count(v.tables.iter().map(|(_, n)| n).sum::<u64>(), "row")
                 ),
-                Err(err) => step!("FAILED {}: {err:#}", path.display()),
+                Err(err) => done!("FAILED {}: {err:#}", path.display()),
             }
             reports.push((path, result));
         }
@@ -165,7 +166,8 @@ fn verify(
         (_, Ok(got)) => got.to_string(),
         (_, Err(_)) => "unknown".to_owned(),
     };
-    step!("restored {} of SQL into `{}`, all checks passed", human_bytes(loaded.sql_bytes), loaded.scratch.name());
+    // The load's own line said as much; the verdict follows.
+    detail!("restored {} of SQL into `{}`, all checks passed", human_bytes(loaded.sql_bytes), loaded.scratch.name());
     let at = chrono::Local::now();
     Ok(Verified { at, checksum_verified: loaded.checksum_verified, revision, tables: loaded.tables })
 }

@@ -14,7 +14,7 @@ use crate::{
     cli::InstallCron,
     cron_entry::{self, Job},
     json,
-    output::step,
+    output::done,
     process,
 };
 
@@ -73,12 +73,12 @@ impl InstallCron {
         if self.uninstall {
             let (without, found) = cron_entry::remove(&table, &root);
             if !found {
-                step!("no backup job for {} in the crontab: nothing to remove", root.display());
+                done!("no backup job for {} in the crontab: nothing to remove", root.display());
                 json::report(result("uninstalled", None).raw("found", false));
                 return Ok(());
             }
             write_table(sh, &crontab, &without)?;
-            step!("removed the backup job for {}; every other crontab line is unchanged", root.display());
+            done!("removed the backup job for {}; every other crontab line is unchanged", root.display());
             json::report(result("uninstalled", None).raw("found", true));
             return Ok(());
         }
@@ -96,7 +96,7 @@ impl InstallCron {
             .with_context(|| format!("cannot create log directory {}", log_dir.display()))?;
         install_binary(&program)?;
         write_table(sh, &crontab, &cron_entry::merge(&table, &root, &entry))?;
-        step!("installed the backup job ({}), logging to {}:", self.schedule, log.display());
+        done!("installed the backup job ({}), logging to {}:", self.schedule, log.display());
         eprint!("{entry}");
         json::report(result("installed", Some(&entry)));
         Ok(())

@@ -134,7 +134,8 @@ fn several_compose_files_a_dotenv_password_and_the_containers_user_work_with_no_
     let files = app.files();
 
     // No --compose-file, no --db-user: COMPOSE_FILE, and the container's POSTGRES_USER.
-    let backup = app.xtask(&files, &["db-backup"]);
+    // -v: the commands, which show the user psql and pg_dump connect as.
+    let backup = app.xtask(&files, &["db-backup", "-v"]);
     assert_eq!(backup.code, Some(0), "{}", backup.stderr);
     assert!(backup.stderr.contains("-U appuser"), "the container's user: {}", backup.stderr);
     let dumped = fs::read_dir(&app.backup_dir)

@@ -105,7 +105,8 @@ fn compressed_backups_hold_the_same_sql_and_check_out() {
 #[test]
 fn compose_v1_starts_a_stopped_service_and_names_an_unknown_revision() {
     let bed = Bed::new("v1", Flavor::V1);
-    let run = bed.run_ok(&["db-backup"]);
+    // -v: the commands, which show which Compose ran.
+    let run = bed.run_ok(&["db-backup", "-v"]);
 
     assert!(run.stderr.contains("is not running: starting it"), "{}", run.stderr);
     assert!(run.stderr.contains("docker-compose"), "Compose v1 ran: {}", run.stderr);

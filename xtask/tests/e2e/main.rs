@@ -16,6 +16,7 @@ mod interrupt;
 mod json_output;
 mod matrix;
 mod memory;
+mod output_levels;
 mod prerestore;
 mod revisions;
 mod roles;

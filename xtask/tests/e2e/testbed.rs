@@ -146,6 +146,15 @@ impl Bed {
         cmd
     }
 
+    /// `sh -c SCRIPT` in this bed's environment, from the temporary directory: a line the
+    /// xtask printed, pasted into a shell.
+    pub fn shell(&self, script: &str) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", script]).current_dir(std::env::temp_dir()).stdin(Stdio::null());
+        self.env(&mut cmd);
+        cmd
+    }
+
     pub fn run(&self, args: &[&str]) -> Run {
         let out = self.xtask(args).output().expect("the xtask binary runs");
         Run::from(out)
