@@ -136,7 +136,7 @@ fn a_backup_name_that_is_nowhere_fails_and_touches_nothing() {
     // No directory yet: with --json, still one object saying so, and nothing created.
     let run = bed.run(&["db-verify", "--json"]);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
-    assert_eq!(python_json(&run.stdout, "(d['ok'], d['backups'])"), "(False, [])");
+    assert_eq!(python_json(&run.stdout, "(d['ok'], d['code'], 'backups' in d)"), "(False, 1, False)");
     assert!(python_json(&run.stdout, "d['error']").contains("does not exist"), "{}", run.stdout);
     assert!(!bed.backup_dir.exists(), "db-verify only reads the directory");
 
