@@ -527,7 +527,8 @@ pub struct DbRestore {
 
 #[derive(Debug, Args)]
 pub struct InstallCron {
-    /// When the job runs: five cron fields (minute hour day-of-month month day-of-week).
+    /// When the job runs: five cron fields (minute hour day-of-month month day-of-week), or
+    /// one of cron's nicknames (`@hourly`, `@daily`, `@weekly`, `@monthly`, ...).
     #[arg(long, env = "HINDSIGHT_CRON_SCHEDULE", default_value = "0 * * * *", value_parser = Schedule::parse)]
     pub schedule: Schedule,
 

@@ -90,8 +90,8 @@ pub fn read_fed(what: &str, cmd: Cmd<'_>, input: &[u8]) -> Result<String> {
     Ok(text)
 }
 
-/// Runs a small command without echoing it, for a question asked in passing; its output,
-/// or how it failed.
+/// Runs a small command for a question asked in passing, whose failure is an answer
+/// (echoed with -v like every command); its output, or how it failed.
 pub fn read_quiet(cmd: Cmd<'_>) -> Result<String, Failure> {
     let (mut command, what) = prepare(cmd);
     let output = command.process_group(0).stdin(Stdio::null()).output();

@@ -179,8 +179,10 @@ impl Database {
             );
         }
         if !plan.statements.is_empty() {
-            let statements: Vec<&str> = plan.statements.iter().map(String::as_str).collect();
-            self.admin(sh, &statements).context("cannot create the backup's roles")?;
+            // On psql's stdin, never its argv: a role's password hash is a secret, and an
+            // argv shows in `ps` and in the verbose echo.
+            let script: String = plan.statements.iter().map(|statement| format!("{statement};\n")).collect();
+            self.script_in(sh, "postgres", &script).context("cannot create the backup's roles")?;
             step!("created the roles the backup needs and the cluster lacked: {}", plan.created.join(", "));
         }
         Ok(())

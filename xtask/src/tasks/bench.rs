@@ -16,7 +16,7 @@ use xshell::{Shell, cmd};
 use crate::{
     cli::Bench,
     db::{Database, Start},
-    output::{human_bytes, step},
+    output::{done, human_bytes, step},
     process,
     store::backup_file::BackupName,
 };
@@ -167,7 +167,7 @@ impl Bench {
         fs::write(out.join("bench.md"), &markdown)?;
         fs::write(out.join("bench.csv"), csv)?;
         eprintln!("{markdown}");
-        step!("wrote {} and {}", out.join("bench.md").display(), out.join("bench.csv").display());
+        done!("wrote {} and {}", out.join("bench.md").display(), out.join("bench.csv").display());
         if !self.keep {
             db.remove_with_volumes(sh)?;
             fs::remove_dir_all(&work)?;

@@ -113,7 +113,7 @@ impl DbBackup {
 
         // Only now that a good new backup exists.
         let removed = db_prune::apply(&dir, &db.name, &self.retention.policy(), Some(&path))
-            .context("the backup succeeded, but removing old backups failed")?;
+            .with_context(|| format!("the backup succeeded ({}), but removing old backups failed", path.display()))?;
         Ok(Outcome { path, taken: name.taken, written, revision, removed })
     }
 

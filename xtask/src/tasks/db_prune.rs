@@ -20,7 +20,9 @@ use crate::{
 impl DbPrune {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let dir = BackupDir::existing(self.dir.path(&sh.current_dir()))?;
-        let _lock = dir.lock("db-prune", self.lock.lock_wait_secs)?;
+        // A dry run writes nothing, not even the lock file; what it shows may be stale by
+        // the time a real run takes the lock, which is why it only shows.
+        let _lock = if self.dry_run { None } else { Some(dir.lock("db-prune", self.lock.lock_wait_secs)?) };
         let scanned = catalogue::scan(dir.path(), &self.name.db_name)?;
         let (complete, incomplete): (Vec<Backup>, Vec<Backup>) = scanned.into_iter().partition(|b| b.complete);
         if self.incomplete {

@@ -105,10 +105,23 @@ impl DbRestore {
             step!("swapping `{scratch}` in as `{}`, which does not exist now", db.name);
         }
         let back = db.swap_back_sql(&previous, &stamp);
+        // From the swap on the restore happened: with --json, these fields come also when a
+        // later step fails, so a script learns where the replaced data is.
+        let swapped = || {
+            json::report(
+                json::Object::new()
+                    .raw("dry_run", false)
+                    .str("backup", &path.to_string_lossy())
+                    .str("database", &db.name)
+                    .str("scratch", &scratch)
+                    .opt_str("replaced", replaced.then_some(previous.as_str())),
+            )
+        };
         if let Err(err) = db.swap_in(sh, &scratch, &previous, self.db_lock_wait_secs, replaced) {
             // psql can be stopped (a signal) after its transaction committed: look.
             if session.size_of(&scratch)?.is_none() && (!replaced || session.size_of(&previous)?.is_some()) {
                 loaded.scratch.keep();
+                swapped();
                 let back =
                     if replaced { format!("; to swap back: {}", db.psql_command(sh, &back)) } else { String::new() };
                 return Err(err.context(format!(
@@ -119,16 +132,7 @@ impl DbRestore {
             return Err(err.context(format!("the swap failed; `{}` is unchanged: retry db-restore", db.name)));
         }
         loaded.scratch.keep();
-        // From here on the restore happened: with --json, these fields come also when a
-        // later step fails, so a script learns where the replaced data is.
-        json::report(
-            json::Object::new()
-                .raw("dry_run", false)
-                .str("backup", &path.to_string_lossy())
-                .str("database", &db.name)
-                .str("scratch", &scratch)
-                .opt_str("replaced", replaced.then_some(previous.as_str())),
-        );
+        swapped();
         if replaced {
             step!("the replaced data is kept as `{previous}`; to swap back: {}", db.psql_command(sh, &back));
         }

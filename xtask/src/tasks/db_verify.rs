@@ -185,7 +185,9 @@ fn record(dir: &BackupDir, path: &Path, result: &Result<Verified>) -> Result<()>
     remove_if_exists(&beside(&marker, PARTIAL_SUFFIX))?;
     let mut partial = dir.create_partial(&name)?;
     let rows: u64 = v.tables.iter().map(|(_, n)| n).sum();
-    let now = v.at.format("%Y-%m-%dT%H:%M:%S");
+    // With its offset: a local time without one means another moment elsewhere, and
+    // the hour daylight saving repeats would be read twice.
+    let now = v.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
     writeln!(partial.file(), "verified {now} revision={} tables={} rows={rows}", v.revision, v.tables.len())?;
     partial.commit_replacing()?;
     // Retention may have removed the backup meanwhile: no record without its backup.

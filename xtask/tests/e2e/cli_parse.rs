@@ -35,7 +35,7 @@ fn a_typo_gets_a_suggestion_and_usage_names_cargo_xtask() {
 
     let help = xtask(&["--help"], &[]);
     assert_eq!(help.code, Some(0));
-    assert!(help.stdout.contains("Usage: cargo xtask <COMMAND>"), "{}", help.stdout);
+    assert!(help.stdout.contains("Usage: cargo xtask [OPTIONS] <COMMAND>"), "{}", help.stdout);
 }
 
 #[test]
@@ -137,4 +137,26 @@ fn the_cron_job_never_starts_a_stopped_database() {
     // A backup by hand still starts it, as documented.
     bed.run_ok(&["db-backup"]);
     assert_eq!(bed.backups().len(), 2);
+}
+
+#[test]
+fn help_is_grouped_and_each_task_shows_only_its_own_flags() {
+    let backup = xtask(&["db-backup", "--help"], &[]);
+    assert_eq!(backup.code, Some(0));
+    let headings: Vec<&str> =
+        backup.stdout.lines().filter(|line| !line.starts_with(' ') && line.ends_with(':')).collect();
+    assert_eq!(
+        headings,
+        ["Options:", "Connection:", "Backup directory:", "Locks:", "Retention:", "Output:"],
+        "{}",
+        backup.stdout
+    );
+    let list = xtask(&["db-list", "--help"], &[]);
+    assert_eq!(list.code, Some(0));
+    // db-list neither locks nor creates the directory.
+    assert!(!list.stdout.contains("--lock-wait-secs"), "{}", list.stdout);
+    assert!(!list.stdout.contains("created with mode"), "{}", list.stdout);
+    assert!(!list.stdout.contains("--compose-file"), "{}", list.stdout);
+    let restore = xtask(&["db-restore", "--help"], &[]);
+    assert!(restore.stdout.contains("--dry-run") && !restore.stdout.contains("--max-backups"), "{}", restore.stdout);
 }

@@ -114,6 +114,11 @@ fn read_only_tasks_on_a_missing_directory_fail_and_create_nothing() {
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert!(run.last_line().contains(&format!("{} does not exist", missing.display())), "{}", run.last_line());
     assert!(!missing.exists(), "db-restore latest created {}", missing.display());
+    // A dry run writes nothing into a directory that exists either, not even a lock file.
+    fs::create_dir(&missing).unwrap();
+    let dry = self::run(xtask_in(&base, &["db-prune", "--dry-run", "--backup-dir", "typo"]));
+    assert_eq!(dry.code, Some(0), "{}", dry.stderr);
+    assert_eq!(fs::read_dir(&missing).unwrap().count(), 0, "db-prune --dry-run wrote into the directory");
     fs::remove_dir_all(&base).unwrap();
 }
 

@@ -259,7 +259,8 @@ fn on_a_terminal_a_picker_lists_the_backups_and_asks_before_restoring() {
     let (code, screen) = restore_on_a_terminal(&bed, "2\nn\n");
     assert_eq!(code, Some(4), "answering no refuses: {screen}");
     assert!(screen.contains("newest first") && screen.contains("2) ") && screen.contains(&older), "{screen}");
-    assert!(screen.contains("rev unknown") && screen.contains("just now"), "date, age, revision: {screen}");
+    assert!(screen.contains("revision") && screen.contains("unknown"), "a header and the revision: {screen}");
+    assert!(screen.contains("just now"), "date, age, revision: {screen}");
     assert_eq!(bed.psql("SELECT v FROM t").trim(), "newer");
 
     let (code, screen) = restore_on_a_terminal(&bed, "2\ny\n");

@@ -34,7 +34,7 @@ fn restore(bed: &Bed, path: &Path) -> Run {
 fn upgrades(run: &Run) -> Vec<String> {
     run.stderr
         .lines()
-        .filter_map(|line| line.split_once("alembic upgrade ").map(|(_, target)| target.trim().to_owned()))
+        .filter_map(|line| line.split_once("alembic upgrade ")?.1.split_whitespace().next().map(str::to_owned))
         .collect()
 }
 

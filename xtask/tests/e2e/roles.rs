@@ -41,8 +41,10 @@ fn owners_grants_and_policies_of_application_roles_survive_down_v() {
     bed.start();
     assert_eq!(bed.psql("SELECT count(*) FROM pg_roles WHERE rolname IN ('app', 'reader', 'admin2')").trim(), "0");
 
-    let run = bed.run_ok(&["db-restore", "latest", "--yes", "--no-migrate"]);
+    let run = bed.run_ok(&["db-restore", "latest", "--yes", "--no-migrate", "-v"]);
     assert!(run.stderr.contains("created the roles the backup needs"), "{}", run.stderr);
+    // The hash is a credential: on psql's stdin, never in an argv or the verbose echo.
+    assert!(!run.stderr.contains("SCRAM-SHA-256$") && !run.stderr.contains("PASSWORD '"), "{}", run.stderr);
     assert!(
         run.stderr.contains("role `admin2` is not created (SUPERUSER)"),
         "an administrator is reported: {}",
