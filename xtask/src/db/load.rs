@@ -302,10 +302,10 @@ fn copy_tags(stdout: std::process::ChildStdout) -> Vec<u64> {
     let mut lines = io::BufReader::new(stdout);
     let mut line = Vec::new();
     while matches!(io::BufRead::read_until(&mut lines, b'\n', &mut line), Ok(1..)) {
-        if let Some(count) = line.strip_prefix(b"COPY ") {
-            if let Some(count) = std::str::from_utf8(count).ok().and_then(|c| c.trim().parse().ok()) {
-                tags.push(count);
-            }
+        if let Some(count) = line.strip_prefix(b"COPY ")
+            && let Some(count) = std::str::from_utf8(count).ok().and_then(|c| c.trim().parse().ok())
+        {
+            tags.push(count);
         }
         line.clear();
     }

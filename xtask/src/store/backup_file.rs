@@ -398,10 +398,10 @@ impl SqlScan {
         let text = line.strip_suffix(b"\n").unwrap_or(&line);
         let ending = self.line_end.bytes().strip_suffix(b"\n").unwrap_or(self.line_end.bytes()).to_vec();
         self.line_end = Tail::default();
-        if let Some(held) = self.holding.take() {
-            if !self.is_pg_dumps_own(text) {
-                out(&held)?;
-            }
+        if let Some(held) = self.holding.take()
+            && !self.is_pg_dumps_own(text)
+        {
+            out(&held)?;
         }
         match &mut self.copy {
             Some(_) if text == b"\\." => self.tables.extend(self.copy.take()),

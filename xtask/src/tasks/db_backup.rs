@@ -201,18 +201,18 @@ pub fn dump_to_file(
         )
     })?;
     if let Err(err) = dumped {
-        if let Some(failure) = Failure::in_chain(&err) {
-            if let Some(conflict) = db.lock_conflict(sh, source, failure) {
-                return Err(Coded {
-                    code: Code::Busy,
-                    message: format!(
-                        "pg_dump waited {} s for a table lock and gave up: {conflict}; {nothing_lost}: end that \
+        if let Some(failure) = Failure::in_chain(&err)
+            && let Some(conflict) = db.lock_conflict(sh, source, failure)
+        {
+            return Err(Coded {
+                code: Code::Busy,
+                message: format!(
+                    "pg_dump waited {} s for a table lock and gave up: {conflict}; {nothing_lost}: end that \
                          session or let it finish, then run again (or raise --db-lock-wait-secs)",
-                        lock_wait.as_secs()
-                    ),
-                }
-                .into());
+                    lock_wait.as_secs()
+                ),
             }
+            .into());
         }
         // A plain dump is written by the docker CLI itself: a full disk is its error.
         let full = Failure::in_chain(&err).is_some_and(|f| f.said("no space left"));

@@ -23,7 +23,7 @@ fn texts(run: &Run) -> Vec<&str> {
 }
 
 /// The lines that echo a command: `$ ...`.
-fn echoes<'a>(run: &'a Run) -> Vec<&'a str> {
+fn echoes(run: &Run) -> Vec<&str> {
     texts(run).into_iter().filter_map(|text| text.strip_prefix("$ ")).collect()
 }
 
