@@ -5,7 +5,7 @@
 use std::{
     fs,
     path::PathBuf,
-    process::{Command, Stdio},
+    process::Command,
     thread,
     time::{Duration, Instant},
 };
@@ -222,30 +222,6 @@ fn a_failed_migration_says_how_to_roll_back() {
     assert!(error.contains("__pre_restore_"), "names the previous database: {error}");
 }
 
-/// Runs `db-restore` (no argument) on a real terminal, a pseudo-terminal from `script`,
-/// answering its questions with `answers`.
-fn restore_on_a_terminal(bed: &Bed, answers: &str) -> (Option<i32>, String) {
-    use std::io::{Read, Write};
-    let command = format!("'{}' db-restore", env!("CARGO_BIN_EXE_xtask"));
-    let mut script = Command::new("script");
-    script.args(["-q", "-e", "-c", &command, "/dev/null"]).stdin(Stdio::piped()).stdout(Stdio::piped());
-    for (key, value) in bed.xtask(&[]).get_envs() {
-        match value {
-            Some(value) => script.env(key, value),
-            None => script.env_remove(key),
-        };
-    }
-    let mut child = script.spawn().unwrap();
-    // Kept open until the end: a closed terminal input would read as "quit".
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(answers.as_bytes()).unwrap();
-    let mut screen = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut screen).unwrap();
-    let status = child.wait().unwrap();
-    drop(input);
-    (status.code(), screen)
-}
-
 #[test]
 fn on_a_terminal_a_picker_lists_the_backups_and_asks_before_restoring() {
     let bed = Bed::new("picker", Flavor::V2);
@@ -256,14 +232,14 @@ fn on_a_terminal_a_picker_lists_the_backups_and_asks_before_restoring() {
     bed.run_ok(&["db-backup"]);
     let older = bed.backups()[0].file_name().unwrap().to_string_lossy().into_owned();
 
-    let (code, screen) = restore_on_a_terminal(&bed, "2\nn\n");
+    let (code, screen) = bed.on_a_terminal("db-restore", "2\nn\n");
     assert_eq!(code, Some(4), "answering no refuses: {screen}");
     assert!(screen.contains("newest first") && screen.contains("2) ") && screen.contains(&older), "{screen}");
     assert!(screen.contains("revision") && screen.contains("unknown"), "a header and the revision: {screen}");
     assert!(screen.contains("just now"), "date, age, revision: {screen}");
     assert_eq!(bed.psql("SELECT v FROM t").trim(), "newer");
 
-    let (code, screen) = restore_on_a_terminal(&bed, "2\ny\n");
+    let (code, screen) = bed.on_a_terminal("db-restore", "2\ny\n");
     assert_eq!(code, Some(0), "{screen}");
     assert_eq!(bed.psql("SELECT v FROM t").trim(), "older", "the second in the list, the older backup");
 }

@@ -150,29 +150,6 @@ fn restore_texts_say_what_happened_and_the_swap_back_command_works_from_a_new_sh
     assert_eq!(unwanted, 1, "the restored data set aside: {:?}", bed.databases());
 }
 
-/// `xtask ARGS` on a terminal (`script` gives it a pty), in the bed's environment: what
-/// the terminal showed.
-fn on_a_terminal(bed: &Bed, args: &str) -> (Option<i32>, String) {
-    use std::io::Read;
-    let command = format!("'{}' {args}", env!("CARGO_BIN_EXE_xtask"));
-    let mut script = Command::new("script");
-    script.args(["-q", "-e", "-c", &command, "/dev/null"]).stdin(Stdio::piped()).stdout(Stdio::piped());
-    for (key, value) in bed.xtask(&[]).get_envs() {
-        match value {
-            Some(value) => script.env(key, value),
-            None => script.env_remove(key),
-        };
-    }
-    let mut child = script.spawn().unwrap();
-    // Open until the end: a terminal whose input closed would hang up.
-    let input = child.stdin.take().unwrap();
-    let mut screen = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut screen).unwrap();
-    let status = child.wait().unwrap();
-    drop(input);
-    (status.code(), screen)
-}
-
 #[test]
 fn on_a_terminal_a_load_shows_its_percentage_and_time_left_and_quiet_shows_none() {
     let bed = Bed::new("progress", Flavor::V2);
@@ -181,7 +158,7 @@ fn on_a_terminal_a_load_shows_its_percentage_and_time_left_and_quiet_shows_none(
     bed.psql("CREATE TABLE big AS SELECT g, md5(g::text) AS h FROM generate_series(1, 1000000) g;");
     bed.run_ok(&["db-backup"]);
 
-    let (code, screen) = on_a_terminal(&bed, "db-verify");
+    let (code, screen) = bed.on_a_terminal("db-verify", "");
     assert_eq!(code, Some(0), "{screen}");
     // Each redraw starts with a carriage return.
     let drawn: Vec<&str> = screen.split('\r').filter(|piece| piece.contains("loaded ")).collect();
@@ -189,7 +166,7 @@ fn on_a_terminal_a_load_shows_its_percentage_and_time_left_and_quiet_shows_none(
         drawn.iter().find(|piece| piece.contains("%, ") && piece.contains(" left, ") && piece.contains("/s)"));
     assert!(with_eta.is_some(), "a progress line with a percentage and the time left:\n{screen:?}");
 
-    let (code, screen) = on_a_terminal(&bed, "db-verify -q");
+    let (code, screen) = bed.on_a_terminal("db-verify -q", "");
     assert_eq!(code, Some(0), "{screen}");
     assert!(!screen.contains(" left, "), "no progress with -q:\n{screen:?}");
     assert_eq!(screen.trim().lines().count(), 1, "the verdict alone:\n{screen}");

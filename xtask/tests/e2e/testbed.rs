@@ -166,6 +166,30 @@ impl Bed {
         run
     }
 
+    /// `xtask ARGS` on a real terminal, a pseudo-terminal from `script`, in this bed's
+    /// environment, typing `answers`: its exit code and what the terminal showed.
+    pub fn on_a_terminal(&self, args: &str, answers: &str) -> (Option<i32>, String) {
+        use std::io::{Read, Write};
+        let command = format!("'{}' {args}", env!("CARGO_BIN_EXE_xtask"));
+        let mut script = Command::new("script");
+        script.args(["-q", "-e", "-c", &command, "/dev/null"]).stdin(Stdio::piped()).stdout(Stdio::piped());
+        for (key, value) in self.xtask(&[]).get_envs() {
+            match value {
+                Some(value) => script.env(key, value),
+                None => script.env_remove(key),
+            };
+        }
+        let mut child = script.spawn().expect("script (bsdutils) runs");
+        // Open until the end: a terminal whose input closed would read as "quit".
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(answers.as_bytes()).unwrap();
+        let mut screen = String::new();
+        child.stdout.take().unwrap().read_to_string(&mut screen).unwrap();
+        let status = child.wait().unwrap();
+        drop(input);
+        (status.code(), screen)
+    }
+
     pub fn compose_cmd(&self, args: &[&str]) -> Command {
         let mut cmd = match self.flavor {
             Flavor::V2 => {
