@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Provisions the test bed, idempotently: Docker Engine, Compose v1 and v2, cron,
-# uv, zstd, and the PostgreSQL images postgres:15, :13, :13.16 and :17-pgvector
+# uv, zstd, age, Garage (built from crates.io), and the PostgreSQL images postgres:15, :13, :13.16 and :17-pgvector
 # (pulled when a registry answers, otherwise built locally with debootstrap).
 # Run as root on Debian bookworm; a machine that already has everything is only
 # checked.
@@ -24,7 +24,7 @@ apt_install() {
     [ ${#missing[@]} -eq 0 ] && return 0
     log "installing ${missing[*]}"
     if [ -z "$apt_updated" ]; then as_root apt-get update -qq; apt_updated=1; fi
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 # The Debian mirror apt already uses: never a hard-coded host.
@@ -36,8 +36,9 @@ debian_mirror() {
     printf '%s\n' "$uri"
 }
 
-# 1. Packages: engine, Compose v1, cron, debootstrap, zstd, the PostgreSQL client.
-apt_install docker.io docker-compose debootstrap cron zstd ca-certificates postgresql-client-15
+# 1. Packages: engine, Compose v1, cron, debootstrap, zstd, the PostgreSQL client, and
+# age (the offsite tests open the encrypted objects with `age -d`).
+apt_install docker.io docker-compose debootstrap cron zstd ca-certificates postgresql-client-15 age
 
 # 2. Compose v2: Debian trixie's docker-compose package carries the CLI plugin.
 plugin_dir=/usr/local/lib/docker/cli-plugins
@@ -78,7 +79,29 @@ if ! command -v uv >/dev/null; then
     command -v uv >/dev/null || die "uv was installed but is not on PATH"
 fi
 
-# 6. The PostgreSQL images: 15 for the whole suite; 13 (with bullseye's security
+# 6. Garage, the S3 server the offsite tests run on loopback: built once from crates.io
+# into a fixed root outside the repository and its target directory, and reused while
+# the version matches. It is AGPL: the tests only run it as a program, nothing links it.
+garage_version=2.5.0
+garage_root=/opt/hindsight-testbed/garage
+garage_bin=$garage_root/bin/garage
+if ! "$garage_bin" --version 2>/dev/null | grep -qwF "$garage_version"; then
+    command -v cargo >/dev/null || die "cargo is not on PATH: Garage $garage_version is built with 'cargo install'; install a Rust toolchain (rustup) first"
+    as_root mkdir -p "$garage_root"
+    log "building Garage $garage_version from crates.io into $garage_root (about 9 minutes on 2 cores)"
+    started=$(date +%s)
+    # A private target directory, removed by cargo afterwards: never the repository's.
+    if ! as_root env -u CARGO_TARGET_DIR -u CARGO_BUILD_TARGET_DIR cargo install --quiet --locked --force \
+        --root "$garage_root" --version "=$garage_version" garage >"$garage_root/build.log" 2>&1; then
+        tail -n 30 "$garage_root/build.log" >&2
+        die "building Garage $garage_version failed: see $garage_root/build.log"
+    fi
+    "$garage_bin" --version 2>/dev/null | grep -qwF "$garage_version" \
+        || die "Garage was built but '$garage_bin --version' does not say v$garage_version"
+    log "built Garage $garage_version in $(($(date +%s) - started)) s"
+fi
+
+# 7. The PostgreSQL images: 15 for the whole suite; 13 (with bullseye's security
 # updates), 13.16 (bullseye as released: a psql older than `\restrict`) and 17 with
 # pgvector for the version matrix.
 
@@ -197,4 +220,4 @@ else
     }
 fi
 
-log "ready: $(docker --version), $(docker compose version --short 2>/dev/null | sed 's/^/compose v/'), $(docker-compose version --short 2>/dev/null | sed 's/^/docker-compose v/'), $(uv --version)"
+log "ready: $(docker --version), $(docker compose version --short 2>/dev/null | sed 's/^/compose v/'), $(docker-compose version --short 2>/dev/null | sed 's/^/docker-compose v/'), $(uv --version), $(age --version | sed 's/^/age /'), $("$garage_bin" --version | head -n1)"

@@ -10,6 +10,7 @@ mod db_backup;
 mod db_ops;
 mod db_restore;
 mod dry_run;
+mod garage;
 mod hardening;
 mod install_cron;
 mod interrupt;
