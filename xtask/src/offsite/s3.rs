@@ -216,7 +216,7 @@ pub enum Class {
     Other,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum ErrorKind {
     /// The store answered with an error status, and (usually) an error document.
     Status { status: u16, code: String, message: String },
@@ -227,12 +227,19 @@ pub enum ErrorKind {
 }
 
 /// A failed S3 operation, with what it was about and where.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Error {
     pub op: Op,
     /// `s3://bucket/prefix/name` (and which part), or the bucket.
     pub target: String,
     pub kind: ErrorKind,
+    /// Where, for the advice; boxed, so that a `Result` stays small.
+    context: Box<Context>,
+}
+
+/// The store an error happened at, as its messages name it.
+#[derive(Clone, Debug)]
+struct Context {
     endpoint: String,
     region: String,
     bucket: String,
@@ -270,7 +277,7 @@ impl Error {
     }
 
     fn advice(&self) -> String {
-        let (endpoint, bucket, region, credentials) = (&self.endpoint, &self.bucket, &self.region, &self.credentials);
+        let Context { endpoint, region, bucket, credentials } = &*self.context;
         match self.class() {
             Class::Credentials => format!(
                 "the store at {endpoint} refused the credentials from {credentials}: check the key id and the secret \
@@ -379,8 +386,10 @@ pub fn classify(status: u16, code: &str, message: &str) -> Class {
         return Class::Quota;
     }
     match status {
-        // Garage answers an unknown key id with a bare 403 and a message that says so.
-        403 if message.contains("no such key") || message.contains("invalid key") => Class::Credentials,
+        // Garage answers both an unknown key id and a wrong secret with AccessDenied,
+        // saying which in the message ("Forbidden: No such key: GK...", "Forbidden:
+        // Invalid signature"); a quota too ("Forbidden: Bucket size quota is reached").
+        403 if message.contains("no such key") || message.contains("invalid signature") => Class::Credentials,
         403 if code.is_empty() || code == "AccessDenied" || code == "Forbidden" => Class::Denied,
         301 | 307 | 308 => Class::Region,
         500..=599 => Class::Unavailable,
@@ -482,10 +491,12 @@ impl Store {
             op: call.op,
             target,
             kind,
-            endpoint: self.endpoint.clone(),
-            region: self.region.clone(),
-            bucket: self.location.bucket.clone(),
-            credentials: self.credentials.source.to_string(),
+            context: Box::new(Context {
+                endpoint: self.endpoint.clone(),
+                region: self.region.clone(),
+                bucket: self.location.bucket.clone(),
+                credentials: self.credentials.source.to_string(),
+            }),
         }
     }
 
@@ -692,6 +703,16 @@ impl Store {
         let response = match self.execute(&call) {
             Ok(response) => response,
             Err(err) if err.status() == Some(404) => return Ok(None),
+            Err(err) if err.status().is_some() && err.code().is_none() => {
+                // A HEAD answer has no body to say why (a 400 for a wrong region, a 403 for
+                // a wrong secret): the first byte asked with GET brings the store's reason.
+                let mut probe = Call::new(Op::HeadObject, "GET", Some(name));
+                probe.headers.push(("range", "bytes=0-0".into()));
+                return match self.execute(&probe) {
+                    Err(reason) if reason.code().is_some() => Err(reason),
+                    _ => Err(err),
+                };
+            }
             Err(err) => return Err(err),
         };
         let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -811,6 +832,16 @@ pub struct Download {
     context: Error,
 }
 
+impl fmt::Debug for Download {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Download")
+            .field("target", &self.context.target)
+            .field("size", &self.size)
+            .field("read", &self.read)
+            .finish()
+    }
+}
+
 impl Download {
     /// The size the store announced, when it did.
     pub fn size(&self) -> Option<u64> {
@@ -819,15 +850,7 @@ impl Download {
 
     fn fail(&self, kind: ErrorKind) -> io::Error {
         let c = &self.context;
-        io::Error::other(Error {
-            op: c.op,
-            target: c.target.clone(),
-            kind,
-            endpoint: c.endpoint.clone(),
-            region: c.region.clone(),
-            bucket: c.bucket.clone(),
-            credentials: c.credentials.clone(),
-        })
+        io::Error::other(Error { op: c.op, target: c.target.clone(), kind, context: c.context.clone() })
     }
 }
 
@@ -909,6 +932,29 @@ mod tests {
         assert_eq!(classify(403, "InvalidAccessKeyId", ""), Class::Credentials);
         assert_eq!(classify(403, "SignatureDoesNotMatch", ""), Class::Credentials);
         assert_eq!(classify(403, "AccessDenied", "Access Denied"), Class::Denied);
+        // Garage's answers, as a single node 2.5.0 gave them.
+        assert_eq!(classify(403, "AccessDenied", "Forbidden: Invalid signature"), Class::Credentials);
+        assert_eq!(
+            classify(403, "AccessDenied", "Forbidden: No such key: GK000000000000000000000000"),
+            Class::Credentials
+        );
+        assert_eq!(
+            classify(
+                403,
+                "AccessDenied",
+                "Forbidden: Bucket size quota is reached, maximum total size of objects for this bucket: 10000000."
+            ),
+            Class::Quota
+        );
+        assert_eq!(classify(404, "NoSuchBucket", "Bucket not found: nope"), Class::NoSuchBucket);
+        assert_eq!(
+            classify(
+                400,
+                "AuthorizationHeaderMalformed",
+                "Authorization header malformed, unexpected scope: '20261125/us-east-1/s3/aws4_request', expected: '20261125/garage/s3/aws4_request'"
+            ),
+            Class::Region
+        );
         assert_eq!(classify(403, "", ""), Class::Denied, "a HEAD's 403 has no body");
         assert_eq!(classify(404, "NoSuchBucket", ""), Class::NoSuchBucket);
         assert_eq!(classify(403, "QuotaExceeded", ""), Class::Quota);

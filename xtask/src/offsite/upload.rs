@@ -138,6 +138,8 @@ pub struct Upload {
     spare: Receiver<Vec<u8>>,
     /// Completed or aborted: nothing is left to clean up.
     done: bool,
+    /// Why the upload failed: every later write and `complete()` say so again.
+    failed: Option<Error>,
 }
 
 impl Upload {
@@ -175,6 +177,7 @@ impl Upload {
             sender: Some(sender),
             spare,
             done: false,
+            failed: None,
         }
     }
 
@@ -194,6 +197,9 @@ impl Upload {
     /// Hands the buffer to the sending thread (waiting while the previous part is in
     /// flight) and starts the next part.
     fn send_part(&mut self) -> Result<(), Error> {
+        if let Some(err) = &self.failed {
+            return Err(err.clone());
+        }
         let mut next = self.spare.try_recv().unwrap_or_default();
         next.clear();
         next.reserve(self.sizes.part(self.number + 1));
@@ -202,10 +208,10 @@ impl Upload {
             self.queue.as_ref().ok_or_else(|| self.parts.invalid(Op::UploadPart, "the upload has ended".into()))?;
         if queue.send((self.number, full)).is_err() {
             // The thread stopped: its error says why.
-            return Err(self
-                .join()
-                .err()
-                .unwrap_or_else(|| self.parts.invalid(Op::UploadPart, "the sender stopped".into())));
+            let err =
+                self.join().err().unwrap_or_else(|| self.parts.invalid(Op::UploadPart, "the sender stopped".into()));
+            self.failed = Some(err.clone());
+            return Err(err);
         }
         self.number += 1;
         Ok(())
@@ -225,6 +231,9 @@ impl Upload {
     /// Sends what is left as the last part, then joins the parts into the object, which
     /// appears only now. On failure the upload is aborted (when the writer is dropped).
     pub fn complete(mut self) -> Result<Completed, Error> {
+        if let Some(err) = self.failed.take() {
+            return Err(err);
+        }
         // An empty stream still needs one part: an object of 0 bytes.
         if !self.buf.is_empty() || self.number == 1 {
             self.send_part()?;
@@ -252,6 +261,9 @@ impl Write for Upload {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if data.is_empty() {
             return Ok(0);
+        }
+        if let Some(err) = &self.failed {
+            return Err(err.clone().into());
         }
         if self.done || self.queue.is_none() {
             return Err(self.parts.invalid(Op::UploadPart, "the upload has ended".into()).into());
@@ -450,8 +462,11 @@ mod tests {
         let s3 = err.get_ref().and_then(|e| e.downcast_ref::<Error>()).expect("the S3 error inside");
         assert!(s3.to_string().contains("part 2 refused"), "{s3}");
         assert_eq!(s3.class(), Class::Other);
-        drop(upload);
-        assert_eq!(*recorder.aborted.lock().unwrap(), 1, "dropped unfinished: aborted");
+        let again = upload.write_all(&data).unwrap_err().to_string();
+        assert!(again.contains("part 2 refused"), "later writes say why: {again}");
+        let err = upload.complete().unwrap_err();
+        assert!(err.to_string().contains("part 2 refused"), "so does complete: {err}");
+        assert_eq!(*recorder.aborted.lock().unwrap(), 1, "the failed upload was aborted");
         assert!(recorder.completed.lock().unwrap().is_none());
 
         let recorder = Arc::new(Recorder { fail_at: Some(1), ..Recorder::default() });
