@@ -5,8 +5,9 @@
 //! Blocking, over `ureq`: every call is one HTTP exchange on this thread (the multipart
 //! writer in `upload` puts the sending on a thread of its own). Each request is signed
 //! with SigV4 over its payload's SHA-256, which the store checks against the body it
-//! received; bodies also carry `Content-MD5`, the check every S3 store makes (Garage
-//! among them), so a part altered on the way is refused whichever check a store makes.
+//! received; bodies also carry `Content-MD5`, the check every S3 store makes, so a part
+//! altered on the way is refused whichever check a store makes. Garage 2.5.0 checks both
+//! (`BadDigest` for the MD5, `InvalidDigest` for the SHA-256: tried by hand on loopback).
 //!
 //! Failures are typed ([`Error`]): the operation, the object, the HTTP status and the
 //! store's own `Code` and `Message`, sorted into a [`Class`] so that a caller can tell
@@ -272,7 +273,8 @@ impl Error {
 
     /// Whether trying again soon may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self.class(), Class::Unavailable)
+        // A body damaged on the way is whole in memory here: sending it again may pass.
+        matches!(self.class(), Class::Unavailable | Class::Integrity)
             || matches!(&self.kind, ErrorKind::Transport { class: Class::Unreachable, detail } if detail.contains("refused"))
     }
 
@@ -963,7 +965,18 @@ mod tests {
         assert_eq!(classify(400, "AuthorizationHeaderMalformed", "region 'us-east-1' is wrong"), Class::Region);
         assert_eq!(classify(301, "", ""), Class::Region);
         assert_eq!(classify(403, "RequestTimeTooSkewed", ""), Class::Clock);
-        assert_eq!(classify(400, "BadDigest", ""), Class::Integrity);
+        assert_eq!(
+            classify(400, "BadDigest", "Bad digest: The Content-MD5 you specified did not match what we received."),
+            Class::Integrity
+        );
+        assert_eq!(
+            classify(
+                400,
+                "InvalidDigest",
+                "Invalid digest: SHA256 checksum verification failed (from x-amz-content-sha256)"
+            ),
+            Class::Integrity
+        );
         assert_eq!(classify(503, "SlowDown", ""), Class::Unavailable);
         assert_eq!(classify(502, "", ""), Class::Unavailable);
         assert_eq!(classify(404, "NoSuchUpload", ""), Class::NoSuchUpload);
