@@ -12,6 +12,7 @@ pub mod db;
 pub mod exit;
 pub mod interrupt;
 pub mod json;
+pub mod offsite;
 pub mod output;
 pub mod paths;
 pub mod process;
