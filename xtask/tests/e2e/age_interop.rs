@@ -1,0 +1,153 @@
+//! The age stream (`xtask::stream::crypt`) against the real `age` CLI (Debian's 1.1.1,
+//! which provision.sh installs): what we encrypt opens with `age -d -i KEY`, what
+//! `age -r` encrypts opens with our reader, and a wrong key, a cut file and an altered
+//! byte fail. Without `age` these fail: an offsite object nobody checked against the
+//! standard tool is a promise untested.
+
+use std::{
+    fs,
+    io::{Read, Write},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use xtask::stream::crypt::{CryptError, Decrypting, Encrypting, Identities, Recipients};
+
+/// A throwaway directory for one test's keys and files.
+fn workdir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("age_interop_{name}_{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn program(name: &str) -> Command {
+    let found = Command::new(name).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    assert!(
+        found.is_ok_and(|s| s.success()),
+        "`{name}` is not installed: run infra/testbed/provision.sh (or `apt-get install age`)"
+    );
+    Command::new(name)
+}
+
+/// A key made by `age-keygen`, as a person would make one; returns the file and its recipient.
+fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let file = dir.join(name);
+    let out = program("age-keygen").arg("-o").arg(&file).output().unwrap();
+    assert!(out.status.success(), "age-keygen: {}", String::from_utf8_lossy(&out.stderr));
+    let out = program("age-keygen").arg("-y").arg(&file).output().unwrap();
+    assert!(out.status.success(), "age-keygen -y: {}", String::from_utf8_lossy(&out.stderr));
+    (file, String::from_utf8(out.stdout).unwrap().trim().to_string())
+}
+
+/// Several chunks and a part, so the STREAM's chunking is exercised, not one block.
+fn dump() -> Vec<u8> {
+    (0..40_000).flat_map(|i| format!("INSERT INTO memories VALUES ({i}, 'body {i}');\n").into_bytes()).collect()
+}
+
+fn encrypt_ours(recipients: &Recipients, plain: &[u8], into: &Path) {
+    let mut writer = Encrypting::new(recipients, fs::File::create(into).unwrap()).unwrap();
+    for piece in plain.chunks(50_000) {
+        writer.write_all(piece).unwrap();
+    }
+    writer.finish().unwrap().sync_all().unwrap();
+}
+
+fn decrypt_ours(identity: &Path, file: &Path) -> Result<Vec<u8>, String> {
+    let identities = Identities::from_file(identity).map_err(|err| err.to_string())?;
+    let mut reader = Decrypting::new(&identities, fs::File::open(file).unwrap()).map_err(|err| err.to_string())?;
+    let mut plain = Vec::new();
+    reader.read_to_end(&mut plain).map_err(|err| err.to_string())?;
+    Ok(plain)
+}
+
+fn age_decrypt(identity: &Path, file: &Path) -> std::process::Output {
+    program("age").arg("-d").arg("-i").arg(identity).arg(file).output().unwrap()
+}
+
+#[test]
+fn what_we_encrypt_opens_with_age_dash_d_for_every_recipient() {
+    let dir = workdir("ours");
+    let (alice_key, alice) = keygen(&dir, "alice.key");
+    let (bob_key, bob) = keygen(&dir, "bob.key");
+    // Alice as a flag, Bob from a recipients file, as `age -R` reads one.
+    let list = dir.join("recipients.txt");
+    fs::write(&list, format!("# offsite readers\n\n{bob}\n")).unwrap();
+    let mut recipients = Recipients::new();
+    recipients.add(&alice, "--encrypt-to").unwrap();
+    recipients.add_file(&list).unwrap();
+    assert_eq!(recipients.len(), 2);
+    let plain = dump();
+    let stored = dir.join("backup.sql.age");
+    encrypt_ours(&recipients, &plain, &stored);
+    for key in [&alice_key, &bob_key] {
+        let out = age_decrypt(key, &stored);
+        assert!(out.status.success(), "age -d: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.stdout == plain, "age -d gives back the dump");
+    }
+    // The CLI also reads our recipients file, so the two agree on its format.
+    let by_cli = dir.join("by_cli.age");
+    let out = program("age").arg("-R").arg(&list).arg("-o").arg(&by_cli).arg("/dev/null").output().unwrap();
+    assert!(out.status.success(), "age -R: {}", String::from_utf8_lossy(&out.stderr));
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn what_age_dash_r_encrypts_opens_with_our_reader() {
+    let dir = workdir("theirs");
+    let (key, recipient) = keygen(&dir, "ops.key");
+    let plain = dump();
+    let source = dir.join("dump.sql");
+    fs::write(&source, &plain).unwrap();
+    let stored = dir.join("dump.sql.age");
+    let out = program("age").arg("-r").arg(&recipient).arg("-o").arg(&stored).arg(&source).output().unwrap();
+    assert!(out.status.success(), "age -r: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(decrypt_ours(&key, &stored).unwrap() == plain, "our reader gives back what age encrypted");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_wrong_identity_fails_before_any_plaintext_both_ways() {
+    let dir = workdir("wrong");
+    let (_, recipient) = keygen(&dir, "right.key");
+    let (wrong_key, _) = keygen(&dir, "wrong.key");
+    let mut recipients = Recipients::new();
+    recipients.add(&recipient, "--encrypt-to").unwrap();
+    let stored = dir.join("backup.sql.age");
+    encrypt_ours(&recipients, &dump(), &stored);
+
+    let identities = Identities::from_file(&wrong_key).unwrap();
+    let err = Decrypting::new(&identities, fs::File::open(&stored).unwrap()).err().unwrap();
+    assert!(matches!(err, CryptError::WrongIdentity { .. }), "{err}");
+    let out = age_decrypt(&wrong_key, &stored);
+    assert!(!out.status.success() && out.stdout.is_empty(), "age -d with the wrong key writes nothing");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_truncated_or_altered_file_fails_with_our_reader_and_with_age() {
+    let dir = workdir("damaged");
+    let (key, recipient) = keygen(&dir, "ops.key");
+    let stored = dir.join("dump.sql.age");
+    let source = dir.join("dump.sql");
+    fs::write(&source, dump()).unwrap();
+    let out = program("age").arg("-r").arg(&recipient).arg("-o").arg(&stored).arg(&source).output().unwrap();
+    assert!(out.status.success(), "age -r: {}", String::from_utf8_lossy(&out.stderr));
+    let whole = fs::read(&stored).unwrap();
+
+    let cut = dir.join("cut.age");
+    fs::write(&cut, &whole[..whole.len() * 2 / 3]).unwrap();
+    let err = decrypt_ours(&key, &cut).unwrap_err();
+    assert!(err.contains("cut short") || err.contains("truncated"), "{err}");
+    assert!(!age_decrypt(&key, &cut).status.success(), "age -d refuses it too");
+
+    let altered = dir.join("altered.age");
+    let mut bytes = whole.clone();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    fs::write(&altered, &bytes).unwrap();
+    let err = decrypt_ours(&key, &altered).unwrap_err();
+    assert!(err.contains("altered"), "{err}");
+    assert!(!age_decrypt(&key, &altered).status.success(), "age -d refuses it too");
+    let _ = fs::remove_dir_all(&dir);
+}
