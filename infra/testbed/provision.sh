@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Provisions the test bed, idempotently: Docker Engine, Compose v1 and v2, cron,
+# Provisions the test bed, idempotently: Docker Engine, Compose v1 and v2, cron, age,
 # uv, zstd, and the PostgreSQL images postgres:15, :13, :13.16 and :17-pgvector
 # (pulled when a registry answers, otherwise built locally with debootstrap).
 # Run as root on Debian bookworm; a machine that already has everything is only
@@ -36,8 +36,9 @@ debian_mirror() {
     printf '%s\n' "$uri"
 }
 
-# 1. Packages: engine, Compose v1, cron, debootstrap, zstd, the PostgreSQL client.
-apt_install docker.io docker-compose debootstrap cron zstd ca-certificates postgresql-client-15
+# 1. Packages: engine, Compose v1, cron, debootstrap, zstd, the PostgreSQL client, and
+# age (the offsite copies' encryption runs it; the e2e age_interop tests need it).
+apt_install docker.io docker-compose debootstrap cron zstd ca-certificates postgresql-client-15 age
 
 # 2. Compose v2: Debian trixie's docker-compose package carries the CLI plugin.
 plugin_dir=/usr/local/lib/docker/cli-plugins

@@ -1,31 +1,35 @@
-//! age encryption of a backup's stream, in this process: a writer that encrypts to
-//! public-key recipients (the backup host never holds a private key) and a reader that
-//! decrypts with the identities of an identity file, both through age's own STREAM
-//! format (64 KiB chunks, each authenticated), so memory stays flat whatever the size.
-//! What it writes is a standard binary age file: `age -d -i KEY` opens it.
+//! age encryption of a backup's stream, by the standard `age` CLI (Debian's 1.1.1) as a
+//! stage of the pipeline, started through `process`: a writer that encrypts to public-key
+//! recipients (the backup host never holds a private key) and a reader that decrypts
+//! with an identity file. age's STREAM format authenticates every 64 KiB chunk and marks
+//! the last one, so memory stays flat on both sides and a cut or altered file fails.
+//! Why the CLI and not the `age` crate: see the README's Dependencies.
 //!
-//! Recipients and identities are read the way the `age` CLI reads `-R` and `-i` files:
-//! one per line, `#` comments and blank lines skipped. Only X25519 keys (`age1...`,
-//! `AGE-SECRET-KEY-1...`, what `age-keygen` writes) are taken: SSH keys, plugins and
-//! passphrases would bring in a much larger part of the crate (see the README's
-//! Dependencies) and are refused with a message that says so.
+//! Recipients and identities are checked here first (the bech32 checksum of each key),
+//! the way `age -R` and `age -i` read their files: one per line, `#` comments and blank
+//! lines skipped. So a typo fails before a dump starts, and an error names the line;
+//! a line of an identity file is never shown, since it may be most of a private key.
+//! Only X25519 keys (`age1...`, `AGE-SECRET-KEY-1...`, what `age-keygen` writes) are taken.
 
 use std::fmt;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
+use std::process::ChildStdout;
+use std::thread::{self, JoinHandle};
 
-use age::stream::{StreamReader, StreamWriter};
-use age::x25519;
-use zeroize::Zeroize;
+use xshell::{Shell, cmd};
+
+use crate::process::{Failure, Feeding};
 
 /// A recipients or identity file larger than this is not one (the CLI's own limit is
 /// 16 MiB); refusing early keeps a wrong path (a dump) from being read into memory.
 const KEY_FILE_LIMIT: u64 = 1 << 20;
+/// The copy buffer between age and our side: four of age's chunks per pipe read.
+const BUF_SIZE: usize = 256 * 1024;
 
-/// What went wrong, in terms a person can act on. Never holds a secret key's text:
-/// a bad identity line is named by its number only.
+/// What went wrong, in terms a person can act on. Never holds a secret key's text, nor
+/// a line of the plaintext (age quotes a plain file's first line when it is not age).
 #[derive(Debug)]
 pub enum CryptError {
     /// A recipient that does not parse; `source` says where it came from
@@ -41,14 +45,17 @@ pub enum CryptError {
     ReadFile { file: PathBuf, err: io::Error },
     /// The input does not start with an age header.
     NotAge,
-    /// The file was encrypted with a passphrase, not to keys.
-    Passphrase,
     /// None of the identities opens the file: it was encrypted to other recipients.
-    WrongIdentity { identities: usize },
-    /// The header was altered or damaged (its MAC, or a stanza, does not check).
+    WrongIdentity { file: PathBuf },
+    /// The header was altered or damaged: its MAC does not match.
     DamagedHeader,
-    /// Reading or writing the stream's header failed.
-    Io(io::Error),
+    /// The file ends without age's last chunk.
+    Truncated,
+    /// A chunk fails authentication: altered, damaged, or cut inside a chunk.
+    Altered,
+    /// `age` could not be started, or failed otherwise (its own words), or our side of
+    /// the pipe failed.
+    Other(String),
 }
 
 impl fmt::Display for CryptError {
@@ -62,16 +69,19 @@ impl fmt::Display for CryptError {
             CryptError::NoRecipients => write!(f, "no age recipient to encrypt to"),
             CryptError::ReadFile { file, err } => write!(f, "cannot read {}: {err}", file.display()),
             CryptError::NotAge => write!(f, "not an age-encrypted file (no `age-encryption.org/v1` header)"),
-            CryptError::Passphrase => {
-                write!(f, "the file is encrypted with a passphrase, not to a key: open it with `age -d`")
-            }
-            CryptError::WrongIdentity { identities } => write!(
+            CryptError::WrongIdentity { file } => write!(
                 f,
-                "wrong identity: none of the {identities} key(s) given opens this file, which was encrypted to other recipients \
-                 (`age-keygen -y KEYFILE` prints the recipient a key opens)"
+                "wrong identity: no key in {} opens this file, which was encrypted to other recipients \
+                 (`age-keygen -y {}` prints the recipient its key opens)",
+                file.display(),
+                file.display()
             ),
             CryptError::DamagedHeader => write!(f, "the age header was altered or damaged: its MAC does not match"),
-            CryptError::Io(err) => write!(f, "{err}"),
+            CryptError::Truncated => write!(f, "the encrypted file is truncated: it ends without age's last chunk"),
+            CryptError::Altered => {
+                write!(f, "the encrypted file was altered, damaged or cut short: a chunk fails authentication")
+            }
+            CryptError::Other(text) => write!(f, "{text}"),
         }
     }
 }
@@ -79,15 +89,44 @@ impl fmt::Display for CryptError {
 impl std::error::Error for CryptError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            CryptError::ReadFile { err, .. } | CryptError::Io(err) => Some(err),
+            CryptError::ReadFile { err, .. } => Some(err),
             _ => None,
         }
     }
 }
 
+impl From<CryptError> for io::Error {
+    fn from(err: CryptError) -> io::Error {
+        let kind = match err {
+            CryptError::Truncated => io::ErrorKind::UnexpectedEof,
+            CryptError::Altered | CryptError::DamagedHeader | CryptError::NotAge => io::ErrorKind::InvalidData,
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, err)
+    }
+}
+
+/// age's failure in our terms, from what it said on stderr (age 1.1.1's wording).
+fn classify(failure: &Failure, identity: Option<&Path>) -> CryptError {
+    if failure.said("no identity matched") {
+        CryptError::WrongIdentity { file: identity.map(Path::to_path_buf).unwrap_or_default() }
+    } else if failure.said("bad header MAC") {
+        CryptError::DamagedHeader
+    } else if failure.said("failed to read header") || failure.said("parsing age header") {
+        // Never age's own words here: they quote the input's first line, a line of a dump.
+        CryptError::NotAge
+    } else if failure.said("unexpected EOF") {
+        CryptError::Truncated
+    } else if failure.said("failed to decrypt and authenticate") {
+        CryptError::Altered
+    } else {
+        CryptError::Other(failure.to_string())
+    }
+}
+
 /// The public keys a backup is encrypted to, in the order given, each once.
-#[derive(Clone, Default)]
-pub struct Recipients(Vec<x25519::Recipient>);
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recipients(Vec<String>);
 
 impl Recipients {
     pub fn new() -> Recipients {
@@ -108,10 +147,8 @@ impl Recipients {
 
     /// Adds every recipient of a recipients file, as `age -R FILE` reads it.
     pub fn add_file(&mut self, file: &Path) -> Result<(), CryptError> {
-        let mut text = read_key_file(file)?;
-        let added = self.add_lines(&text, &file.display().to_string());
-        text.zeroize();
-        match added? {
+        let text = read_key_file(file)?;
+        match self.add_lines(&text, &file.display().to_string())? {
             0 => Err(CryptError::NoKeys { file: file.to_path_buf(), what: "age recipient" }),
             _ => Ok(()),
         }
@@ -142,54 +179,57 @@ impl Recipients {
 
     /// The recipients as `age1...` strings, for a log line or a cron entry (public keys:
     /// never secret).
-    pub fn to_strings(&self) -> Vec<String> {
-        self.0.iter().map(|recipient| recipient.to_string()).collect()
+    pub fn as_strings(&self) -> &[String] {
+        &self.0
     }
 }
 
-fn parse_recipient(text: &str) -> Result<x25519::Recipient, String> {
-    if text.starts_with("AGE-SECRET-KEY-") {
+fn parse_recipient(text: &str) -> Result<String, String> {
+    if text.to_ascii_uppercase().starts_with("AGE-SECRET-KEY-") {
         // Said without echoing the key: it should not be in a log either.
         return Err("this is a private key (AGE-SECRET-KEY-...), not a recipient: give the public key \
                     that `age-keygen -y KEYFILE` prints, and keep the private key off this host"
             .to_string());
     }
     if text.starts_with("ssh-") {
-        return Err("SSH recipients are not supported: use an age X25519 key (`age1...`, from `age-keygen`)".to_string());
+        return Err(
+            "SSH recipients are not supported: use an age X25519 key (`age1...`, from `age-keygen`)".to_string()
+        );
     }
-    if text.starts_with("age1") && text.len() > 66 {
-        // The post-quantum and plugin recipients (`age1pq1...`, `age1yubikey1...`) are
-        // longer than X25519's 62 characters, and Debian's age 1.1.1 reads none of them.
-        return Err(format!("`{text}` is not an X25519 recipient: only `age1...` keys from `age-keygen` are supported"));
+    match bech32_key(text, "age") {
+        Ok(()) => Ok(text.to_string()),
+        // The post-quantum and plugin recipients (`age1pq1...`, `age1yubikey1...`) have
+        // other lengths, and Debian's age 1.1.1 reads none of them.
+        Err(why) => Err(format!("`{text}` is not an age X25519 recipient (`age1...`, from `age-keygen`): {why}")),
     }
-    x25519::Recipient::from_str(text)
-        .map_err(|why| format!("`{text}` is not an age recipient (`age1...`, from `age-keygen`): {why}"))
 }
 
-/// The private keys a restore decrypts with, from an identity file.
+/// The identity file a restore decrypts with, checked; `age -d -i` reads it itself, so
+/// its keys never pass through this process.
+#[derive(Clone, Debug)]
 pub struct Identities {
-    keys: Vec<x25519::Identity>,
+    file: PathBuf,
+    keys: usize,
 }
 
 impl Identities {
-    /// Reads an identity file as `age -i FILE` does: `AGE-SECRET-KEY-1...` lines,
+    /// Checks an identity file as `age -i FILE` reads it: `AGE-SECRET-KEY-1...` lines,
     /// `#` comments, blank lines (what `age-keygen -o FILE` writes).
     pub fn from_file(file: &Path) -> Result<Identities, CryptError> {
-        let mut text = read_key_file(file)?;
-        let parsed = Identities::parse(&text, file);
-        // The key's text is dropped here; the parsed key zeroizes itself when dropped.
-        text.zeroize();
-        parsed
+        let text = read_key_file(file)?;
+        let keys = Identities::check(&text, file)?;
+        Ok(Identities { file: file.to_path_buf(), keys })
     }
 
-    /// Parses an identity file's text; `file` names it in errors.
-    pub fn parse(text: &str, file: &Path) -> Result<Identities, CryptError> {
+    /// Checks an identity file's text; `file` names it in errors. Returns how many keys
+    /// it holds.
+    pub fn check(text: &str, file: &Path) -> Result<usize, CryptError> {
         let bad = |line: usize, reason: &str| CryptError::BadIdentity {
             file: file.to_path_buf(),
             line,
             reason: reason.to_string(),
         };
-        let mut keys = Vec::new();
+        let mut keys = 0;
         for (index, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -203,8 +243,8 @@ impl Identities {
             if line.starts_with("age-encryption.org/") || line.starts_with("-----BEGIN AGE ENCRYPTED FILE") {
                 return Err(bad(
                     number,
-                    "a passphrase-protected identity file is not supported: decrypt it first \
-                     (`age -d FILE > KEYFILE`, on a private disk)",
+                    "a passphrase-protected identity file is not supported: the restore runs without a \
+                     terminal to ask for it; decrypt it first (`age -d FILE > KEYFILE`, on a private disk)",
                 ));
             }
             if line.starts_with("age1") {
@@ -217,27 +257,26 @@ impl Identities {
             if !line.starts_with("AGE-SECRET-KEY-1") {
                 return Err(bad(number, "not an age identity (an `AGE-SECRET-KEY-1...` line)"));
             }
-            let key = x25519::Identity::from_str(line)
+            bech32_key(line, "age-secret-key-")
                 .map_err(|why| bad(number, &format!("not a valid age identity: {why}")))?;
-            keys.push(key);
+            keys += 1;
         }
-        if keys.is_empty() {
+        if keys == 0 {
             return Err(CryptError::NoKeys { file: file.to_path_buf(), what: "age identity (AGE-SECRET-KEY-1...)" });
         }
-        Ok(Identities { keys })
+        Ok(keys)
+    }
+
+    pub fn file(&self) -> &Path {
+        &self.file
     }
 
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.keys
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
-    /// The recipient each identity opens, as `age-keygen -y` prints them.
-    pub fn recipients(&self) -> Recipients {
-        Recipients(self.keys.iter().map(|key| key.to_public()).collect())
+        self.keys == 0
     }
 }
 
@@ -254,102 +293,252 @@ fn read_key_file(file: &Path) -> Result<String, CryptError> {
     read().map_err(|err| CryptError::ReadFile { file: file.to_path_buf(), err })
 }
 
-/// Encrypts what is written to it into `inner`, as an age file. The header goes out
-/// at once; `finish` writes the last chunk, without which the file does not open.
-pub struct Encrypting<W: Write> {
-    stream: StreamWriter<W>,
+/// Checks that `text` is a bech32 string (BIP 173, which age uses) with human-readable
+/// part `hrp` holding 32 bytes: an X25519 key. The checksum catches a mistyped or cut key
+/// before a dump starts, instead of `age` failing once it is under way.
+fn bech32_key(text: &str, hrp: &str) -> Result<(), &'static str> {
+    const CHARSET: &[u8] = b"qpzry9x8gf2tvdw0s3jn54khce6mua7l";
+    const GENERATOR: [u32; 5] = [0x3b6a57b2, 0x26508e6d, 0x1ea119fa, 0x3d4233dd, 0x2a1462b3];
+    if text.bytes().any(|b| b.is_ascii_lowercase()) && text.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err("mixed case");
+    }
+    let lower = text.to_ascii_lowercase();
+    let (found_hrp, data) = lower.rsplit_once('1').ok_or("no separator")?;
+    if found_hrp != hrp {
+        return Err("wrong prefix");
+    }
+    // 32 bytes are 52 five-bit groups, then 6 of checksum.
+    if data.len() != 58 {
+        return Err("wrong length");
+    }
+    let values: Vec<u8> = data
+        .bytes()
+        .map(|b| CHARSET.iter().position(|&c| c == b).map(|v| v as u8))
+        .collect::<Option<_>>()
+        .ok_or("a character bech32 does not use")?;
+    let mut checksum: u32 = 1;
+    let hrp_expanded = hrp.bytes().map(|b| b >> 5).chain([0]).chain(hrp.bytes().map(|b| b & 31));
+    for value in hrp_expanded.chain(values.iter().copied()) {
+        let top = checksum >> 25;
+        checksum = ((checksum & 0x1ff_ffff) << 5) ^ u32::from(value);
+        for (bit, generator) in GENERATOR.iter().enumerate() {
+            if (top >> bit) & 1 == 1 {
+                checksum ^= generator;
+            }
+        }
+    }
+    if checksum != 1 {
+        return Err("bad checksum (a character mistyped or missing)");
+    }
+    // 52 groups are 260 bits: the last 4 are padding and must be zero.
+    if values[51] & 0x0f != 0 {
+        return Err("bad padding");
+    }
+    Ok(())
 }
 
-impl<W: Write> Encrypting<W> {
-    pub fn new(recipients: &Recipients, inner: W) -> Result<Encrypting<W>, CryptError> {
+/// Encrypts what is written to it into `inner`, as an age file: `age -r ...` runs as a
+/// stage, our writes go to its stdin, and a thread pumps its stdout into `inner`.
+/// `finish` closes its input, which makes age write the last chunk; without it the file
+/// does not open.
+pub struct Encrypting<W: Write + Send + 'static> {
+    age: Option<Feeding>,
+    pump: Option<JoinHandle<io::Result<W>>>,
+}
+
+impl<W: Write + Send + 'static> Encrypting<W> {
+    pub fn start(sh: &Shell, recipients: &Recipients, inner: W) -> Result<Encrypting<W>, CryptError> {
         if recipients.is_empty() {
             return Err(CryptError::NoRecipients);
         }
-        let encryptor = age::Encryptor::with_recipients(recipients.0.iter().map(|r| r as &dyn age::Recipient))
-            .map_err(|err| CryptError::Io(io::Error::other(err.to_string())))?;
-        Ok(Encrypting { stream: encryptor.wrap_output(inner).map_err(CryptError::Io)? })
+        // Public keys only on the command line: no secret in an argv or the -v echo.
+        let args = recipients.0.iter().flat_map(|r| ["-r", r.as_str()]);
+        let mut age = Feeding::start_reading("age", cmd!(sh, "age {args...}"))
+            .map_err(|err| CryptError::Other(format!("cannot start `age` (is it installed?): {err:#}")))?;
+        let stdout = age.stdout().expect("piped");
+        let pump = thread::spawn(move || pump(stdout, inner));
+        Ok(Encrypting { age: Some(age), pump: Some(pump) })
     }
 
-    /// Seals the last chunk and returns the inner writer (not flushed).
-    pub fn finish(self) -> io::Result<W> {
-        self.stream.finish()
+    /// Seals the last chunk, waits for age and the pump, and returns the inner writer
+    /// (flushed).
+    pub fn finish(mut self) -> Result<W, CryptError> {
+        let failed = self.age.take().expect("running until finished").close();
+        let pumped = self.pump.take().expect("running until finished").join();
+        match (failed, pumped) {
+            (None, Ok(Ok(inner))) => Ok(inner),
+            // Our side failed first (a full disk, an upload refused): age's broken pipe
+            // says nothing more.
+            (_, Ok(Err(err))) => Err(CryptError::Other(format!("writing the encrypted stream failed: {err}"))),
+            (Some(failure), _) => Err(CryptError::Other(failure.to_string())),
+            (None, Err(_)) => Err(CryptError::Other("the encrypted stream's writer panicked".to_string())),
+        }
     }
 }
 
-impl<W: Write> Write for Encrypting<W> {
+fn pump<W: Write>(mut from: ChildStdout, mut inner: W) -> io::Result<W> {
+    let mut buf = vec![0u8; BUF_SIZE];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => inner.write_all(&buf[..n])?,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        }
+    }
+    inner.flush()?;
+    Ok(inner)
+}
+
+impl<W: Write + Send + 'static> Write for Encrypting<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.stream.write(buf)
+        self.age.as_mut().expect("running until finished").stdin().write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.stream.flush()
+        // age keeps a partial chunk until it is full or the input ends: nothing to push.
+        Ok(())
     }
 }
 
-/// The plaintext of an age file read from `inner`. Opening it reads and checks the
-/// header only (a few hundred bytes), so a wrong identity fails before any plaintext
-/// exists; every 64 KiB chunk is then authenticated before it is returned, and an end
-/// without the last chunk's mark is an error, never a short read.
-pub struct Decrypting<R: Read> {
-    stream: StreamReader<R>,
-    plaintext: u64,
+impl<W: Write + Send + 'static> Drop for Encrypting<W> {
+    /// Left on an error: age is stopped (Feeding's drop), the pump ends with its stdout.
+    fn drop(&mut self) {
+        drop(self.age.take());
+        if let Some(pump) = self.pump.take() {
+            let _ = pump.join();
+        }
+    }
 }
 
-impl<R: Read> Decrypting<R> {
-    pub fn new(identities: &Identities, inner: R) -> Result<Decrypting<R>, CryptError> {
-        // The unbuffered parser reads no byte past the header, so `inner` (a pipe, a
-        // download) needs no buffering of ours.
-        let decryptor = age::Decryptor::new(inner).map_err(|err| header_error(err, identities))?;
-        if decryptor.is_scrypt() {
-            return Err(CryptError::Passphrase);
+/// The plaintext of an age file read from `source`: `age -d -i FILE` runs as a stage, a
+/// thread feeds it `source`, and we read its stdout. Opening waits for age's first
+/// output, so a wrong identity, a damaged header or a file that is not age fails in
+/// `open`, before the caller has loaded anything. age writes each chunk only once it
+/// authenticates, and a failure later (a cut or altered chunk) is an error at the end,
+/// never a clean end of file: the caller must read to the end before trusting any of it.
+pub struct Decrypting {
+    age: Option<Feeding>,
+    stdout: ChildStdout,
+    feeder: Option<JoinHandle<io::Result<()>>>,
+    identity: PathBuf,
+    first: Vec<u8>,
+    first_at: usize,
+    plaintext: u64,
+    ended: bool,
+}
+
+impl Decrypting {
+    pub fn open<R: Read + Send + 'static>(
+        sh: &Shell,
+        identities: &Identities,
+        mut source: R,
+    ) -> Result<Decrypting, CryptError> {
+        let file = identities.file();
+        let mut age = Feeding::start_reading("age -d", cmd!(sh, "age -d -i {file}"))
+            .map_err(|err| CryptError::Other(format!("cannot start `age` (is it installed?): {err:#}")))?;
+        let stdout = age.stdout().expect("piped");
+        let mut stdin = age.take_stdin().expect("piped");
+        let feeder = thread::spawn(move || -> io::Result<()> {
+            let mut buf = vec![0u8; BUF_SIZE];
+            loop {
+                match source.read(&mut buf) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => stdin.write_all(&buf[..n])?,
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(err) => {
+                        return Err(io::Error::new(err.kind(), format!("reading the encrypted file failed: {err}")));
+                    }
+                }
+            }
+            // Dropping stdin is the end of age's input.
+        });
+        let mut opened = Decrypting {
+            age: Some(age),
+            stdout,
+            feeder: Some(feeder),
+            identity: file.to_path_buf(),
+            first: vec![0u8; BUF_SIZE],
+            first_at: 0,
+            plaintext: 0,
+            ended: false,
+        };
+        // age checks the header and the identity before it writes a byte: the first
+        // read answers both.
+        let n = loop {
+            match opened.stdout.read(&mut opened.first) {
+                Ok(n) => break n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(CryptError::Other(format!("reading from age failed: {err}"))),
+            }
+        };
+        opened.first.truncate(n);
+        if n == 0 {
+            // An empty plaintext is legitimate; a failure is not.
+            opened.end()?;
         }
-        let stream = decryptor
-            .decrypt(identities.keys.iter().map(|key| key as &dyn age::Identity))
-            .map_err(|err| header_error(err, identities))?;
-        Ok(Decrypting { stream, plaintext: 0 })
+        Ok(opened)
     }
 
     /// Plaintext bytes returned so far.
     pub fn position(&self) -> u64 {
         self.plaintext
     }
-}
 
-fn header_error(err: age::DecryptError, identities: &Identities) -> CryptError {
-    match err {
-        age::DecryptError::NoMatchingKeys => CryptError::WrongIdentity { identities: identities.len() },
-        age::DecryptError::InvalidMac | age::DecryptError::DecryptionFailed | age::DecryptError::KeyDecryptionFailed => {
-            CryptError::DamagedHeader
+    /// At age's end of output: its exit, and the feeder's, say whether the end is real.
+    fn end(&mut self) -> Result<(), CryptError> {
+        self.ended = true;
+        let failed = self.age.take().map(Feeding::close).unwrap_or_default();
+        let feeder = self.feeder.take();
+        match failed {
+            // A source that failed (a download cut off) ended age's input early, which
+            // age calls a truncated file: the source's own error is the one to say.
+            Some(_) if feeder.as_ref().is_some_and(|feeder| feeder.is_finished()) => {
+                match feeder.map(|feeder| feeder.join()) {
+                    Some(Ok(Err(err))) if err.kind() != io::ErrorKind::BrokenPipe => {
+                        Err(CryptError::Other(err.to_string()))
+                    }
+                    _ => Err(classify(failed.as_ref().expect("matched"), Some(&self.identity))),
+                }
+            }
+            // age quit early: the feeder meets a broken pipe, or is still waiting on a
+            // slow source. Its result says nothing more; it ends on its own.
+            Some(failure) => Err(classify(&failure, Some(&self.identity))),
+            None => match feeder.map(|feeder| feeder.join()) {
+                Some(Ok(Err(err))) => Err(CryptError::Other(err.to_string())),
+                Some(Err(_)) => Err(CryptError::Other("the encrypted file's reader panicked".to_string())),
+                _ => Ok(()),
+            },
         }
-        age::DecryptError::InvalidHeader | age::DecryptError::UnknownFormat => CryptError::NotAge,
-        // A header cut short is an end of file inside the parser.
-        age::DecryptError::Io(err) if err.kind() == io::ErrorKind::UnexpectedEof => CryptError::NotAge,
-        age::DecryptError::Io(err) => CryptError::Io(err),
-        other => CryptError::Io(io::Error::other(other.to_string())),
     }
 }
 
-impl<R: Read> Read for Decrypting<R> {
+impl Read for Decrypting {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.stream.read(buf) {
-            Ok(n) => {
-                self.plaintext += n as u64;
-                Ok(n)
-            }
-            // age's own words ("decryption error") do not say what it means for a backup.
-            Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("the encrypted file is truncated: it ends after {} bytes of plaintext, without its last chunk", self.plaintext),
-            )),
-            Err(err) if err.kind() == io::ErrorKind::InvalidData => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "the encrypted file was altered, damaged or cut short: the chunk after {} bytes of plaintext fails authentication ({err})",
-                    self.plaintext
-                ),
-            )),
-            Err(err) => Err(err),
+        if self.first_at < self.first.len() {
+            let n = buf.len().min(self.first.len() - self.first_at);
+            buf[..n].copy_from_slice(&self.first[self.first_at..self.first_at + n]);
+            self.first_at += n;
+            self.plaintext += n as u64;
+            return Ok(n);
         }
+        if self.ended {
+            return Ok(0);
+        }
+        let n = self.stdout.read(buf)?;
+        if n == 0 {
+            self.end()?;
+        }
+        self.plaintext += n as u64;
+        Ok(n)
+    }
+}
+
+impl Drop for Decrypting {
+    /// Left before the end (an error of the caller's): age is stopped; the feeder ends
+    /// at its next write, on the broken pipe.
+    fn drop(&mut self) {
+        drop(self.age.take());
     }
 }
 
@@ -357,151 +546,90 @@ impl<R: Read> Read for Decrypting<R> {
 mod tests {
     use super::*;
 
-    fn key() -> (x25519::Identity, String) {
-        let identity = x25519::Identity::generate();
-        let recipient = identity.to_public().to_string();
-        (identity, recipient)
-    }
-
-    fn identities(keys: &[&x25519::Identity]) -> Identities {
-        Identities { keys: keys.iter().map(|key| (*key).clone()).collect() }
-    }
-
-    fn encrypt(recipients: &Recipients, plain: &[u8]) -> Vec<u8> {
-        let mut writer = Encrypting::new(recipients, Vec::new()).unwrap();
-        // Odd-sized writes, so chunks straddle them.
-        for piece in plain.chunks(10_007) {
-            writer.write_all(piece).unwrap();
-        }
-        writer.finish().unwrap()
-    }
-
-    fn sql(bytes: usize) -> Vec<u8> {
-        (0..).flat_map(|i| format!("INSERT INTO t VALUES ({i});\n").into_bytes()).take(bytes).collect()
-    }
+    // A throwaway key pair made by age-keygen for these tests only.
+    const PUBLIC: &str = "age1sh5y9k06k9kh3zcnnxhpjxxf9aam2cvzf7vlpp68aclfzjw97akqdmf6gg";
+    const SECRET: &str = "AGE-SECRET-KEY-1DVRERARDWPQC5JYXHGVG4VEGDZV9FTF7MCN7X7P6JTLD2QJJJ7TQC45E93";
+    const OTHER_PUBLIC: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
 
     #[test]
-    fn round_trip_to_several_recipients_each_of_which_opens_it() {
-        let (alice, alice_pub) = key();
-        let (bob, bob_pub) = key();
-        let mut recipients = Recipients::new();
-        recipients.add(&alice_pub, "--encrypt-to").unwrap();
-        recipients.add(&format!("  {bob_pub}\n"), "--encrypt-to").unwrap();
-        recipients.add(&alice_pub, "the file").unwrap();
-        assert_eq!(recipients.len(), 2, "the same key twice is one recipient");
-        // Sizes around the 64 KiB chunk: empty, under, exactly one, several and a part.
-        for size in [0, 1, 65_535, 65_536, 65_537, 3 * 65_536, 1_000_000] {
-            let plain = sql(size);
-            let stored = encrypt(&recipients, &plain);
-            assert!(stored.starts_with(b"age-encryption.org/v1\n"));
-            for who in [&alice, &bob] {
-                let mut back = Vec::new();
-                let mut reader = Decrypting::new(&identities(&[who]), stored.as_slice()).unwrap();
-                reader.read_to_end(&mut back).unwrap();
-                assert_eq!(back, plain, "size {size}");
-                assert_eq!(reader.position(), size as u64);
-            }
-        }
-    }
-
-    #[test]
-    fn a_wrong_identity_fails_at_the_header_before_any_plaintext() {
-        let (_, recipient) = key();
-        let (other, _) = key();
-        let mut recipients = Recipients::new();
-        recipients.add(&recipient, "--encrypt-to").unwrap();
-        let stored = encrypt(&recipients, &sql(200_000));
-        let err = Decrypting::new(&identities(&[&other]), stored.as_slice()).err().unwrap();
-        assert!(matches!(err, CryptError::WrongIdentity { identities: 1 }), "{err}");
-        assert!(err.to_string().contains("wrong identity"), "{err}");
-    }
-
-    #[test]
-    fn truncation_and_alteration_fail_and_are_said_as_such() {
-        let (identity, recipient) = key();
-        let mut recipients = Recipients::new();
-        recipients.add(&recipient, "--encrypt-to").unwrap();
-        let plain = sql(300_000);
-        let stored = encrypt(&recipients, &plain);
-        let ids = identities(&[&identity]);
-        let read_all = |bytes: &[u8]| -> Result<Vec<u8>, String> {
-            let mut reader = Decrypting::new(&ids, bytes).map_err(|err| err.to_string())?;
-            let mut back = Vec::new();
-            reader.read_to_end(&mut back).map_err(|err| err.to_string())?;
-            Ok(back)
-        };
-        let header = stored.len() - (plain.len() + 16 * plain.len().div_ceil(65_536)) - 16;
-        // Cut inside a chunk, exactly at a chunk boundary, and just before the end.
-        for cut in [stored.len() / 2, header + 16 + 65_536 + 16, stored.len() - 1] {
-            let err = read_all(&stored[..cut]).unwrap_err();
-            assert!(err.contains("truncated") || err.contains("altered"), "cut at {cut}: {err}");
-        }
-        let boundary = read_all(&stored[..header + 16 + 2 * (65_536 + 16)]).unwrap_err();
-        assert!(boundary.contains("truncated"), "{boundary}");
-        // One byte flipped in the payload, and in the header's MAC line.
-        let mut altered = stored.clone();
-        altered[stored.len() - 100] ^= 1;
-        assert!(read_all(&altered).unwrap_err().contains("altered"));
-        let mut altered = stored.clone();
-        altered[header - 5] ^= 1;
-        let err = read_all(&altered).unwrap_err();
-        assert!(err.contains("altered") || err.contains("not an age"), "{err}");
-        // A plain dump given where an encrypted one was expected.
-        assert!(read_all(&plain).unwrap_err().contains("not an age-encrypted file"));
-        assert!(read_all(b"").unwrap_err().contains("not an age-encrypted file"));
+    fn keys_are_checked_by_their_bech32_checksum() {
+        assert_eq!(bech32_key(PUBLIC, "age"), Ok(()));
+        assert_eq!(bech32_key(SECRET, "age-secret-key-"), Ok(()));
+        assert_eq!(bech32_key(OTHER_PUBLIC, "age"), Ok(()));
+        let typo = PUBLIC.replace("sh5y", "sh5z");
+        assert_eq!(bech32_key(&typo, "age"), Err("bad checksum (a character mistyped or missing)"));
+        assert_eq!(bech32_key(&PUBLIC[..PUBLIC.len() - 1], "age"), Err("wrong length"));
+        assert_eq!(bech32_key(&PUBLIC.replace("age1", "agE1"), "age"), Err("mixed case"));
+        assert_eq!(bech32_key(&PUBLIC.replace('q', "b"), "age"), Err("a character bech32 does not use"));
+        assert_eq!(bech32_key(PUBLIC, "age-secret-key-"), Err("wrong prefix"));
     }
 
     #[test]
     fn recipients_files_are_read_as_age_dash_r_reads_them_and_errors_name_the_line() {
-        let (_, alice) = key();
-        let (_, bob) = key();
         let mut recipients = Recipients::new();
-        let text = format!("# ops team\n\n{alice}\r\n   # old laptop\n  {bob}  \n");
+        recipients.add(PUBLIC, "--encrypt-to").unwrap();
+        let text = format!("# ops team\n\n{PUBLIC}\r\n   # old laptop\n  {OTHER_PUBLIC}  \n");
         assert_eq!(recipients.add_lines(&text, "recipients.txt").unwrap(), 2);
-        assert_eq!(recipients.to_strings(), [alice.clone(), bob]);
+        assert_eq!(recipients.as_strings(), [PUBLIC, OTHER_PUBLIC], "the same key twice is one recipient");
 
-        let bad = format!("{alice}\n# fine\nage1notakey\n");
+        let bad = format!("{PUBLIC}\n# fine\nage1notakey\n");
         let err = Recipients::new().add_lines(&bad, "recipients.txt").unwrap_err().to_string();
-        assert!(err.starts_with("recipients.txt line 3: `age1notakey` is not an age recipient"), "{err}");
+        assert!(err.starts_with("recipients.txt line 3: `age1notakey` is not an age X25519 recipient"), "{err}");
 
-        let secret = x25519::Identity::generate();
-        use age::secrecy::ExposeSecret;
-        let secret_text = secret.to_string().expose_secret().to_string();
-        let err = Recipients::new().add(&secret_text, "--encrypt-to").unwrap_err().to_string();
-        assert!(err.contains("private key") && !err.contains(&secret_text[20..]), "never echoed: {err}");
+        let err = Recipients::new().add(SECRET, "--encrypt-to").unwrap_err().to_string();
+        assert!(err.starts_with("--encrypt-to: this is a private key"), "{err}");
+        assert!(!err.contains(&SECRET[20..]), "never echoed: {err}");
         let err = Recipients::new().add("ssh-ed25519 AAAAC3Nza me@host", "--encrypt-to").unwrap_err().to_string();
         assert!(err.contains("SSH recipients are not supported"), "{err}");
-        assert!(matches!(Encrypting::new(&Recipients::new(), Vec::new()).err(), Some(CryptError::NoRecipients)));
+        assert!(matches!(
+            Encrypting::start(&Shell::new().unwrap(), &Recipients::new(), Vec::new()).err(),
+            Some(CryptError::NoRecipients)
+        ));
     }
 
     #[test]
-    fn identity_files_are_read_as_age_dash_i_reads_them_without_echoing_a_line() {
-        let key = x25519::Identity::generate();
-        use age::secrecy::ExposeSecret;
-        let secret = key.to_string().expose_secret().to_string();
-        let public = key.to_public().to_string();
+    fn identity_files_are_checked_as_age_dash_i_reads_them_without_echoing_a_line() {
         let file = Path::new("key.txt");
         // What age-keygen writes.
-        let text = format!("# created: 2026-11-25T10:00:00Z\n# public key: {public}\n{secret}\n");
-        let parsed = Identities::parse(&text, file).unwrap();
-        assert_eq!(parsed.len(), 1);
-        assert_eq!(parsed.recipients().to_strings(), [public.clone()]);
+        let text = format!("# created: 2026-11-25T10:00:00Z\n# public key: {PUBLIC}\n{SECRET}\n");
+        assert_eq!(Identities::check(&text, file).unwrap(), 1);
 
+        let typo = SECRET.replace("DVRER", "DVRES");
         let cases = [
-            (format!("# k\n{public}\n"), 2, "a recipient"),
-            (format!("{secret}\n{}x\n", &secret[..40]), 2, "not a valid age identity"),
+            (format!("# k\n{PUBLIC}\n"), 2, "a recipient"),
+            (format!("{SECRET}\n{typo}\n"), 2, "not a valid age identity: bad checksum"),
+            (format!("{}\n", &SECRET[..40]), 1, "not a valid age identity: wrong length"),
             ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3Bl\n".to_string(), 1, "SSH private keys"),
             ("age-encryption.org/v1\n-> scrypt x 18\n".to_string(), 1, "passphrase-protected"),
             ("hello\n".to_string(), 1, "not an age identity"),
         ];
         for (text, line, says) in cases {
-            let err = Identities::parse(&text, file).err().unwrap();
-            let shown = err.to_string();
+            let shown = Identities::check(&text, file).unwrap_err().to_string();
             assert!(shown.starts_with(&format!("identity file key.txt line {line}: ")), "{shown}");
             assert!(shown.contains(says), "{shown}");
-            assert!(!shown.contains(&secret[16..]), "never the key: {shown}");
+            assert!(!shown.contains(&SECRET[16..40]), "never the key: {shown}");
         }
-        let err = Identities::parse("# only comments\n\n", file).err().unwrap();
+        let err = Identities::check("# only comments\n\n", file).unwrap_err();
         assert!(err.to_string().contains("holds no age identity"), "{err}");
+    }
+
+    #[test]
+    fn age_failures_are_said_in_our_terms_and_never_quote_the_input() {
+        let failure = |stderr: &str| Failure { what: "age -d".into(), code: Some(1), stderr: stderr.into() };
+        let key = Path::new("/keys/ops.txt");
+        let said = |stderr: &str| classify(&failure(stderr), Some(key));
+        assert!(matches!(
+            said("age: error: no identity matched any of the recipients\n"),
+            CryptError::WrongIdentity { .. }
+        ));
+        assert!(said("age: error: no identity matched any of the recipients").to_string().contains("/keys/ops.txt"));
+        assert!(matches!(said("age: error: bad header MAC"), CryptError::DamagedHeader));
+        assert!(matches!(said("age: error: unexpected EOF"), CryptError::Truncated));
+        assert!(matches!(said("age: error: failed to decrypt and authenticate payload chunk"), CryptError::Altered));
+        let plain =
+            said("age: error: failed to read header: parsing age header: unexpected intro: \"INSERT INTO secrets\"");
+        assert!(matches!(plain, CryptError::NotAge));
+        assert!(!plain.to_string().contains("INSERT"), "a line of a dump is never repeated");
+        assert!(said("age: error: something new").to_string().contains("something new"));
     }
 }

@@ -1,8 +1,9 @@
-//! The age stream (`xtask::stream::crypt`) against the real `age` CLI (Debian's 1.1.1,
-//! which provision.sh installs): what we encrypt opens with `age -d -i KEY`, what
-//! `age -r` encrypts opens with our reader, and a wrong key, a cut file and an altered
-//! byte fail. Without `age` these fail: an offsite object nobody checked against the
-//! standard tool is a promise untested.
+//! The age stream (`xtask::stream::crypt`) with the real `age` CLI (Debian's 1.1.1,
+//! which provision.sh installs), which it runs as a pipeline stage: what we encrypt
+//! opens with `age -d -i KEY` run by hand, what `age -r` encrypts opens with our reader,
+//! keys come from `age-keygen` files, and a wrong key, a cut file and an altered byte
+//! fail, each said in our terms. Without `age` these fail: an offsite object nobody
+//! checked against the standard tool is a promise untested.
 
 use std::{
     fs,
@@ -11,6 +12,7 @@ use std::{
     process::{Command, Stdio},
 };
 
+use xshell::Shell;
 use xtask::stream::crypt::{CryptError, Decrypting, Encrypting, Identities, Recipients};
 
 /// A throwaway directory for one test's keys and files.
@@ -46,18 +48,24 @@ fn dump() -> Vec<u8> {
 }
 
 fn encrypt_ours(recipients: &Recipients, plain: &[u8], into: &Path) {
-    let mut writer = Encrypting::new(recipients, fs::File::create(into).unwrap()).unwrap();
-    for piece in plain.chunks(50_000) {
+    let sh = Shell::new().unwrap();
+    let mut writer = Encrypting::start(&sh, recipients, fs::File::create(into).unwrap()).unwrap();
+    // Odd-sized writes, so age's 64 KiB chunks straddle them.
+    for piece in plain.chunks(50_001) {
         writer.write_all(piece).unwrap();
     }
     writer.finish().unwrap().sync_all().unwrap();
 }
 
+/// Our reader on `file`: an error at open, or one at the end of the stream, as text.
 fn decrypt_ours(identity: &Path, file: &Path) -> Result<Vec<u8>, String> {
+    let sh = Shell::new().unwrap();
     let identities = Identities::from_file(identity).map_err(|err| err.to_string())?;
-    let mut reader = Decrypting::new(&identities, fs::File::open(file).unwrap()).map_err(|err| err.to_string())?;
+    let mut reader =
+        Decrypting::open(&sh, &identities, fs::File::open(file).unwrap()).map_err(|err| format!("open: {err}"))?;
     let mut plain = Vec::new();
-    reader.read_to_end(&mut plain).map_err(|err| err.to_string())?;
+    reader.read_to_end(&mut plain).map_err(|err| format!("read: {err}"))?;
+    assert_eq!(reader.position(), plain.len() as u64);
     Ok(plain)
 }
 
@@ -93,6 +101,22 @@ fn what_we_encrypt_opens_with_age_dash_d_for_every_recipient() {
 }
 
 #[test]
+fn our_writer_and_reader_round_trip_around_the_chunk_size() {
+    let dir = workdir("round");
+    let (key, recipient) = keygen(&dir, "ops.key");
+    let mut recipients = Recipients::new();
+    recipients.add(&recipient, "--encrypt-to").unwrap();
+    let big = dump();
+    // Empty, under a chunk, exactly one (64 KiB) and several.
+    for plain in [&[][..], &big[..1000], &big[..65_536], &big[..]] {
+        let stored = dir.join("round.age");
+        encrypt_ours(&recipients, plain, &stored);
+        assert!(decrypt_ours(&key, &stored).unwrap() == plain, "{} bytes", plain.len());
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn what_age_dash_r_encrypts_opens_with_our_reader() {
     let dir = workdir("theirs");
     let (key, recipient) = keygen(&dir, "ops.key");
@@ -117,8 +141,16 @@ fn a_wrong_identity_fails_before_any_plaintext_both_ways() {
     encrypt_ours(&recipients, &dump(), &stored);
 
     let identities = Identities::from_file(&wrong_key).unwrap();
-    let err = Decrypting::new(&identities, fs::File::open(&stored).unwrap()).err().unwrap();
-    assert!(matches!(err, CryptError::WrongIdentity { .. }), "{err}");
+    let sh = Shell::new().unwrap();
+    let err = Decrypting::open(&sh, &identities, fs::File::open(&stored).unwrap()).err().unwrap();
+    assert!(matches!(err, CryptError::WrongIdentity { .. }), "fails at open, before any plaintext: {err}");
+    assert!(err.to_string().contains("wrong.key"), "{err}");
+    // A plain dump where an encrypted one was expected: said so, at open.
+    let plain = dir.join("plain.sql");
+    fs::write(&plain, dump()).unwrap();
+    let err = Decrypting::open(&sh, &identities, fs::File::open(&plain).unwrap()).err().unwrap();
+    assert!(matches!(err, CryptError::NotAge), "{err}");
+    assert!(!err.to_string().contains("INSERT"), "no line of the dump in the message: {err}");
     let out = age_decrypt(&wrong_key, &stored);
     assert!(!out.status.success() && out.stdout.is_empty(), "age -d with the wrong key writes nothing");
     let _ = fs::remove_dir_all(&dir);
@@ -135,11 +167,17 @@ fn a_truncated_or_altered_file_fails_with_our_reader_and_with_age() {
     assert!(out.status.success(), "age -r: {}", String::from_utf8_lossy(&out.stderr));
     let whole = fs::read(&stored).unwrap();
 
-    let cut = dir.join("cut.age");
-    fs::write(&cut, &whole[..whole.len() * 2 / 3]).unwrap();
-    let err = decrypt_ours(&key, &cut).unwrap_err();
-    assert!(err.contains("cut short") || err.contains("truncated"), "{err}");
-    assert!(!age_decrypt(&key, &cut).status.success(), "age -d refuses it too");
+    // Cut inside a chunk, and exactly after a whole chunk (age then sees a clean end of
+    // input without the last chunk's mark): both fail at the end of the stream, after
+    // plaintext was returned, which is why a caller reads to the end before trusting it.
+    let header = whole.len() - (dump().len() + 16 * dump().len().div_ceil(65_536)) - 16;
+    for (cut_at, says) in [(whole.len() * 2 / 3, "cut short"), (header + 16 + 2 * (65_536 + 16), "truncated")] {
+        let cut = dir.join("cut.age");
+        fs::write(&cut, &whole[..cut_at]).unwrap();
+        let err = decrypt_ours(&key, &cut).unwrap_err();
+        assert!(err.starts_with("read: ") && err.contains(says), "cut at {cut_at}: {err}");
+        assert!(!age_decrypt(&key, &cut).status.success(), "age -d refuses it too");
+    }
 
     let altered = dir.join("altered.age");
     let mut bytes = whole.clone();
@@ -149,5 +187,14 @@ fn a_truncated_or_altered_file_fails_with_our_reader_and_with_age() {
     let err = decrypt_ours(&key, &altered).unwrap_err();
     assert!(err.contains("altered"), "{err}");
     assert!(!age_decrypt(&key, &altered).status.success(), "age -d refuses it too");
+
+    // A byte of the header's MAC: fails at open.
+    let mut bytes = whole.clone();
+    let mac = bytes.windows(4).position(|w| w == b"\n---").unwrap() + 8;
+    // Another valid base64 character, so the header still parses and its MAC is what fails.
+    bytes[mac] = if bytes[mac] == b'A' { b'B' } else { b'A' };
+    fs::write(&altered, &bytes).unwrap();
+    let err = decrypt_ours(&key, &altered).unwrap_err();
+    assert!(err.starts_with("open: the age header was altered"), "{err}");
     let _ = fs::remove_dir_all(&dir);
 }
