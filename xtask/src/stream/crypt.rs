@@ -27,6 +27,8 @@ use crate::process::{Failure, Feeding};
 const KEY_FILE_LIMIT: u64 = 1 << 20;
 /// The copy buffer between age and our side: four of age's chunks per pipe read.
 const BUF_SIZE: usize = 256 * 1024;
+/// age's stdout pipe, when the kernel allows (`/proc/sys/fs/pipe-max-size`, 1 MiB by default).
+const PIPE_SIZE: usize = 1024 * 1024;
 
 /// What went wrong, in terms a person can act on. Never holds a secret key's text, nor
 /// a line of the plaintext (age quotes a plain file's first line when it is not age).
@@ -356,6 +358,8 @@ impl<W: Write + Send + 'static> Encrypting<W> {
         let mut age = Feeding::start_reading("age", cmd!(sh, "age {args...}"))
             .map_err(|err| CryptError::Other(format!("cannot start `age` (is it installed?): {err:#}")))?;
         let stdout = age.stdout().expect("piped");
+        // As Feeding does for stdin: a larger pipe means fewer wake-ups per megabyte.
+        let _ = rustix::pipe::fcntl_setpipe_size(&stdout, PIPE_SIZE);
         let pump = thread::spawn(move || pump(stdout, inner));
         Ok(Encrypting { age: Some(age), pump: Some(pump) })
     }
@@ -438,6 +442,7 @@ impl Decrypting {
         let mut age = Feeding::start_reading("age -d", cmd!(sh, "age -d -i {file}"))
             .map_err(|err| CryptError::Other(format!("cannot start `age` (is it installed?): {err:#}")))?;
         let stdout = age.stdout().expect("piped");
+        let _ = rustix::pipe::fcntl_setpipe_size(&stdout, PIPE_SIZE);
         let mut stdin = age.take_stdin().expect("piped");
         let feeder = thread::spawn(move || -> io::Result<()> {
             let mut buf = vec![0u8; BUF_SIZE];
