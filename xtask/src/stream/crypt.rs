@@ -160,12 +160,19 @@ impl Recipients {
     /// lines held one. Errors name `name` and the line.
     pub fn add_lines(&mut self, text: &str, name: &str) -> Result<usize, CryptError> {
         let mut found = 0;
+        // `lines` drops a `\r\n` as age does; nothing else is trimmed, since age takes
+        // neither an indented comment nor spaces around a key, and a file that passes
+        // here must pass `age -R` too.
         for (index, line) in text.lines().enumerate() {
-            let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            self.add(line, &format!("{name} line {}", index + 1))?;
+            let source = format!("{name} line {}", index + 1);
+            if line.trim() != line {
+                let reason = "spaces around it (or an indented comment), which `age -R` does not accept".to_string();
+                return Err(CryptError::BadRecipient { source, reason });
+            }
+            self.add(line, &source)?;
             found += 1;
         }
         Ok(found)
@@ -232,13 +239,16 @@ impl Identities {
             reason: reason.to_string(),
         };
         let mut keys = 0;
+        // As in a recipients file: only `\r\n` is dropped, as `age -i` does.
         for (index, line) in text.lines().enumerate() {
-            let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
             // Never the line itself in an error: it may be most of a private key.
             let number = index + 1;
+            if line.trim() != line {
+                return Err(bad(number, "spaces around it (or an indented comment), which `age -i` does not accept"));
+            }
             if line.starts_with("-----BEGIN OPENSSH PRIVATE KEY") || line.starts_with("-----BEGIN RSA PRIVATE KEY") {
                 return Err(bad(number, "SSH private keys are not supported: use an age key (`age-keygen -o FILE`)"));
             }
@@ -573,9 +583,16 @@ mod tests {
     fn recipients_files_are_read_as_age_dash_r_reads_them_and_errors_name_the_line() {
         let mut recipients = Recipients::new();
         recipients.add(PUBLIC, "--encrypt-to").unwrap();
-        let text = format!("# ops team\n\n{PUBLIC}\r\n   # old laptop\n  {OTHER_PUBLIC}  \n");
+        let text = format!("# ops team\n\n{PUBLIC}\r\n# old laptop\n{OTHER_PUBLIC}\n");
         assert_eq!(recipients.add_lines(&text, "recipients.txt").unwrap(), 2);
         assert_eq!(recipients.as_strings(), [PUBLIC, OTHER_PUBLIC], "the same key twice is one recipient");
+        // What age -R refuses, refused here too (age 1.1.1: "malformed recipient at line 1").
+        for text in [format!("  {PUBLIC}\n"), format!("{PUBLIC} \n"), format!("  # indented\n{PUBLIC}\n")] {
+            let err = Recipients::new().add_lines(&text, "r.txt").unwrap_err().to_string();
+            assert!(err.starts_with("r.txt line 1: spaces around it"), "{err}");
+        }
+        // A flag's value is trimmed: a shell's quoting leaves spaces more easily.
+        Recipients::new().add(&format!(" {PUBLIC}\n"), "--encrypt-to").unwrap();
 
         let bad = format!("{PUBLIC}\n# fine\nage1notakey\n");
         let err = Recipients::new().add_lines(&bad, "recipients.txt").unwrap_err().to_string();
@@ -596,8 +613,8 @@ mod tests {
     fn identity_files_are_checked_as_age_dash_i_reads_them_without_echoing_a_line() {
         let file = Path::new("key.txt");
         // What age-keygen writes.
-        let text = format!("# created: 2026-11-25T10:00:00Z\n# public key: {PUBLIC}\n{SECRET}\n");
-        assert_eq!(Identities::check(&text, file).unwrap(), 1);
+        let text = format!("# created: 2026-11-25T10:00:00Z\r\n# public key: {PUBLIC}\r\n{SECRET}\r\n");
+        assert_eq!(Identities::check(&text, file).unwrap(), 1, "CRLF, as age reads it");
 
         let typo = SECRET.replace("DVRER", "DVRES");
         let cases = [
@@ -607,6 +624,8 @@ mod tests {
             ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3Bl\n".to_string(), 1, "SSH private keys"),
             ("age-encryption.org/v1\n-> scrypt x 18\n".to_string(), 1, "passphrase-protected"),
             ("hello\n".to_string(), 1, "not an age identity"),
+            (format!("  {SECRET}\n"), 1, "spaces around it"),
+            (format!("{SECRET}\n  # indented\n"), 2, "spaces around it"),
         ];
         for (text, line, says) in cases {
             let shown = Identities::check(&text, file).unwrap_err().to_string();

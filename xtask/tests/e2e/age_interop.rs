@@ -97,6 +97,13 @@ fn what_we_encrypt_opens_with_age_dash_d_for_every_recipient() {
     let by_cli = dir.join("by_cli.age");
     let out = program("age").arg("-R").arg(&list).arg("-o").arg(&by_cli).arg("/dev/null").output().unwrap();
     assert!(out.status.success(), "age -R: {}", String::from_utf8_lossy(&out.stderr));
+    // And both refuse a key with spaces around it, so a file we take works by hand too.
+    let indented = dir.join("indented.txt");
+    fs::write(&indented, format!("  {bob}\n")).unwrap();
+    let err = Recipients::new().add_file(&indented).unwrap_err().to_string();
+    assert!(err.contains("line 1: spaces around it"), "{err}");
+    let out = program("age").arg("-R").arg(&indented).arg("-o").arg(&by_cli).arg("/dev/null").output().unwrap();
+    assert!(!out.status.success(), "age -R refuses it too");
     let _ = fs::remove_dir_all(&dir);
 }
 
