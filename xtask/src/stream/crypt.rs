@@ -3,7 +3,8 @@
 //! recipients (the backup host never holds a private key) and a reader that decrypts
 //! with an identity file. age's STREAM format authenticates every 64 KiB chunk and marks
 //! the last one, so memory stays flat on both sides and a cut or altered file fails.
-//! Why the CLI and not the `age` crate: see the README's Dependencies.
+//! Why the CLI and not the `age` crate (compile time, with measurements): see the README,
+//! under Layout, after the list of dependencies.
 //!
 //! Recipients and identities are checked here first (the bech32 checksum of each key),
 //! the way `age -R` and `age -i` read their files: one per line, `#` comments and blank
