@@ -37,7 +37,7 @@ debian_mirror() {
 }
 
 # 1. Packages: engine, Compose v1, cron, debootstrap, zstd, the PostgreSQL client, and
-# age (the offsite tests open the encrypted objects with `age -d`).
+# age (the offsite copies' encryption runs it; the offsite and age_interop tests need it).
 apt_install docker.io docker-compose debootstrap cron zstd ca-certificates postgresql-client-15 age
 
 # 2. Compose v2: Debian trixie's docker-compose package carries the CLI plugin.

@@ -265,6 +265,12 @@ impl Feeding {
         self.stdin.as_mut().expect("open until finish")
     }
 
+    /// Stdin, once, for a thread of the caller's that feeds it (a download into `age -d`);
+    /// dropping it is the end of input.
+    pub fn take_stdin(&mut self) -> Option<ChildStdin> {
+        self.stdin.take()
+    }
+
     /// Closes stdin (the end of input) and waits: the program's own failure, if any.
     pub fn finish(mut self) -> Result<()> {
         drop(self.stdin.take());

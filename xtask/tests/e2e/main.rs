@@ -2,6 +2,7 @@
 //! `xtask` binary against the real test bed. Each module covers one task or promise;
 //! `testbed` holds the helpers, which reach the database through the xtask's own door.
 
+mod age_interop;
 mod catalogue;
 mod cli_parse;
 mod cli_refs;
