@@ -3,7 +3,9 @@
 //!
 //! The layers, one folder each: `tasks` (one module per task), `db` (where pg_dump and
 //! psql run, and the SQL they run), `store` (the backup directory and its files), and
-//! `stream` (the byte streams a dump passes through).
+//! `stream` (the byte streams a dump passes through). `testbed` is test-bed code only:
+//! the throwaway servers the end-to-end tests and the bench start (Garage, run as a
+//! separate program, never linked).
 
 pub mod alembic;
 pub mod cli;
@@ -20,6 +22,7 @@ pub mod prompt;
 pub mod store;
 pub mod stream;
 pub mod tasks;
+pub mod testbed;
 
 use std::path::PathBuf;
 
