@@ -57,6 +57,20 @@ pub fn run_redirected(what: &str, cmd: Cmd<'_>, stdin: Stdio, stdout: Stdio) -> 
     Ok(Running::spawn(what, cmd, stdin, stdout)?.finish()?)
 }
 
+/// As [`run_redirected`], calling `started` with the program's process id once it runs
+/// and before it is waited for (the benchmark samples its memory from `/proc` meanwhile).
+pub fn run_redirected_watched(
+    what: &str,
+    cmd: Cmd<'_>,
+    stdin: Stdio,
+    stdout: Stdio,
+    started: impl FnOnce(u32),
+) -> Result<String> {
+    let running = Running::spawn(what, cmd, stdin, stdout)?;
+    started(running.child.id());
+    Ok(running.finish()?)
+}
+
 /// Runs a command with its output going straight to ours, for long tasks a person watches.
 pub fn run_attached(what: &str, cmd: Cmd<'_>) -> Result<()> {
     let (mut command, shown) = prepare(cmd);

@@ -1,16 +1,24 @@
 //! `cargo xtask bench`: db-backup and db-restore against the bare `pg_dump` pipe and a
-//! bare `psql < file`, on a scratch Compose project filled to a chosen size. Writes
-//! `target/bench/bench.md` and `target/bench/bench.csv`.
+//! bare `psql < file`, and db-backup with an age-encrypted offsite copy against db-backup
+//! alone, on a scratch Compose project filled to a chosen size. The offsite copies go to
+//! a throwaway Garage on loopback, started by the test bed's launcher
+//! (`testbed::garage`). Writes `target/bench/bench.md` and `target/bench/bench.csv`.
 
 use std::{
+    collections::BTreeMap,
     fmt::Write as _,
     fs::{self, File},
     path::{Path, PathBuf},
     process::Stdio,
-    time::Instant,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
 };
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use xshell::{Shell, cmd};
 
 use crate::{
@@ -19,6 +27,7 @@ use crate::{
     output::{done, human_bytes, step},
     process,
     store::backup_file::BackupName,
+    testbed::garage::Garage,
 };
 
 /// The text-heavy half: rows shaped like a memory store, with prose bodies built from
@@ -54,10 +63,54 @@ fn memories_batch(first: u64, rows: u64) -> String {
     )
 }
 
+/// One measured run.
+#[derive(Default)]
 struct Sample {
     secs: f64,
     bytes: Option<u64>,
+    /// The xtask's peak RSS: the larger of its summary line's and the sampled one.
     peak_kib: Option<u64>,
+    /// The programs the run started (age, the docker client...), each one's peak RSS by
+    /// name, sampled.
+    programs_kib: BTreeMap<String, u64>,
+    /// CPU seconds (user + system) of the run's programs on this host, the xtask and
+    /// what it started, once they have exited: not pg_dump or psql in the container.
+    cpu_secs: Option<f64>,
+    /// CPU seconds Garage spent during the run.
+    garage_cpu_secs: Option<f64>,
+}
+
+/// A row of the report: its name, and the row its ratios are to.
+struct Row {
+    name: &'static str,
+    baseline: usize,
+}
+
+/// The rows, in the order the report lists them.
+const BARE_DUMP: usize = 0;
+const BACKUP_NONE: usize = 1;
+const BACKUP_ZSTD: usize = 3;
+const OFFSITE_NONE: usize = 4;
+const BARE_LOAD: usize = 6;
+const ROWS: [Row; 10] = [
+    Row { name: "bare pg_dump pipe", baseline: BARE_DUMP },
+    Row { name: "db-backup none", baseline: BARE_DUMP },
+    Row { name: "db-backup gzip", baseline: BARE_DUMP },
+    Row { name: "db-backup zstd", baseline: BARE_DUMP },
+    Row { name: "db-backup none, age-encrypted offsite to loopback Garage", baseline: BACKUP_NONE },
+    Row { name: "db-backup zstd, age-encrypted offsite to loopback Garage", baseline: BACKUP_ZSTD },
+    Row { name: "bare drop, create, psql < file", baseline: BARE_LOAD },
+    Row { name: "db-restore (plain)", baseline: BARE_LOAD },
+    Row { name: "db-restore (zstd)", baseline: BARE_LOAD },
+    Row { name: "db-restore (plain), retiring an older replaced database", baseline: BARE_LOAD },
+];
+
+/// Where the offsite rows upload: a throwaway Garage on loopback, and an age key made
+/// for the run (only its public half is given to db-backup).
+struct Offsite {
+    garage: Garage,
+    url: String,
+    recipient: String,
 }
 
 impl Bench {
@@ -83,6 +136,10 @@ impl Bench {
         let _ = fs::remove_dir_all(&work);
         fs::create_dir_all(&work)?;
 
+        // First what the offsite rows need, so that a missing Garage or age fails before
+        // the long fill.
+        let offsite = Offsite::start(sh, &work)?;
+
         let db = Database::open(sh, &self.db.target(&sh.current_dir()), "bench")?;
         db.ensure_ready(sh, self.db.wait_secs, Start::IfStopped)?;
         self.fill(sh, &db)?;
@@ -90,26 +147,21 @@ impl Bench {
         step!("database `{}` holds {}", db.name, human_bytes(db_bytes));
 
         let exe = std::env::current_exe()?;
-        let variants = ["bare pg_dump pipe", "db-backup none", "db-backup gzip", "db-backup zstd"];
-        let restores = [
-            "bare drop, create, psql < file",
-            "db-restore (plain)",
-            "db-restore (zstd)",
-            "db-restore (plain), retiring an older replaced database",
-        ];
-        let mut samples: Vec<Vec<Sample>> = (0..variants.len() + restores.len()).map(|_| Vec::new()).collect();
+        let mut samples: Vec<Vec<Sample>> = ROWS.iter().map(|_| Vec::new()).collect();
         for round in 1..=self.rounds.get() {
             step!("round {round} of {}", self.rounds);
             let bare = work.join("bare.sql");
             // Every measurement starts with nothing left for PostgreSQL to write out.
             db.sql(sh, "CHECKPOINT")?;
             let started = Instant::now();
+            let cpu = children_cpu_secs();
             let stdout = File::create(&bare)?;
             process::run_redirected("pg_dump", db.bare_dump(sh), Stdio::null(), stdout.into())?;
-            samples[0].push(Sample {
+            samples[BARE_DUMP].push(Sample {
                 secs: started.elapsed().as_secs_f64(),
                 bytes: Some(fs::metadata(&bare)?.len()),
-                peak_kib: None,
+                cpu_secs: Some(children_cpu_secs() - cpu),
+                ..Sample::default()
             });
             let mut made = Vec::new();
             for (i, compress) in ["none", "gzip", "zstd"].into_iter().enumerate() {
@@ -118,29 +170,56 @@ impl Bench {
                 let backup_dir = dir.as_path();
                 db.sql(sh, "CHECKPOINT")?;
                 let run = cmd!(sh, "{exe} db-backup --compress {compress} --backup-dir {backup_dir} --max-backups 1");
-                let (secs, peak_kib) = timed(run)?;
+                let mut sample = timed(run, None)?;
                 let file = only_backup(&dir)?;
-                samples[1 + i].push(Sample { secs, bytes: Some(fs::metadata(&file)?.len()), peak_kib });
+                sample.bytes = Some(fs::metadata(&file)?.len());
+                samples[BACKUP_NONE + i].push(sample);
                 made.push(file);
+            }
+            for (i, compress) in ["none", "zstd"].into_iter().enumerate() {
+                let dir = work.join(format!("backups-offsite-{compress}"));
+                let _ = fs::remove_dir_all(&dir);
+                let backup_dir = dir.as_path();
+                let Offsite { garage, url, recipient } = &offsite;
+                let (endpoint, region) = (&garage.endpoint, &garage.region);
+                db.sql(sh, "CHECKPOINT")?;
+                // The key in the child's environment, never in its arguments.
+                let run = cmd!(
+                    sh,
+                    "{exe} db-backup --compress {compress} --backup-dir {backup_dir} --max-backups 1
+                        --offsite {url} --s3-endpoint {endpoint} --s3-region {region} --encrypt-to {recipient}"
+                )
+                .env("AWS_ACCESS_KEY_ID", &garage.access_key_id)
+                .env("AWS_SECRET_ACCESS_KEY", &garage.secret_access_key);
+                let mut sample = timed(run, garage.pid())?;
+                sample.bytes = Some(fs::metadata(only_backup(&dir)?)?.len());
+                samples[OFFSITE_NONE + i].push(sample);
+                fs::remove_dir_all(&dir)?;
             }
 
             // A restore is timed until its data is durable (a CHECKPOINT after it), which
             // bare psql would otherwise leave to whatever runs next.
             db.sql(sh, "CHECKPOINT")?;
             let started = Instant::now();
+            let cpu = children_cpu_secs();
             db.drop_database(sh, "bench_bare")?;
             db.create_database(sh, "bench_bare")?;
             process::run_redirected("psql", db.bare_load(sh, "bench_bare"), File::open(&bare)?.into(), Stdio::null())?;
             db.sql(sh, "CHECKPOINT")?;
-            samples[4].push(Sample { secs: started.elapsed().as_secs_f64(), bytes: None, peak_kib: None });
+            samples[BARE_LOAD].push(Sample {
+                secs: started.elapsed().as_secs_f64(),
+                cpu_secs: Some(children_cpu_secs() - cpu),
+                ..Sample::default()
+            });
             // The restores' own directory: a retired database's dump lands there, never
             // in the repository's backups.
             let restore_dir = work.join("restores");
             let restore_dir = restore_dir.as_path();
-            for (slot, file) in [(5, &made[0]), (6, &made[2]), (7, &made[0])] {
-                // Slots 5 and 6 have no older replaced database to dump (dropped here,
-                // untimed); slot 7 retires the one slot 6 left: a dump, then a drop.
-                if slot != 7 {
+            for (slot, file) in [(BARE_LOAD + 1, &made[0]), (BARE_LOAD + 2, &made[2]), (BARE_LOAD + 3, &made[0])] {
+                // The first two have no older replaced database to dump (dropped here,
+                // untimed); the last retires the one the zstd restore left: a dump, then
+                // a drop.
+                if slot != BARE_LOAD + 3 {
                     for old in db.databases_with_prefix(sh, &format!("{}__pre_restore_", db.name))? {
                         db.drop_database(sh, &old)?;
                     }
@@ -150,10 +229,10 @@ impl Bench {
                     cmd!(sh, "{exe} db-restore {file} --yes --no-migrate --backup-dir {restore_dir} --keep-previous 1");
                 db.sql(sh, "CHECKPOINT")?;
                 let started = Instant::now();
-                let (_, peak_kib) = timed(restore)?;
+                let mut sample = timed(restore, None)?;
                 db.sql(sh, "CHECKPOINT")?;
-                let secs = started.elapsed().as_secs_f64();
-                samples[slot].push(Sample { secs, bytes: None, peak_kib });
+                sample.secs = started.elapsed().as_secs_f64();
+                samples[slot].push(sample);
             }
             let _ = fs::remove_dir_all(restore_dir);
         }
@@ -161,9 +240,9 @@ impl Bench {
             db.drop_database(sh, &old)?;
         }
         db.drop_database(sh, "bench_bare")?;
+        drop(offsite);
 
-        let names: Vec<&str> = variants.iter().chain(&restores).copied().collect();
-        let (markdown, csv) = report(&names, &samples, db_bytes, self.rounds.get());
+        let (markdown, csv) = report(&samples, db_bytes, self.rounds.get());
         fs::write(out.join("bench.md"), &markdown)?;
         fs::write(out.join("bench.csv"), csv)?;
         eprintln!("{markdown}");
@@ -200,12 +279,166 @@ impl Bench {
     }
 }
 
-/// Wall time of one xtask run, and the peak memory it reported in its last line.
-fn timed(run: xshell::Cmd<'_>) -> Result<(f64, Option<u64>)> {
+impl Offsite {
+    /// Starts Garage (the test bed's launcher) under `work` and makes an age key there.
+    fn start(sh: &Shell, work: &Path) -> Result<Offsite> {
+        for program in ["age", "age-keygen"] {
+            if which::which(program).is_err() {
+                bail!(
+                    "the offsite rows need `{program}` on PATH: run `bash infra/testbed/provision.sh` as root, \
+                     which installs Debian's age"
+                );
+            }
+        }
+        let garage = Garage::start_in(work, "bench").context(
+            "the offsite rows upload to a throwaway Garage on loopback: run `bash infra/testbed/provision.sh` \
+             as root, which builds it once",
+        )?;
+        let key = work.join("age-identity.txt");
+        process::run("age-keygen", cmd!(sh, "age-keygen -o {key}"))?;
+        let recipient = process::read("age-keygen -y", cmd!(sh, "age-keygen -y {key}"))?.trim().to_owned();
+        step!("offsite rows: Garage {} on {}, bucket {}", garage.pid().unwrap_or(0), garage.endpoint, garage.bucket);
+        Ok(Offsite { url: format!("s3://{}/bench", garage.bucket), garage, recipient })
+    }
+}
+
+/// The xtask runs see none of the caller's offsite settings: a row without `--offsite`
+/// must not upload, and the offsite rows get only what they are given.
+fn clean(mut run: xshell::Cmd<'_>) -> xshell::Cmd<'_> {
+    for (key, _) in std::env::vars_os() {
+        let name = key.to_string_lossy();
+        if ["HINDSIGHT_OFFSITE", "HINDSIGHT_AGE_", "HINDSIGHT_S3_", "AWS_"].iter().any(|p| name.starts_with(p)) {
+            run = run.env_remove(&key);
+        }
+    }
+    run
+}
+
+/// One xtask run: its wall time, CPU, and memory (the peak its summary line reports,
+/// and what `/proc` showed of it and its programs meanwhile); with `garage`, Garage's
+/// CPU during it.
+fn timed(run: xshell::Cmd<'_>, garage: Option<u32>) -> Result<Sample> {
+    let run = clean(run);
+    let garage_before = garage.and_then(process_cpu_secs);
+    let cpu_before = children_cpu_secs();
     let started = Instant::now();
-    let stderr = process::run_redirected("xtask", run, Stdio::null(), Stdio::null())?;
+    let mut watch = None;
+    let stderr = process::run_redirected_watched("xtask", run, Stdio::null(), Stdio::null(), |pid| {
+        watch = Some(Watch::start(pid));
+    });
     let secs = started.elapsed().as_secs_f64();
-    Ok((secs, stderr.lines().last().and_then(parse_peak_kib)))
+    let cpu_secs = children_cpu_secs() - cpu_before;
+    let garage_cpu_secs = garage.and_then(process_cpu_secs).zip(garage_before).map(|(after, before)| after - before);
+    let peaks = watch.map(Watch::finish).unwrap_or_default();
+    let stderr = stderr?;
+    let reported = stderr.lines().rev().find_map(parse_peak_kib);
+    let peak_kib = match (reported, peaks.own_kib) {
+        (None, 0) => None,
+        (reported, sampled) => Some(reported.unwrap_or(0).max(sampled)),
+    };
+    Ok(Sample {
+        secs,
+        bytes: None,
+        peak_kib,
+        programs_kib: peaks.programs_kib,
+        cpu_secs: Some(cpu_secs),
+        garage_cpu_secs,
+    })
+}
+
+/// The fields of `/proc/PID/stat` after the command name (which may hold spaces):
+/// the state is the first.
+fn stat_fields(pid: &str) -> Option<Vec<u64>> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().skip(1).map(|field| field.parse().unwrap_or(0)).collect())
+}
+
+/// Clock ticks per second of `/proc`'s CPU times: Linux's USER_HZ, 100 on every
+/// architecture it runs the xtask on.
+const USER_HZ: f64 = 100.0;
+
+/// CPU seconds of this process's children that have exited and been waited for, theirs
+/// and their own children's (`cutime` + `cstime`).
+fn children_cpu_secs() -> f64 {
+    // Fields 16 and 17 of the man page, counted from 1 with the state at 3.
+    stat_fields("self").map_or(0.0, |f| (f[13] + f[14]) as f64 / USER_HZ)
+}
+
+/// CPU seconds a running process has spent so far (`utime` + `stime`).
+fn process_cpu_secs(pid: u32) -> Option<f64> {
+    stat_fields(&pid.to_string()).map(|f| (f[11] + f[12]) as f64 / USER_HZ)
+}
+
+/// Peak memory of a program and of what it runs.
+#[derive(Default)]
+struct Peaks {
+    /// The program's own VmHWM, as last seen, in KiB.
+    own_kib: u64,
+    /// Its descendants' VmHWM, the highest by program name, in KiB.
+    programs_kib: BTreeMap<String, u64>,
+}
+
+/// Samples a program's process tree from `/proc` every 20 ms until it is waited for.
+/// VmHWM is each process's own high-water mark, so a sample misses only what a process
+/// grows in its last 20 ms.
+struct Watch {
+    stop: Arc<AtomicBool>,
+    thread: thread::JoinHandle<Peaks>,
+}
+
+impl Watch {
+    fn start(pid: u32) -> Watch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = thread::spawn(move || {
+            let mut peaks = Peaks::default();
+            while !stopped.load(Ordering::Relaxed) {
+                for (i, process) in tree(pid).into_iter().enumerate() {
+                    let Some((name, hwm)) = name_and_hwm(process) else { continue };
+                    if i == 0 {
+                        peaks.own_kib = peaks.own_kib.max(hwm);
+                    } else {
+                        let peak = peaks.programs_kib.entry(name).or_default();
+                        *peak = (*peak).max(hwm);
+                    }
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            peaks
+        });
+        Watch { stop, thread }
+    }
+
+    fn finish(self) -> Peaks {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+/// `pid` and its descendants, parents first.
+fn tree(pid: u32) -> Vec<u32> {
+    let mut all = vec![pid];
+    let mut next = 0;
+    while next < all.len() {
+        let parent = all[next];
+        next += 1;
+        let Ok(tasks) = fs::read_dir(format!("/proc/{parent}/task")) else { continue };
+        for task in tasks.flatten() {
+            let children = fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            all.extend(children.split_whitespace().filter_map(|child| child.parse::<u32>().ok()));
+        }
+    }
+    all
+}
+
+/// A process's name and VmHWM in KiB, from `/proc/PID/status`.
+fn name_and_hwm(pid: u32) -> Option<(String, u64)> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let value = |label: &str| status.lines().find_map(|line| line.strip_prefix(label)).map(str::trim);
+    let name = value("Name:")?.to_owned();
+    let hwm = value("VmHWM:")?.strip_suffix("kB")?.trim().parse().ok()?;
+    Some((name, hwm))
 }
 
 fn only_backup(dir: &Path) -> Result<PathBuf> {
@@ -244,46 +477,90 @@ fn median(values: &mut [f64]) -> f64 {
     if values.len() % 2 == 1 { values[mid] } else { (values[mid - 1] + values[mid]) / 2.0 }
 }
 
-fn report(names: &[&str], samples: &[Vec<Sample>], db_bytes: u64, rounds: usize) -> (String, String) {
+/// `age 9.1 MiB, docker 38.2 MiB`: each program's highest peak over the rounds.
+fn programs_peak(samples: &[Sample]) -> BTreeMap<String, u64> {
+    let mut peaks = BTreeMap::new();
+    for sample in samples {
+        for (name, kib) in &sample.programs_kib {
+            let peak: &mut u64 = peaks.entry(name.clone()).or_default();
+            *peak = (*peak).max(*kib);
+        }
+    }
+    peaks
+}
+
+fn report(samples: &[Vec<Sample>], db_bytes: u64, rounds: usize) -> (String, String) {
     let medians: Vec<f64> = samples.iter().map(|s| median(&mut s.iter().map(|s| s.secs).collect::<Vec<_>>())).collect();
+    let median_of = |row: &[Sample], field: fn(&Sample) -> Option<f64>| {
+        let mut values: Vec<f64> = row.iter().filter_map(field).collect();
+        (!values.is_empty()).then(|| median(&mut values))
+    };
     let mut md = format!(
         "Database: {} (pg_database_size), {rounds} rounds, medians. Backups are compared with the bare \
-         pg_dump pipe, restores with the bare drop, create and `psql < file`; every run starts after a \
-         CHECKPOINT, and restores are timed until a CHECKPOINT has made their data durable. \
-         `× bare` divides the medians; `round ratios` is the median of each round's ratio to the bare run \
-         of the same round, which a machine that slows down between rounds disturbs less.\n\n\
-         | what | median s | × bare | round ratios | output | peak RSS of the xtask |\n\
-         | --- | ---: | ---: | ---: | ---: | ---: |\n",
+         pg_dump pipe, restores with the bare drop, create and `psql < file`, and a backup with an offsite \
+         copy (age-encrypted, uploaded to a Garage on loopback, which shares the machine) with the same \
+         db-backup without one; every run starts after a CHECKPOINT, and restores are timed until a \
+         CHECKPOINT has made their data durable. `× baseline` divides the medians; `round ratios` is the \
+         median of each round's ratio to the baseline's run of the same round, which a machine that slows \
+         down between rounds disturbs less. Peak RSS: the xtask's own (its summary line's VmHWM, or what \
+         /proc showed, the larger), and each program it started, sampled from /proc every 20 ms.\n\n\
+         | what | median s | × baseline | round ratios | baseline | output | peak RSS of the xtask | peak RSS of its programs |\n\
+         | --- | ---: | ---: | ---: | --- | ---: | ---: | --- |\n",
         human_bytes(db_bytes)
     );
-    let mut csv = "what,median_s,ratio_to_bare,median_round_ratio,output_bytes,peak_rss_kib,all_s\n".to_owned();
-    for (i, name) in names.iter().enumerate() {
-        let bare_slot = if i < 4 { 0 } else { 4 };
-        let bare = medians[bare_slot];
+    let mut cpu_md = "Where the time goes, medians in seconds: the wall time; the CPU of the programs on \
+         this host (the xtask and what it started, age and the docker client among them; not pg_dump or \
+         psql, which run in the container); and Garage's CPU during the run.\n\n\
+         | what | wall s | CPU s, xtask and its programs | CPU s, Garage |\n\
+         | --- | ---: | ---: | ---: |\n"
+        .to_owned();
+    let mut csv = "what,median_s,ratio_to_baseline,median_round_ratio,output_bytes,peak_rss_kib,all_s,baseline,\
+         programs_peak_rss_kib,median_cpu_s,median_garage_cpu_s\n"
+        .to_owned();
+    for (i, row) in ROWS.iter().enumerate() {
+        let (name, base) = (row.name, row.baseline);
+        let baseline = medians[base];
         let mut round_ratios: Vec<f64> =
-            samples[i].iter().zip(&samples[bare_slot]).map(|(run, bare)| run.secs / bare.secs).collect();
+            samples[i].iter().zip(&samples[base]).map(|(run, base)| run.secs / base.secs).collect();
         let round_ratio = median(&mut round_ratios);
         let bytes = samples[i].iter().filter_map(|s| s.bytes).max();
         let peak = samples[i].iter().filter_map(|s| s.peak_kib).max();
+        let programs = programs_peak(&samples[i]);
         let all: Vec<String> = samples[i].iter().map(|s| format!("{:.2}", s.secs)).collect();
+        let cpu = median_of(&samples[i], |s| s.cpu_secs);
+        let garage_cpu = median_of(&samples[i], |s| s.garage_cpu_secs);
+        let shown = |value: Option<f64>| value.map_or(String::new(), |v| format!("{v:.2}"));
         let _ = writeln!(
             md,
-            "| {name} | {:.2} | {:.3} | {round_ratio:.3} | {} | {} |",
+            "| {name} | {:.2} | {:.3} | {round_ratio:.3} | {} | {} | {} | {} |",
             medians[i],
-            medians[i] / bare,
+            medians[i] / baseline,
+            if base == i { "itself".to_owned() } else { ROWS[base].name.to_owned() },
             bytes.map_or("".to_owned(), human_bytes),
-            peak.map_or("".to_owned(), |kib| human_bytes(kib * 1024))
+            peak.map_or("".to_owned(), |kib| human_bytes(kib * 1024)),
+            programs
+                .iter()
+                .map(|(name, kib)| format!("{name} {}", human_bytes(kib * 1024)))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
+        let _ = writeln!(cpu_md, "| {name} | {:.2} | {} | {} |", medians[i], shown(cpu), shown(garage_cpu));
         let _ = writeln!(
             csv,
-            "{name},{:.3},{:.4},{round_ratio:.4},{},{},{}",
+            "{name},{:.3},{:.4},{round_ratio:.4},{},{},{},{},{},{},{}",
             medians[i],
-            medians[i] / bare,
+            medians[i] / baseline,
             bytes.map_or(String::new(), |b| b.to_string()),
             peak.map_or(String::new(), |k| k.to_string()),
-            all.join(" ")
+            all.join(" "),
+            ROWS[base].name,
+            programs.iter().map(|(name, kib)| format!("{name}={kib}")).collect::<Vec<_>>().join(" "),
+            shown(cpu),
+            shown(garage_cpu),
         );
     }
+    md.push('\n');
+    md.push_str(&cpu_md);
     (md, csv)
 }
 
@@ -297,6 +574,47 @@ mod tests {
         assert_eq!(parse_peak_kib(line), Some(6656));
         assert_eq!(parse_peak_kib("[t] restore complete: (peak memory 900.0 KiB, 2 old removed)"), Some(900));
         assert_eq!(parse_peak_kib("no figure"), None);
+    }
+
+    #[test]
+    fn a_sleeping_child_is_watched_with_its_own_child() {
+        let mut child = std::process::Command::new("sh").args(["-c", "sleep 2 & wait"]).spawn().unwrap();
+        let watch = Watch::start(child.id());
+        thread::sleep(Duration::from_millis(300));
+        let peaks = watch.finish();
+        child.wait().unwrap();
+        assert!(peaks.own_kib > 0, "sh's own VmHWM");
+        assert!(peaks.programs_kib.get("sleep").is_some_and(|kib| *kib > 0), "{:?}", peaks.programs_kib);
+        assert!(children_cpu_secs() >= 0.0);
+        assert!(process_cpu_secs(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn every_row_is_reported_against_its_baseline() {
+        let sample = |secs: f64| Sample { secs, cpu_secs: Some(secs / 2.0), ..Sample::default() };
+        let mut samples: Vec<Vec<Sample>> = ROWS.iter().map(|_| vec![sample(10.0)]).collect();
+        samples[BACKUP_NONE] = vec![sample(8.0)];
+        samples[OFFSITE_NONE] = vec![Sample {
+            secs: 10.0,
+            bytes: Some(1 << 20),
+            peak_kib: Some(20 * 1024),
+            programs_kib: BTreeMap::from([("age".to_owned(), 9 * 1024), ("docker".to_owned(), 40 * 1024)]),
+            cpu_secs: Some(3.0),
+            garage_cpu_secs: Some(4.5),
+        }];
+        let (md, csv) = report(&samples, 1 << 30, 1);
+        let row = md.lines().find(|l| l.starts_with("| db-backup none, age")).unwrap();
+        assert!(
+            row.contains(
+                "| 10.00 | 1.250 | 1.250 | db-backup none | 1.0 MiB | 20.0 MiB | age 9.0 MiB, docker 40.0 MiB |"
+            ),
+            "{row}"
+        );
+        let row = md.lines().filter(|l| l.starts_with("| db-backup none, age")).nth(1).unwrap();
+        assert_eq!(row, "| db-backup none, age-encrypted offsite to loopback Garage | 10.00 | 3.00 | 4.50 |");
+        let row = csv.lines().find(|l| l.starts_with("db-backup none, age")).unwrap();
+        assert!(row.ends_with(",db-backup none,age=9216 docker=40960,3.00,4.50"), "{row}");
+        assert_eq!(csv.lines().count(), ROWS.len() + 1);
     }
 
     #[test]
