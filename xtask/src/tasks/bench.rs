@@ -393,12 +393,15 @@ impl Watch {
         let stopped = Arc::clone(&stop);
         let thread = thread::spawn(move || {
             let mut peaks = Peaks::default();
+            let mut own_name = String::new();
             while !stopped.load(Ordering::Relaxed) {
                 for (i, process) in tree(pid).into_iter().enumerate() {
                     let Some((name, hwm)) = name_and_hwm(process) else { continue };
                     if i == 0 {
                         peaks.own_kib = peaks.own_kib.max(hwm);
-                    } else {
+                        own_name = name;
+                    } else if name != own_name {
+                        // (A child between its fork and its exec still has our name.)
                         let peak = peaks.programs_kib.entry(name).or_default();
                         *peak = (*peak).max(hwm);
                     }
