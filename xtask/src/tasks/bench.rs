@@ -492,6 +492,11 @@ fn programs_peak(samples: &[Sample]) -> BTreeMap<String, u64> {
     peaks
 }
 
+/// A CSV field as RFC 4180 has it: quoted when it holds a comma, a quote or a line break.
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text.to_owned() }
+}
+
 fn report(samples: &[Vec<Sample>], db_bytes: u64, rounds: usize) -> (String, String) {
     let medians: Vec<f64> = samples.iter().map(|s| median(&mut s.iter().map(|s| s.secs).collect::<Vec<_>>())).collect();
     let median_of = |row: &[Sample], field: fn(&Sample) -> Option<f64>| {
@@ -550,13 +555,14 @@ fn report(samples: &[Vec<Sample>], db_bytes: u64, rounds: usize) -> (String, Str
         let _ = writeln!(cpu_md, "| {name} | {:.2} | {} | {} |", medians[i], shown(cpu), shown(garage_cpu));
         let _ = writeln!(
             csv,
-            "{name},{:.3},{:.4},{round_ratio:.4},{},{},{},{},{},{},{}",
+            "{},{:.3},{:.4},{round_ratio:.4},{},{},{},{},{},{},{}",
+            csv_field(name),
             medians[i],
             medians[i] / baseline,
             bytes.map_or(String::new(), |b| b.to_string()),
             peak.map_or(String::new(), |k| k.to_string()),
             all.join(" "),
-            ROWS[base].name,
+            csv_field(ROWS[base].name),
             programs.iter().map(|(name, kib)| format!("{name}={kib}")).collect::<Vec<_>>().join(" "),
             shown(cpu),
             shown(garage_cpu),
@@ -615,8 +621,14 @@ mod tests {
         );
         let row = md.lines().filter(|l| l.starts_with("| db-backup none, age")).nth(1).unwrap();
         assert_eq!(row, "| db-backup none, age-encrypted offsite to loopback Garage | 10.00 | 3.00 | 4.50 |");
-        let row = csv.lines().find(|l| l.starts_with("db-backup none, age")).unwrap();
+        let row = csv.lines().find(|l| l.starts_with("\"db-backup none, age")).unwrap();
+        assert!(
+            row.starts_with("\"db-backup none, age-encrypted offsite to loopback Garage\",10.000,1.2500,"),
+            "{row}"
+        );
         assert!(row.ends_with(",db-backup none,age=9216 docker=40960,3.00,4.50"), "{row}");
+        let row = csv.lines().find(|l| l.starts_with("\"bare drop")).unwrap();
+        assert!(row.ends_with(",\"bare drop, create, psql < file\",,5.00,"), "{row}");
         assert_eq!(csv.lines().count(), ROWS.len() + 1);
     }
 
