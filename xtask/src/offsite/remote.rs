@@ -601,7 +601,7 @@ pub fn to_catch_up<'a>(local: &'a [Backup], remote: &[RemoteBackup], policy: &Po
         .filter(|b| b.complete && b.name.kind == Kind::Backup)
         .filter(|b| !offsite.contains(file_name(b).as_str()) && kept.contains(Path::new(&file_name(b))))
         .collect();
-    missing.sort_by(|a, b| b.name.taken.cmp(&a.name.taken));
+    missing.sort_by_key(|b| std::cmp::Reverse(b.name.taken));
     missing.truncate(limit);
     missing
 }
