@@ -346,12 +346,13 @@ fn timed(run: xshell::Cmd<'_>, garage: Option<u32>) -> Result<Sample> {
     })
 }
 
-/// The fields of `/proc/PID/stat` after the command name (which may hold spaces):
-/// the state is the first.
+/// The fields of `/proc/PID/stat` after the command name (which may hold spaces), as
+/// numbers: index 0 is the state (field 3 of proc(5), read as 0), field N is index N - 3.
 fn stat_fields(pid: &str) -> Option<Vec<u64>> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
-    Some(rest.split_whitespace().skip(1).map(|field| field.parse().unwrap_or(0)).collect())
+    let fields: Vec<u64> = rest.split_whitespace().map(|field| field.parse().unwrap_or(0)).collect();
+    (fields.len() > 14).then_some(fields)
 }
 
 /// Clock ticks per second of `/proc`'s CPU times: Linux's USER_HZ, 100 on every
@@ -361,12 +362,13 @@ const USER_HZ: f64 = 100.0;
 /// CPU seconds of this process's children that have exited and been waited for, theirs
 /// and their own children's (`cutime` + `cstime`).
 fn children_cpu_secs() -> f64 {
-    // Fields 16 and 17 of the man page, counted from 1 with the state at 3.
+    // cutime and cstime: fields 16 and 17.
     stat_fields("self").map_or(0.0, |f| (f[13] + f[14]) as f64 / USER_HZ)
 }
 
 /// CPU seconds a running process has spent so far (`utime` + `stime`).
 fn process_cpu_secs(pid: u32) -> Option<f64> {
+    // utime and stime: fields 14 and 15.
     stat_fields(&pid.to_string()).map(|f| (f[11] + f[12]) as f64 / USER_HZ)
 }
 
@@ -594,8 +596,26 @@ mod tests {
         child.wait().unwrap();
         assert!(peaks.own_kib > 0, "sh's own VmHWM");
         assert!(peaks.programs_kib.get("sleep").is_some_and(|kib| *kib > 0), "{:?}", peaks.programs_kib);
-        assert!(children_cpu_secs() >= 0.0);
-        assert!(process_cpu_secs(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn cpu_of_a_child_that_has_exited_and_of_a_running_process() {
+        let before = children_cpu_secs();
+        // Half a second of user CPU, or more on a busy machine.
+        let status = std::process::Command::new("sh")
+            .args(["-c", "end=$(($(date +%s%N) + 500000000)); while [ $(date +%s%N) -lt $end ]; do :; done"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let spent = children_cpu_secs() - before;
+        assert!((0.1..30.0).contains(&spent), "{spent} s");
+
+        let mut child = std::process::Command::new("sh").args(["-c", "while :; do :; done"]).spawn().unwrap();
+        thread::sleep(Duration::from_millis(700));
+        let running = process_cpu_secs(child.id()).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!((0.1..1.0).contains(&running), "{running} s");
     }
 
     #[test]
