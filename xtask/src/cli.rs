@@ -15,6 +15,7 @@ use xshell::Shell;
 use crate::{
     cron_entry::Schedule,
     db::{Start, Target, compose::ComposeFlavor},
+    offsite::s3::Location,
     output::Level,
     paths,
     store::{backup_file::Compression, retention::Policy},
@@ -110,6 +111,9 @@ pub enum Task {
     DbVerify(DbVerify),
     /// Apply the retention policy now (the one db-backup applies after each backup).
     DbPrune(DbPrune),
+    /// Bring the offsite copies up to date now: upload the local backups remote retention
+    /// keeps and the store lacks, abort what dead runs left, apply remote retention.
+    DbOffsite(DbOffsite),
     /// Measure db-backup and db-restore against a bare pg_dump pipe and psql, on a scratch database.
     Bench(Bench),
     /// Provision the Docker test bed (as root on Debian) and run the whole test suite against it.
@@ -126,6 +130,7 @@ impl Task {
             Task::DbList(task) => task.run(sh),
             Task::DbVerify(task) => task.run(sh),
             Task::DbPrune(task) => task.run(sh),
+            Task::DbOffsite(task) => task.run(sh),
             Task::Test(task) => task.run(sh),
         }
     }
@@ -290,6 +295,156 @@ impl RetentionArgs {
     }
 }
 
+/// Where the offsite copies live: S3, or a store that speaks its API. The credentials
+/// come from `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`), or
+/// from the shared credentials file, never from a flag.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Offsite")]
+pub struct OffsiteArgs {
+    /// Where the offsite copies of the backups live: `s3://BUCKET/PREFIX`. db-backup
+    /// uploads each backup there; the other tasks read the copies there.
+    #[arg(long, env = "HINDSIGHT_OFFSITE", value_name = "s3://BUCKET/PREFIX", value_parser = Location::parse)]
+    pub offsite: Option<Location>,
+
+    /// The store's endpoint, for stores other than AWS (Garage, MinIO, Ceph, R2):
+    /// `https://HOST[:PORT]`. Without it: AWS S3 in --s3-region.
+    #[arg(long, env = "AWS_ENDPOINT_URL", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+
+    /// The store's region; it must match the store's own (Garage: its `s3_region`).
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1", value_name = "REGION")]
+    pub s3_region: String,
+
+    /// How requests name the bucket: `path` (`HOST/BUCKET/KEY`, what self-hosted stores
+    /// answer), `virtual` (`BUCKET.HOST/KEY`, AWS), or `auto`: path with --s3-endpoint,
+    /// else virtual.
+    #[arg(long, env = "HINDSIGHT_S3_ADDRESSING", value_enum, default_value_t = S3Addressing::Auto)]
+    pub s3_addressing: S3Addressing,
+}
+
+/// `--s3-addressing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum S3Addressing {
+    Auto,
+    Path,
+    Virtual,
+}
+
+/// How offsite copies are written: encrypted to whom, and how many are kept. db-backup and
+/// db-offsite.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Offsite")]
+pub struct UploadArgs {
+    /// Encrypt the offsite copies with age to this public key (`age1...`); give it again,
+    /// or comma-separate, for more. Only public keys are needed here: the server cannot
+    /// read its own offsite copies.
+    #[arg(long, env = "HINDSIGHT_AGE_RECIPIENTS", value_delimiter = ',', value_name = "RECIPIENT")]
+    pub encrypt_to: Vec<String>,
+
+    /// A file of age recipients, one a line, as `age -R` reads it (a relative path is
+    /// taken from the working directory).
+    #[arg(long, env = "HINDSIGHT_AGE_RECIPIENTS_FILE", value_name = "FILE")]
+    pub encrypt_to_file: Option<PathBuf>,
+
+    /// Upload the offsite copies unencrypted. Needed with --offsite and no recipient, so
+    /// that no database leaves the host readable by accident.
+    #[arg(long)]
+    pub offsite_plaintext: bool,
+
+    /// How many offsite copies to keep at most. Default: --max-backups.
+    #[arg(long, env = "HINDSIGHT_OFFSITE_MAX_BACKUPS", value_name = "N", allow_negative_numbers = true, value_parser = parse_at_least_one)]
+    pub offsite_max_backups: Option<NonZeroUsize>,
+
+    /// Offsite: keep the newest copy of each of the last N hours. Default: --keep-hourly.
+    #[arg(long, env = "HINDSIGHT_OFFSITE_KEEP_HOURLY", value_name = "N", allow_negative_numbers = true, value_parser = parse_count)]
+    pub offsite_keep_hourly: Option<usize>,
+
+    /// Offsite: keep the newest copy of each of the last N days. Default: --keep-daily.
+    #[arg(long, env = "HINDSIGHT_OFFSITE_KEEP_DAILY", value_name = "N", allow_negative_numbers = true, value_parser = parse_count)]
+    pub offsite_keep_daily: Option<usize>,
+
+    /// Offsite: keep the newest copy of each of the last N ISO weeks. Default: --keep-weekly.
+    #[arg(long, env = "HINDSIGHT_OFFSITE_KEEP_WEEKLY", value_name = "N", allow_negative_numbers = true, value_parser = parse_count)]
+    pub offsite_keep_weekly: Option<usize>,
+
+    /// Offsite: keep the newest copy of each of the last N months. Default: --keep-monthly.
+    #[arg(long, env = "HINDSIGHT_OFFSITE_KEEP_MONTHLY", value_name = "N", allow_negative_numbers = true, value_parser = parse_count)]
+    pub offsite_keep_monthly: Option<usize>,
+}
+
+impl UploadArgs {
+    /// The offsite retention policy: each setting given, else the local one.
+    pub fn policy(&self, local: &RetentionArgs) -> Policy {
+        let local = local.policy();
+        Policy {
+            max: self.offsite_max_backups.map_or(local.max, NonZeroUsize::get),
+            hourly: self.offsite_keep_hourly.unwrap_or(local.hourly),
+            daily: self.offsite_keep_daily.unwrap_or(local.daily),
+            weekly: self.offsite_keep_weekly.unwrap_or(local.weekly),
+            monthly: self.offsite_keep_monthly.unwrap_or(local.monthly),
+        }
+    }
+
+    /// `--encrypt-to-file`, absolute and normalised: taken from the working directory.
+    pub fn recipients_file(&self) -> Option<PathBuf> {
+        self.encrypt_to_file.as_deref().map(paths::absolute)
+    }
+}
+
+/// Where a backup is read from, and the key that opens an encrypted offsite copy.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Offsite")]
+pub struct ReadArgs {
+    /// Where to find the backup: `local`, the backup directory (a file name found only
+    /// offsite is read from there), or `offsite`, the copies under --offsite.
+    #[arg(long, value_enum, default_value_t = From::Local)]
+    pub from: From,
+
+    /// The age identity file (private key) that opens encrypted offsite copies, as
+    /// `age -d -i` takes it (a relative path is taken from the working directory).
+    #[arg(long, env = "HINDSIGHT_AGE_IDENTITY", value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+}
+
+impl ReadArgs {
+    /// `--identity`, absolute and normalised: taken from the working directory.
+    pub fn identity(&self) -> Option<PathBuf> {
+        self.identity.as_deref().map(paths::absolute)
+    }
+}
+
+/// `--from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum From {
+    Local,
+    Offsite,
+}
+
+#[derive(Debug, Args)]
+pub struct DbOffsite {
+    #[command(flatten)]
+    pub name: DbName,
+
+    #[command(flatten)]
+    pub dir: BackupDirArgs,
+
+    #[command(flatten)]
+    pub lock: LockArgs,
+
+    #[command(flatten)]
+    pub offsite: OffsiteArgs,
+
+    #[command(flatten)]
+    pub upload: UploadArgs,
+
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+
+    /// Print what was uploaded, aborted and removed as one JSON object on stdout.
+    #[arg(long, help_heading = "Output")]
+    pub json: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct DbBackup {
     /// Compress on the host while the dump streams: `.sql`, `.sql.gz` or `.sql.zst`.
@@ -323,6 +478,17 @@ pub struct DbBackup {
     #[command(flatten)]
     pub retention: RetentionArgs,
 
+    #[command(flatten)]
+    pub offsite: OffsiteArgs,
+
+    #[command(flatten)]
+    pub upload: UploadArgs,
+
+    /// Each run also uploads up to N complete local backups that remote retention keeps and
+    /// the store lacks, newest first: an outage of the store heals by itself. 0: none.
+    #[arg(long, help_heading = "Offsite", env = "HINDSIGHT_OFFSITE_CATCH_UP", default_value = "3", value_name = "N", allow_negative_numbers = true, value_parser = parse_count)]
+    pub offsite_catch_up: usize,
+
     /// Print the result as one JSON object on stdout, for scripts and monitoring (for
     /// install-cron: its own result; the job never gets this flag).
     #[arg(long, help_heading = "Output")]
@@ -355,7 +521,20 @@ impl DbBackup {
     /// and checks that no flag is missing. The destructuring has no `..`: a new field does
     /// not compile until it is handled here.
     pub fn to_args(&self, root: &std::path::Path) -> Vec<String> {
-        let DbBackup { db, dir, lock, retention, compress, db_lock_wait_secs, start, no_start, json: _ } = self;
+        let DbBackup {
+            db,
+            dir,
+            lock,
+            retention,
+            compress,
+            db_lock_wait_secs,
+            start,
+            no_start,
+            offsite,
+            upload,
+            offsite_catch_up,
+            json: _,
+        } = self;
         let DbArgs { compose_file: _, env_file: _, service, name: DbName { db_name }, db_user, compose, wait_secs } =
             db;
         let BackupDirArgs { backup_dir: _ } = dir;
@@ -385,11 +564,53 @@ impl DbBackup {
             ("--compress", spelled(compress.to_possible_value())),
             ("--db-lock-wait-secs", db_lock_wait_secs.as_secs().to_string()),
         ];
-        let flags = files.chain(env_file).chain(user).chain(flags).flat_map(|(flag, value)| [flag.to_owned(), value]);
-        let switches = [(*start, "--start"), (*no_start, "--no-start")];
+        let offsite_flags = offsite_args(offsite, upload, *offsite_catch_up, &spelled);
+        let flags = files
+            .chain(env_file)
+            .chain(user)
+            .chain(flags)
+            .chain(offsite_flags)
+            .flat_map(|(flag, value)| [flag.to_owned(), value]);
+        let switches =
+            [(*start, "--start"), (*no_start, "--no-start"), (upload.offsite_plaintext, "--offsite-plaintext")];
         let switches = switches.into_iter().filter(|(on, _)| *on).map(|(_, flag)| flag.to_owned());
         std::iter::once("db-backup".to_owned()).chain(flags).chain(switches).collect()
     }
+}
+
+/// The offsite settings as db-backup's flags, for `DbBackup::to_args`: none without
+/// --offsite. Credentials are no flags and never appear here; the recipients are public keys.
+fn offsite_args(
+    offsite: &OffsiteArgs,
+    upload: &UploadArgs,
+    catch_up: usize,
+    spelled: &dyn Fn(Option<clap::builder::PossibleValue>) -> String,
+) -> Vec<(&'static str, String)> {
+    let OffsiteArgs { offsite, s3_endpoint, s3_region, s3_addressing } = offsite;
+    let UploadArgs {
+        encrypt_to,
+        encrypt_to_file: _,
+        offsite_plaintext: _,
+        offsite_max_backups,
+        offsite_keep_hourly,
+        offsite_keep_daily,
+        offsite_keep_weekly,
+        offsite_keep_monthly,
+    } = upload;
+    let Some(location) = offsite else { return Vec::new() };
+    let mut flags = vec![("--offsite", location.to_string())];
+    flags.extend(s3_endpoint.iter().map(|endpoint| ("--s3-endpoint", endpoint.clone())));
+    flags.push(("--s3-region", s3_region.clone()));
+    flags.push(("--s3-addressing", spelled(s3_addressing.to_possible_value())));
+    flags.extend(encrypt_to.iter().map(|recipient| ("--encrypt-to", recipient.clone())));
+    flags.extend(upload.recipients_file().map(|file| ("--encrypt-to-file", file.display().to_string())));
+    flags.extend(offsite_max_backups.map(|n| ("--offsite-max-backups", n.to_string())));
+    flags.extend(offsite_keep_hourly.map(|n| ("--offsite-keep-hourly", n.to_string())));
+    flags.extend(offsite_keep_daily.map(|n| ("--offsite-keep-daily", n.to_string())));
+    flags.extend(offsite_keep_weekly.map(|n| ("--offsite-keep-weekly", n.to_string())));
+    flags.extend(offsite_keep_monthly.map(|n| ("--offsite-keep-monthly", n.to_string())));
+    flags.push(("--offsite-catch-up", catch_up.to_string()));
+    flags
 }
 
 #[derive(Debug, Args)]
@@ -399,6 +620,9 @@ pub struct DbList {
 
     #[command(flatten)]
     pub dir: BackupDirArgs,
+
+    #[command(flatten)]
+    pub offsite: OffsiteArgs,
 
     /// Print one JSON object on stdout instead of a table.
     #[arg(long, help_heading = "Output")]
@@ -429,6 +653,12 @@ pub struct DbVerify {
 
     #[command(flatten)]
     pub lock: LockArgs,
+
+    #[command(flatten)]
+    pub offsite: OffsiteArgs,
+
+    #[command(flatten)]
+    pub read: ReadArgs,
 
     /// Print the report as one JSON object on stdout, also when nothing got verified.
     #[arg(long, help_heading = "Output")]
@@ -518,6 +748,12 @@ pub struct DbRestore {
     /// Seconds the swap waits for a lock on the database before giving up (exit 3).
     #[arg(long, help_heading = "Locks", env = "HINDSIGHT_DB_LOCK_WAIT_SECS", default_value = "120", allow_negative_numbers = true, value_parser = parse_secs)]
     pub db_lock_wait_secs: Duration,
+
+    #[command(flatten)]
+    pub offsite: OffsiteArgs,
+
+    #[command(flatten)]
+    pub read: ReadArgs,
 
     /// Print what the restore did as one JSON object on stdout. The picker and the
     /// question, on a terminal, stay on stderr.

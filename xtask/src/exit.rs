@@ -15,6 +15,8 @@ pub enum Code {
     Refused = 4,
     /// Not enough free space for a backup or a scratch load, found before anything was written.
     NoSpace = 5,
+    /// The local backup is complete and checked, but its offsite copy failed.
+    OffsiteFailed = 6,
 }
 
 /// An error that ends the run with its own exit code.

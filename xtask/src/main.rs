@@ -43,6 +43,7 @@ fn wants_json(task: &Task) -> bool {
         Task::DbList(task) => task.json,
         Task::DbVerify(task) => task.json,
         Task::DbPrune(task) => task.json,
+        Task::DbOffsite(task) => task.json,
         Task::Bench(_) | Task::Test(_) => false,
     }
 }

@@ -18,7 +18,6 @@
 
 use std::{
     cell::Cell,
-    fs::File,
     io::{self, BufWriter, Read, Write},
     thread,
 };
@@ -34,7 +33,7 @@ use crate::{
     process::Feeding,
     store::{
         backup_file::{self, Compression, SqlScan},
-        catalogue::{self, Candidate},
+        catalogue::{self, Candidate, Origin},
         roles::{self, ROLES_SUFFIX, Roles},
     },
     stream::codec::{self, Hashing},
@@ -191,6 +190,11 @@ impl Database {
     /// The roles the backup's `NAME.roles.sql` names and the cluster lacks: which would be
     /// created, which refused. The file is checked against its `.sha256` line first.
     fn roles_plan(&self, session: &mut Session, backup: &Candidate) -> Result<roles::Plan> {
+        if let Origin::Offsite(fetch) = &backup.origin {
+            // Checked against its `.sha256` line when it was fetched.
+            let Some(text) = &fetch.roles else { return Ok(roles::Plan::default()) };
+            return Ok(Roles::parse(text).plan(&session.roles()?));
+        }
         let path = backup_file::beside(&backup.path, ROLES_SUFFIX);
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
@@ -224,7 +228,7 @@ impl Database {
         self.restrict_key(session, trust_file)?;
         self.check_room(sh, session, backup)?;
         let roles = self.roles_plan(session, backup)?;
-        let pass = read_through(backup, None, "checked", &mut |_| Ok(()))?;
+        let pass = read_through(sh, backup, None, "checked", &mut |_| Ok(()))?;
         interrupt::check()?;
         if let Some(problem) = verdict(backup, &pass.fed, &pass.sha256, pass.stored, &pass.scan) {
             return Err(match problem {
@@ -248,7 +252,7 @@ impl Database {
         let tags = psql.stdout().map(|stdout| thread::spawn(move || copy_tags(stdout)));
         let Pass { fed, sha256, stored, scan } = {
             let mut pipe = BufWriter::with_capacity(PIPE_BUF, psql.stdin());
-            let mut pass = read_through(backup, restrict, "loaded", &mut |bytes| pipe.write_all(bytes))?;
+            let mut pass = read_through(sh, backup, restrict, "loaded", &mut |bytes| pipe.write_all(bytes))?;
             pass.fed = pass.fed.and_then(|()| pipe.flush().map_err(Fed::Sink));
             pass
         };
@@ -345,14 +349,13 @@ struct Pass {
 /// Reads `backup` once: hashes the stored bytes, decompresses, scans the SQL and hands it
 /// to `send` (psql's pipe, or nothing for a dry run).
 fn read_through(
+    sh: &Shell,
     backup: &Candidate,
     restrict: Option<&str>,
     verb: &'static str,
     send: &mut dyn FnMut(&[u8]) -> io::Result<()>,
 ) -> Result<Pass> {
-    let path = &backup.path;
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut stored = Hashing::new(file);
+    let mut stored = Hashing::new(backup.open(sh)?);
     let mut scan = SqlScan::default();
     // The percentage is of the file as stored, whose size is known; the line shows the SQL.
     let mut progress = Progress::with_total(verb, backup.size, false);
@@ -383,7 +386,7 @@ enum Fed {
 
 fn feed(
     compression: Compression,
-    stored: &mut Hashing<File>,
+    stored: &mut Hashing<Box<dyn Read + Send>>,
     scan: &mut SqlScan,
     progress: &mut Progress,
     restrict: Option<&str>,
@@ -471,7 +474,7 @@ fn verdict(backup: &Candidate, fed: &Result<(), Fed>, sha256: &str, stored: u64,
         Err(Fed::Sink(err)) => return Some(Problem::Psql(format!("psql stopped reading: {err}"))),
         Ok(()) => {}
     }
-    if stored != backup.size {
+    if backup.exact_size() && stored != backup.size {
         return file_fault(format!(
             "{} changed while it was read ({} bytes before, {stored} read): restore it again once nothing writes it",
             path.display(),

@@ -304,6 +304,35 @@ pub struct Candidate {
     /// into the same or a newer major, never an older one. `None` when the header does
     /// not say (not a pg_dump file, or one the load will refuse for its own reasons).
     pub pg_dump: Option<PgDumpVersion>,
+    /// Where its bytes come from.
+    pub origin: Origin,
+}
+
+/// Where a candidate's bytes come from: its file, or its offsite copy, downloaded (and
+/// decrypted) as it is read. `path` is then the copy's URL, without `.age`.
+#[derive(Debug)]
+pub enum Origin {
+    Local,
+    Offsite(Box<crate::offsite::remote::Fetch>),
+}
+
+impl Candidate {
+    /// The stored bytes (compressed when the backup is), from the start: the file, or the
+    /// offsite copy downloaded and decrypted on the way.
+    pub fn open(&self, sh: &xshell::Shell) -> Result<Box<dyn Read + Send>> {
+        match &self.origin {
+            Origin::Local => {
+                Ok(Box::new(File::open(&self.path).with_context(|| format!("cannot open {}", self.path.display()))?))
+            }
+            Origin::Offsite(fetch) => fetch.open(sh),
+        }
+    }
+
+    /// Whether `size` is exactly the stored bytes' (a local file's): an offsite copy's is
+    /// the object's, encrypted.
+    pub fn exact_size(&self) -> bool {
+        matches!(self.origin, Origin::Local)
+    }
 }
 
 /// `-- Dumped by pg_dump version 17.12 (Debian ...)`: the release, as written, and its major.
@@ -333,11 +362,16 @@ pub fn pg_dump_version(head: &[u8]) -> Option<PgDumpVersion> {
 /// cannot be decoded yields what could be read: the load reports the real error.
 fn read_head(path: &Path, compression: Compression) -> Result<Vec<u8>> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    Ok(head_of(file, compression))
+}
+
+/// The first `HEAD_LEN` bytes of the SQL in `stored`, decompressed if need be.
+pub fn head_of(stored: impl Read, compression: Compression) -> Vec<u8> {
     let mut head = Vec::new();
-    if let Ok(decoder) = crate::stream::codec::decoder(compression, file) {
+    if let Ok(decoder) = crate::stream::codec::decoder(compression, stored) {
         let _ = decoder.take(HEAD_LEN).read_to_end(&mut head);
     }
-    Ok(head)
+    head
 }
 
 /// Checks a backup before anything is touched, without reading it whole: a regular file,
@@ -358,7 +392,7 @@ pub fn precheck(path: &Path) -> Result<Candidate> {
         }
     }
     let pg_dump = pg_dump_version(&read_head(path, compression)?);
-    Ok(Candidate { path: path.to_owned(), size: meta.len(), compression, sha256, pg_dump })
+    Ok(Candidate { path: path.to_owned(), size: meta.len(), compression, sha256, pg_dump, origin: Origin::Local })
 }
 
 /// The error for a file whose SQL does not end with pg_dump's completion marker.

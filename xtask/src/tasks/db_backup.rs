@@ -18,15 +18,18 @@ use crate::{
     db::{Database, session::Mode},
     exit::{Code, Coded},
     interrupt, json,
+    offsite::remote::{self, Offsite, Outgoing},
     output::{self, Progress, count, done, human_bytes, step, warning},
     process::{self, Background, Failure},
     store::backup_dir::BackupDir,
     store::backup_file::Backup,
     store::backup_file::{self, BackupName, Compression, Kind, Revision, Tail},
     store::catalogue,
+    store::retention::Policy,
     store::roles::ROLES_SUFFIX,
     stream::codec::{Encoder, Hashing},
     stream::overlap::Overlapped,
+    stream::shadow::{Shadow, Tee},
     tasks::db_prune,
 };
 
@@ -41,6 +44,44 @@ struct Outcome {
     written: Written,
     revision: Revision,
     removed: Vec<PathBuf>,
+    offsite: Option<OffsiteOutcome>,
+}
+
+/// What happened offsite: what was uploaded, aborted and removed, and the first failure.
+#[derive(Default)]
+pub struct OffsiteOutcome {
+    pub url: String,
+    /// This backup's object, when its upload completed.
+    pub object: Option<String>,
+    pub encrypted: bool,
+    pub caught_up: Vec<String>,
+    pub aborted: Vec<String>,
+    pub removed: Vec<String>,
+    pub failure: Option<anyhow::Error>,
+}
+
+impl OffsiteOutcome {
+    /// Keeps the first failure; later ones are logged.
+    pub fn failed(&mut self, err: anyhow::Error) {
+        match &self.failure {
+            None => self.failure = Some(err),
+            Some(_) => warning!("offsite: {err:#}"),
+        }
+    }
+
+    pub fn json(&self) -> json::Object {
+        let mut fields = json::Object::new()
+            .str("url", &self.url)
+            .opt_str("object", self.object.as_deref())
+            .raw("encrypted", self.encrypted)
+            .raw("caught_up", json::strings(&self.caught_up))
+            .raw("aborted", json::strings(&self.aborted))
+            .raw("removed", json::strings(&self.removed));
+        if let Some(err) = &self.failure {
+            fields = fields.str("error", &format!("{err:#}"));
+        }
+        fields
+    }
 }
 
 impl DbBackup {
@@ -50,7 +91,7 @@ impl DbBackup {
         step!("db-backup of `{}` started (pid {})", self.db.name.db_name, std::process::id());
         let outcome = self.backup(sh)?;
         let secs = started.elapsed().as_secs_f64();
-        let Outcome { path, taken, written, revision, removed } = outcome;
+        let Outcome { path, taken, written, revision, removed, offsite } = outcome;
         let stored = match self.compress {
             Compression::None => human_bytes(written.stored_bytes),
             _ => format!("{} from {} of SQL", human_bytes(written.stored_bytes), human_bytes(written.sql_bytes)),
@@ -59,31 +100,53 @@ impl DbBackup {
             0 => String::new(),
             n => format!(", {} removed", count(n as u64, "old backup")),
         };
+        let offsite_note = match &offsite {
+            Some(OffsiteOutcome { object: Some(object), url, .. }) => format!(", offsite {url}{object}"),
+            _ => String::new(),
+        };
         done!(
-            "backup complete: {} ({stored}, revision {revision}, {secs:.1} s, peak memory {}{removed_note})",
+            "backup complete: {} ({stored}, revision {revision}, {secs:.1} s, peak memory {}{removed_note}{offsite_note})",
             path.display(),
             output::peak_memory(),
         );
-        // With --json, `exit::report` prints these after `"ok":true`; a failure gets the
-        // envelope's error and code alone.
-        json::report(
-            json::Object::new()
-                .str("path", &path.to_string_lossy())
-                .local_time("taken", taken)
-                .raw("size", written.stored_bytes)
-                .raw("sql_bytes", written.sql_bytes)
-                .str("sha256", &written.sha256)
-                .str("revision", &revision.to_string())
-                .raw("revision_ids", json::strings(revision.ids()))
-                .str("compression", self.compress.name())
-                .raw("duration_secs", format!("{secs:.3}"))
-                .raw("removed", json::strings(removed.iter().map(|p| p.to_string_lossy()))),
-        );
-        Ok(())
+        // With --json, `exit::report` prints these after `"ok":true`, or after the error
+        // and code 6 when the offsite copy failed.
+        let mut fields = json::Object::new()
+            .str("path", &path.to_string_lossy())
+            .local_time("taken", taken)
+            .raw("size", written.stored_bytes)
+            .raw("sql_bytes", written.sql_bytes)
+            .str("sha256", &written.sha256)
+            .str("revision", &revision.to_string())
+            .raw("revision_ids", json::strings(revision.ids()))
+            .str("compression", self.compress.name())
+            .raw("duration_secs", format!("{secs:.3}"))
+            .raw("removed", json::strings(removed.iter().map(|p| p.to_string_lossy())));
+        if let Some(offsite) = &offsite {
+            fields = fields.raw("offsite", offsite.json().build());
+        }
+        json::report(fields);
+        match offsite.and_then(|o| o.failure) {
+            None => Ok(()),
+            Some(err) => Err(Coded {
+                code: Code::OffsiteFailed,
+                message: format!(
+                    "the backup is complete here ({}), but its offsite copy failed: {err:#}; the next db-backup \
+                     (or `cargo xtask db-offsite`) uploads what is missing once the store works",
+                    path.display()
+                ),
+            }
+            .into()),
+        }
     }
 
     fn backup(&self, sh: &Shell) -> Result<Outcome> {
         let db = Database::open(sh, &self.db.target(&sh.current_dir()), "db-backup")?;
+        // Settings that cannot work are refused before anything is written.
+        let offsite_settings = match Offsite::settings(&self.offsite)? {
+            Some(config) => Some((config, remote::recipients(&self.upload)?)),
+            None => None,
+        };
         let dir = BackupDir::open(self.dir.path(&sh.current_dir()))?;
         let _lock = dir.lock("db-backup", self.lock.lock_wait_secs)?;
         dir.remove_partials(&db.name, false)?;
@@ -108,13 +171,88 @@ impl DbBackup {
         // (an hour ago, much the same), else the database's (larger than its dump).
         let last_plain = existing.iter().find(|b| b.name.compression == Compression::None).map(|b| b.size);
         let estimate = Some(last_plain.unwrap_or(inspection.size));
-        let (path, written) =
-            dump_to_file(sh, &db, &db.name, &dir, &name, estimate, self.db_lock_wait_secs, &nothing_lost)?;
+
+        // The offsite copy streams beside the file; whatever happens to it, the local
+        // backup goes on.
+        let mut offsite = offsite_settings.map(|(config, recipients)| {
+            let mut outcome = OffsiteOutcome {
+                url: config.location.to_string(),
+                encrypted: recipients.is_some(),
+                ..OffsiteOutcome::default()
+            };
+            let connected = Offsite::connect(config, recipients)
+                .and_then(|offsite| {
+                    outcome.aborted = offsite.abort_dead(&dir, &db.name)?;
+                    Ok(offsite)
+                })
+                .map_err(|err| outcome.failed(err))
+                .ok();
+            (connected, outcome)
+        });
+        let last_stored = existing.iter().find(|b| b.name.compression == self.compress).map(|b| b.size);
+        let copy = match &mut offsite {
+            Some((Some(remote), outcome)) => {
+                match remote.start(sh, &dir, &name.file_name(), last_stored.or(estimate)) {
+                    Ok(outgoing) => Some(Shadow::new(outgoing)),
+                    Err(err) => {
+                        outcome.failed(err.context("cannot start the offsite upload"));
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let (path, written) = dump_to_file(
+            sh,
+            &db,
+            &db.name,
+            &dir,
+            &name,
+            estimate,
+            self.db_lock_wait_secs,
+            &nothing_lost,
+            copy.clone(),
+        )?;
+
+        // The local backup is good: only now may its copy appear offsite.
+        if let (Some((Some(remote), outcome)), Some(copy)) = (&mut offsite, copy) {
+            let finished = copy
+                .take()
+                .context("uploading the offsite copy failed")
+                .and_then(|outgoing| remote.finish(sh, outgoing, &path));
+            match finished {
+                Ok(uploaded) => {
+                    step!(
+                        "offsite copy complete: {} ({}{})",
+                        remote.object_url(&uploaded.object),
+                        human_bytes(uploaded.bytes),
+                        if remote.encrypted() { ", encrypted" } else { ", not encrypted" }
+                    );
+                    outcome.object = Some(uploaded.object);
+                }
+                Err(err) => outcome.failed(err),
+            }
+        }
 
         // Only now that a good new backup exists.
         let removed = db_prune::apply(&dir, &db.name, &self.retention.policy(), Some(&path))
             .with_context(|| format!("the backup succeeded ({}), but removing old backups failed", path.display()))?;
-        Ok(Outcome { path, taken: name.taken, written, revision, removed })
+
+        // A store that already failed this run would only fail again, slowly.
+        if let Some((Some(remote), outcome)) = &mut offsite
+            && outcome.failure.is_none()
+        {
+            let policy = self.upload.policy(&self.retention);
+            sync(sh, remote, &dir, &db.name, &policy, self.offsite_catch_up, outcome);
+        }
+        Ok(Outcome {
+            path,
+            taken: name.taken,
+            written,
+            revision,
+            removed,
+            offsite: offsite.map(|(_, outcome)| outcome),
+        })
     }
 
     /// Refuses before writing anything when the backup clearly will not fit: less free space
@@ -157,7 +295,8 @@ impl DbBackup {
 /// and last the `.sha256` sidecar with both checksums. Used for backups and for the dumps
 /// a restore makes of the databases it replaced. `estimate` (the database's size, when
 /// known) gives the progress line an approximate percentage. `nothing_lost` says, in
-/// every error, what is untouched.
+/// every error, what is untouched. `copy` gets every byte stored, as it is written (the
+/// offsite upload); its failure is its own and never fails the dump.
 #[allow(clippy::too_many_arguments)]
 pub fn dump_to_file(
     sh: &Shell,
@@ -168,6 +307,7 @@ pub fn dump_to_file(
     estimate: Option<u64>,
     lock_wait: Duration,
     nothing_lost: &str,
+    copy: Option<Shadow<Outgoing>>,
 ) -> Result<(PathBuf, Written)> {
     let file_name = name.file_name();
     step!("dumping database `{source}` into {}", dir.path().join(&file_name).display());
@@ -179,14 +319,15 @@ pub fn dump_to_file(
         // and this process reads it back as it lands, to hash and check it.
         Compression::None => {
             let mut follow = File::open(partial.path())?;
-            let mut sink = DumpSink::new(Compression::None, io::sink(), Some(partial.file().try_clone()?), estimate)?;
+            let out = Tee { first: io::sink(), second: copy };
+            let mut sink = DumpSink::new(Compression::None, out, Some(partial.file().try_clone()?), estimate)?;
             let dump = db.dump(sh, source, lock_wait);
             let dumped = process::stream_into_file("pg_dump", dump, partial.file(), &mut follow, &mut sink);
             (dumped, sink.finish())
         }
         // Compressed: pg_dump's pipe is read here and compressed on another thread.
         compression => {
-            let file = BufWriter::with_capacity(WRITE_BUF, partial.file().try_clone()?);
+            let file = Tee { first: BufWriter::with_capacity(WRITE_BUF, partial.file().try_clone()?), second: copy };
             let mut overlapped = Overlapped::spawn(DumpSink::new(compression, file, None, estimate)?, DumpSink::finish);
             let dumped = process::stream_out("pg_dump", db.dump(sh, source, lock_wait), &mut overlapped);
             (dumped, overlapped.finish())
@@ -276,6 +417,42 @@ fn fresh_name(dir: &Path, db: &str, revision: Revision, compression: Compression
             return name;
         }
         thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Brings the offsite copies up to date after a backup (or in `db-offsite`): uploads up to
+/// `limit` complete local backups that remote retention keeps and the store lacks, newest
+/// first, then applies remote retention, but only when nothing failed, so that no copy is
+/// removed while a newer one may be missing. Failures go into `outcome`.
+pub fn sync(
+    sh: &Shell,
+    remote: &Offsite,
+    dir: &BackupDir,
+    db: &str,
+    policy: &Policy,
+    limit: usize,
+    outcome: &mut OffsiteOutcome,
+) {
+    let mut run = || -> Result<()> {
+        let copies = remote.list(db)?;
+        let local = catalogue::list(dir.path(), db)?;
+        let missing = remote::to_catch_up(&local, &copies, policy, limit);
+        if !missing.is_empty() {
+            step!("uploading {} that the store lacks, newest first", count(missing.len() as u64, "backup"));
+        }
+        for backup in missing {
+            interrupt::check()?;
+            let uploaded = remote.upload_file(sh, dir, backup)?;
+            step!("caught up: {} ({})", remote.object_url(&uploaded.object), human_bytes(uploaded.bytes));
+            outcome.caught_up.push(uploaded.object);
+        }
+        if outcome.failure.is_none() {
+            outcome.removed = remote.prune(&remote.list(db)?, policy)?;
+        }
+        Ok(())
+    };
+    if let Err(err) = run() {
+        outcome.failed(err);
     }
 }
 

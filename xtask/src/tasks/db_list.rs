@@ -9,23 +9,51 @@ use xshell::Shell;
 use crate::{
     cli::DbList,
     json,
+    offsite::remote::{Offsite, RemoteBackup},
     output::table,
     store::{backup_dir, backup_file::Backup, catalogue},
 };
+
+use std::path::Path;
 
 impl DbList {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let dir = self.dir.path(&sh.current_dir());
         // A wrong directory is an error, not an empty list.
         backup_dir::require_existing(&dir)?;
-        let backups = catalogue::scan(&dir, &self.name.db_name)?;
+        let mut backups = catalogue::scan(&dir, &self.name.db_name)?;
         let dumps = catalogue::prerestore_dumps(&dir, &self.name.db_name)?;
         let now = chrono::Local::now().naive_local();
+        // The numbers db-restore and db-verify take count the local backups alone.
+        let numbers: Vec<(std::path::PathBuf, Option<usize>)> =
+            backups.iter().map(|b| b.path.clone()).zip(catalogue::numbers(&backups)).collect();
+        let offsite = self.offsite_copies()?;
+        let location = |backup: &Backup| -> Option<&'static str> {
+            let (url, copies) = offsite.as_ref()?;
+            let file_name = backup.path.file_name().unwrap_or_default().to_string_lossy();
+            let offsite = copies.iter().any(|c| c.file_name == file_name);
+            Some(match (backup.path.starts_with(url.as_str()), offsite && backup.complete) {
+                (true, _) => "offsite",
+                (false, true) => "both",
+                (false, false) => "local",
+            })
+        };
+        if let Some((url, copies)) = &offsite {
+            // One row per backup: the copies that exist only offsite join the list.
+            for copy in copies {
+                if !backups.iter().any(|b| b.complete && b.path.file_name() == Some(copy.file_name.as_ref())) {
+                    backups.push(Backup { path: Path::new(url).join(&copy.file_name), ..copy.as_backup() });
+                }
+            }
+            backups.sort_by(|a, b| b.name.taken.cmp(&a.name.taken));
+        }
         if self.json {
             let item = |backup: &Backup| {
+                let local = !offsite.as_ref().is_some_and(|(url, _)| backup.path.starts_with(url.as_str()));
                 json::Object::new()
                     .str("file", &backup.path.file_name().unwrap_or_default().to_string_lossy())
-                    .str("path", &backup.path.to_string_lossy())
+                    .raw("path", if local { json::string(&backup.path.to_string_lossy()) } else { "null".to_owned() })
+                    .opt_str("location", location(backup))
                     .local_time("taken", backup.name.taken)
                     .raw("age_secs", (now - backup.name.taken).num_seconds())
                     .str("revision", &backup.name.revision.to_string())
@@ -34,7 +62,7 @@ impl DbList {
                     .str("compression", backup.name.compression.name())
                     .raw("size", backup.size)
                     .raw("complete", backup.complete)
-                    .raw("checksum_file", backup.sidecar().exists())
+                    .raw("checksum_file", !local || backup.sidecar().exists())
                     .raw("verified", catalogue::verified_record(backup).map_or("null".to_owned(), |r| verified(&r)))
                     .build()
             };
@@ -51,12 +79,12 @@ impl DbList {
             println!(
                 "dumps of databases that restores replaced, kept until you remove them (restore one by its name):"
             );
-            let mut rows = vec![header(false)];
+            let mut rows = vec![header(false, false)];
             for dump in &dumps {
                 let status = dump.why_incomplete().map_or("complete".to_owned(), |why| format!("incomplete ({why})"));
                 rows.push([catalogue::columns(dump, now), vec![status]].concat());
             }
-            for line in table(&rows, &right_aligned(false)) {
+            for line in table(&rows, &right_aligned(false, false)) {
                 println!("  {line}");
             }
         }
@@ -64,9 +92,15 @@ impl DbList {
             println!("no backups of `{}` in {}", self.name.db_name, dir.display());
             return Ok(());
         }
-        println!("backups of `{}` in {}, newest first:", self.name.db_name, dir.display());
-        let mut rows = vec![header(true)];
-        for (backup, number) in backups.iter().zip(catalogue::numbers(&backups)) {
+        match &offsite {
+            Some((url, _)) => {
+                println!("backups of `{}` in {} and {url}, newest first:", self.name.db_name, dir.display())
+            }
+            None => println!("backups of `{}` in {}, newest first:", self.name.db_name, dir.display()),
+        }
+        let mut rows = vec![header(true, offsite.is_some())];
+        for backup in &backups {
+            let number = numbers.iter().find(|(path, _)| *path == backup.path).and_then(|(_, n)| *n);
             let status = match (backup.why_incomplete(), catalogue::verified_record(backup)) {
                 (Some(why), _) => format!("incomplete ({why})"),
                 (None, Some(record)) => {
@@ -76,9 +110,12 @@ impl DbList {
             };
             // Incomplete files have no number: nothing takes them by one.
             let number = number.map_or(String::new(), |n| n.to_string());
-            rows.push([vec![number], catalogue::columns(backup, now), vec![status]].concat());
+            let location = location(backup).map(str::to_owned);
+            rows.push(
+                [vec![number], catalogue::columns(backup, now), location.into_iter().collect(), vec![status]].concat(),
+            );
         }
-        for line in table(&rows, &right_aligned(true)) {
+        for line in table(&rows, &right_aligned(true, offsite.is_some())) {
             println!("  {line}");
         }
         let incomplete = backups.iter().filter(|b| !b.complete).count();
@@ -92,17 +129,35 @@ impl DbList {
     }
 }
 
+impl DbList {
+    /// With --offsite: the store's URL and its complete copies, newest first.
+    fn offsite_copies(&self) -> Result<Option<(String, Vec<RemoteBackup>)>> {
+        let Some(config) = Offsite::settings(&self.offsite)? else { return Ok(None) };
+        let offsite = Offsite::connect(config, None)?;
+        let copies = offsite.list(&self.name.db_name)?;
+        Ok(Some((offsite.url(), copies)))
+    }
+}
+
 /// The header row: the number (which db-restore and db-verify take), the backup's
-/// columns, its status.
-fn header(numbered: bool) -> Vec<String> {
+/// columns, where it lives (with --offsite), its status.
+fn header(numbered: bool, located: bool) -> Vec<String> {
     let number = numbered.then_some("#");
-    let names = number.into_iter().chain(catalogue::COLUMNS.iter().map(|(name, _)| *name)).chain(["status"]);
+    let location = located.then_some("location");
+    let names =
+        number.into_iter().chain(catalogue::COLUMNS.iter().map(|(name, _)| *name)).chain(location).chain(["status"]);
     names.map(str::to_owned).collect()
 }
 
-fn right_aligned(numbered: bool) -> Vec<bool> {
+fn right_aligned(numbered: bool, located: bool) -> Vec<bool> {
     let number = numbered.then_some(true);
-    number.into_iter().chain(catalogue::COLUMNS.iter().map(|(_, right)| *right)).chain([false]).collect()
+    let location = located.then_some(false);
+    number
+        .into_iter()
+        .chain(catalogue::COLUMNS.iter().map(|(_, right)| *right))
+        .chain(location)
+        .chain([false])
+        .collect()
 }
 
 /// A `NAME.verified` record (`verified 2026-11-25T11:46:00+01:00 revision=R tables=N

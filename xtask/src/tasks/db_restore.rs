@@ -5,6 +5,7 @@
 
 use std::{
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -14,7 +15,7 @@ use xshell::Shell;
 
 use crate::{
     alembic::Alembic,
-    cli::DbRestore,
+    cli::{DbRestore, From},
     db::{
         Database, Start,
         load::FileFault,
@@ -22,12 +23,14 @@ use crate::{
     },
     exit::{Code, Coded},
     interrupt, json,
+    offsite::remote::{self, Offsite},
     output::{self, count, done, human_bytes, step, warning},
     process::Failure,
     prompt,
     store::backup_dir::{self, BackupDir},
     store::backup_file::{self, BackupName, Compression, Kind, Revision},
     store::catalogue,
+    stream::crypt::Identities,
     tasks::db_backup::dump_to_file,
 };
 
@@ -38,18 +41,25 @@ impl DbRestore {
         let db = Database::open(sh, &self.db.target(&sh.current_dir()), "db-restore")?;
         let alembic = Alembic::find(sh, self.alembic_dir().as_deref(), "db-restore")?;
         let dir_path = self.dir.path(&sh.current_dir());
-        // Only a file given by its path restores without the directory; for anything else
-        // (a reference, the picker) creating it on a typo would just say "no backups".
+        // Only a file given by its path, or an offsite copy, restores without the
+        // directory; for anything else (a reference, the picker) creating it on a typo
+        // would just say "no backups".
         let given_file = self.backup.as_deref().is_some_and(|backup| {
             catalogue::Reference::parse(backup) == catalogue::Reference::File
                 && crate::paths::absolute(backup.as_ref()).is_file()
         });
-        if !given_file {
+        let only_offsite = self.read.from == From::Offsite || self.names_an_offsite_copy(&dir_path);
+        if !given_file && !only_offsite {
             backup_dir::require_existing(&dir_path)?;
         }
         let dir = if self.dry_run { BackupDir::as_planned(dir_path) } else { BackupDir::open(dir_path)? };
-        let path = self.choose(&dir, &db.name)?;
-        let backup = catalogue::precheck(&path).context("the backup was refused and the database not touched")?;
+        let backup = match only_offsite {
+            true => remote::reader(&self.offsite, &self.read)
+                .and_then(|offsite| self.offsite_candidate(sh, offsite, &db.name)),
+            false => self.choose(&dir, &db.name).and_then(|path| catalogue::precheck(&path)),
+        }
+        .context("the backup was refused and the database not touched")?;
+        let path = backup.path.clone();
         step!(
             "checked {} ({}; {})",
             path.display(),
@@ -194,6 +204,49 @@ impl DbRestore {
                 .raw("duration_secs", format!("{:.3}", started.elapsed().as_secs_f64())),
         );
         Ok(())
+    }
+
+    /// Whether the backup named is a file name that is not in the backup directory (nor a
+    /// path), with an offsite store set: then it is read from there, with a notice.
+    fn names_an_offsite_copy(&self, dir: &Path) -> bool {
+        let Some(wanted) = self.backup.as_deref() else { return false };
+        self.offsite.offsite.is_some()
+            && catalogue::Reference::parse(wanted) == catalogue::Reference::File
+            && !wanted.contains('/')
+            && !dir.join(wanted).exists()
+            && !crate::paths::absolute(wanted.as_ref()).exists()
+    }
+
+    /// The offsite copy named (`latest` by default, as a reference never picks here),
+    /// fetched and checked as far as possible before anything is loaded.
+    fn offsite_candidate(
+        &self,
+        sh: &Shell,
+        offsite: Option<(Arc<Offsite>, Option<Identities>)>,
+        db: &str,
+    ) -> Result<catalogue::Candidate> {
+        let (offsite, identities) = remote::required(offsite)?;
+        let Some(wanted) = self.backup.as_deref() else {
+            return Err(Coded {
+                code: Code::Usage,
+                message: format!(
+                    "no backup given: pass `latest`, `latest~N`, a time or a file name from `cargo xtask db-list \
+                     --offsite {}`",
+                    offsite.url()
+                ),
+            }
+            .into());
+        };
+        let copies = offsite.list(db)?;
+        let copy = offsite.pick(&copies, db, wanted)?;
+        if self.read.from == From::Local {
+            step!(
+                "{wanted} is not in the backup directory: reading its offsite copy {}",
+                offsite.object_url(&copy.object)
+            );
+        }
+        step!("fetching {}", remote::describe(copy));
+        offsite.candidate(sh, copy, identities)
     }
 
     /// A reference (`catalogue::resolve`: latest, latest~N, a number, a time, a file
@@ -362,7 +415,7 @@ impl DbRestore {
             let name = fresh_prerestore_name(dir.path(), &db.name, replaced_at, revision);
             let untouched = format!("`{old}` was not dropped");
             let estimate = session.size_of(old)?;
-            let (path, _) = dump_to_file(sh, db, old, dir, &name, estimate, self.db_lock_wait_secs, &untouched)
+            let (path, _) = dump_to_file(sh, db, old, dir, &name, estimate, self.db_lock_wait_secs, &untouched, None)
                 .with_context(|| format!("could not dump `{old}` before dropping it"))?;
             retired.dumped.push((old.clone(), path.clone()));
             // Stopped after the dump: the database stays too, as promised.

@@ -12,17 +12,18 @@ use anyhow::{Context, Result, anyhow, bail};
 use xshell::Shell;
 
 use crate::{
-    cli::DbVerify,
+    cli::{DbVerify, From},
     db::{
         Database, Start,
         session::{Mode, Session},
     },
     exit, interrupt, json,
+    offsite::remote::{self, RemoteBackup},
     output::{count, detail, done, human_bytes, step},
     store::backup_dir::{BackupDir, remove_if_exists},
     store::backup_file::beside,
     store::backup_file::{BackupName, PARTIAL_SUFFIX, Revision, VERIFIED_SUFFIX},
-    store::catalogue,
+    store::catalogue::{self, Candidate},
 };
 
 struct Verified {
@@ -77,6 +78,9 @@ impl DbVerify {
     /// (no backups, a name that is nowhere, no database, the lock); a failed target is a
     /// report.
     fn verify_targets(&self, sh: &Shell) -> Result<Reports> {
+        if self.read.from == From::Offsite {
+            return self.verify_offsite(sh);
+        }
         // The directory and the backups first: a wrong one, or a wrong name, fails the same
         // way whether Docker is there or not.
         let dir = BackupDir::existing(self.dir.path(&sh.current_dir()))?;
@@ -95,19 +99,11 @@ impl DbVerify {
         let db = Database::open(sh, &self.db.target(&sh.current_dir()), "db-verify")?;
         let _lock = dir.lock_verify(self.lock.lock_wait_secs)?;
         dir.remove_partials(&db.name, true)?;
-        // Shared: db-backup and other verifications go on; a restore waits.
-        let mut session = db.session_when_ready(sh, self.db.wait_secs, Start::IfStopped)?;
-        session.lock(Mode::Shared, self.lock.lock_wait_secs)?;
-        session.clean_dead_runs(sh, &db)?;
-
+        let mut session = self.session(sh, &db)?;
         let mut reports = Vec::new();
         for (i, path) in targets.into_iter().enumerate() {
-            interrupt::check()?;
-            step!("verifying {}", path.display());
-            let mut result = verify(sh, &db, &mut session, &path, i, self.trust_file);
-            interrupt::check()?;
-            // No room on the volume, a lock not granted: not the backup's fault, and the
-            // same for every other one; the run ends with that code.
+            let mut result =
+                catalogue::precheck(&path).and_then(|backup| self.verify_one(sh, &db, &mut session, &backup, i));
             if let Err(err) = &result
                 && exit::code_of(err).is_some()
             {
@@ -122,39 +118,98 @@ impl DbVerify {
                 ));
             }
             record(&dir, &path, &result)?;
-            match &result {
-                // The summary of each backup: the last line of a one-backup run, kept by -q.
-                Ok(v) => done!(
-                    "verified {}: {}, revision {}, {} with {} restored and counted",
-                    path.display(),
-                    if v.checksum_verified { "checksum matches" } else { "no .sha256 to compare" },
-                    v.revision,
-                    count(v.tables.len() as u64, "table"),
-                    count(v.tables.iter().map(|(_, n)| n).sum::<u64>(), "row")
-                ),
-                Err(err) => done!("FAILED {}: {err:#}", path.display()),
-            }
+            summary(&path, &result);
             reports.push((path, result));
         }
         Ok(reports)
     }
+
+    /// `--from offsite`: the copies named (or all of them), each streamed from the store
+    /// into a scratch database. No record is written: `.verified` speaks of a local file.
+    fn verify_offsite(&self, sh: &Shell) -> Result<Reports> {
+        let (offsite, identities) = remote::required(remote::reader(&self.offsite, &self.read)?)?;
+        let name = &self.db.name.db_name;
+        let copies = offsite.list(name)?;
+        let targets: Vec<RemoteBackup> = match self.all {
+            true => copies.clone(),
+            false => vec![offsite.pick(&copies, name, self.backup.as_deref().unwrap_or("latest"))?.clone()],
+        };
+        if targets.is_empty() {
+            bail!("there are no complete offsite copies of `{name}` in {} to verify", offsite.url());
+        }
+        let db = Database::open(sh, &self.db.target(&sh.current_dir()), "db-verify")?;
+        let mut session = self.session(sh, &db)?;
+        let mut reports = Vec::new();
+        for (i, copy) in targets.iter().enumerate() {
+            let path = PathBuf::from(offsite.object_url(&copy.file_name));
+            let result = offsite
+                .candidate(sh, copy, identities.clone())
+                .and_then(|backup| self.verify_one(sh, &db, &mut session, &backup, i));
+            if let Err(err) = &result
+                && exit::code_of(err).is_some()
+            {
+                return Err(result.err().expect("an error"));
+            }
+            summary(&path, &result);
+            reports.push((path, result));
+        }
+        Ok(reports)
+    }
+
+    /// The session every verification runs in: shared, so db-backup and other
+    /// verifications go on and a restore waits.
+    fn session(&self, sh: &Shell, db: &Database) -> Result<Session> {
+        let mut session = db.session_when_ready(sh, self.db.wait_secs, Start::IfStopped)?;
+        session.lock(Mode::Shared, self.lock.lock_wait_secs)?;
+        session.clean_dead_runs(sh, db)?;
+        Ok(session)
+    }
+
+    fn verify_one(
+        &self,
+        sh: &Shell,
+        db: &Database,
+        session: &mut Session,
+        backup: &Candidate,
+        n: usize,
+    ) -> Result<Verified> {
+        interrupt::check()?;
+        step!("verifying {}", backup.path.display());
+        let result = verify(sh, db, session, backup, n, self.trust_file);
+        interrupt::check()?;
+        result
+    }
 }
 
-/// Loads `path` into a scratch database through the one restore pipeline (checksum,
+/// The summary of each backup: the last line of a one-backup run, kept by -q.
+fn summary(path: &Path, result: &Result<Verified>) {
+    match result {
+        Ok(v) => done!(
+            "verified {}: {}, revision {}, {} with {} restored and counted",
+            path.display(),
+            if v.checksum_verified { "checksum matches" } else { "no .sha256 to compare" },
+            v.revision,
+            count(v.tables.len() as u64, "table"),
+            count(v.tables.iter().map(|(_, n)| n).sum::<u64>(), "row")
+        ),
+        Err(err) => done!("FAILED {}: {err:#}", path.display()),
+    }
+}
+
+/// Loads `backup` into a scratch database through the one restore pipeline (checksum,
 /// marker and COPY row counts in the pass that loads it), compares the revision, and
 /// drops the scratch database whatever happens.
 fn verify(
     sh: &Shell,
     db: &Database,
     session: &mut Session,
-    path: &Path,
+    backup: &Candidate,
     n: usize,
     trust_file: bool,
 ) -> Result<Verified> {
-    let backup = catalogue::precheck(path)?;
     let loaded =
-        db.load_backup(sh, session, &backup, "verify", Some(n), trust_file).context("the test restore failed")?;
-    let named = BackupName::of_path(path).map(|n| n.revision);
+        db.load_backup(sh, session, backup, "verify", Some(n), trust_file).context("the test restore failed")?;
+    let named = BackupName::of_path(&backup.path).map(|n| n.revision);
     let restored = db.inspect(sh, loaded.scratch.name())?.revision;
     let revision = match (named, restored) {
         // Every row against the name's set: a head missing or extra is a mismatch.

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod db_backup;
 pub mod db_list;
+pub mod db_offsite;
 pub mod db_prune;
 pub mod db_restore;
 pub mod db_verify;
