@@ -931,7 +931,7 @@ pub(crate) mod tests {
     /// A db-backup command line with a value other than the default for every flag, some
     /// needing quotes in a crontab. Every flag is given, so no `HINDSIGHT_*` variable of the
     /// test's environment leaks into the parse (removing them is not thread safe).
-    pub(crate) const EVERY_DB_BACKUP_FLAG: [&str; 36] = [
+    pub(crate) const EVERY_DB_BACKUP_FLAG: [&str; 63] = [
         "db-backup",
         "--compose-file",
         "/srv/it's 100% here/compose.yml",
@@ -967,7 +967,34 @@ pub(crate) mod tests {
         "zstd",
         "--db-lock-wait-secs",
         "11",
+        "--offsite",
+        "s3://backups/hindsight db/",
+        "--s3-endpoint",
+        "https://s3.example.org:3900",
+        "--s3-region",
+        "garage",
+        "--s3-addressing",
+        "virtual",
+        "--encrypt-to",
+        "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p",
+        "--encrypt-to",
+        "age1lggyhqrw2nlhcxprm67z43rta597azn8gknawjehu9d9dl0jq3yqqvfafg",
+        "--encrypt-to-file",
+        "/etc/hindsight/recipients.txt",
+        "--offsite-max-backups",
+        "30",
+        "--offsite-keep-hourly",
+        "5",
+        "--offsite-keep-daily",
+        "6",
+        "--offsite-keep-weekly",
+        "7",
+        "--offsite-keep-monthly",
+        "8",
+        "--offsite-catch-up",
+        "2",
         "--no-start",
+        "--offsite-plaintext",
     ];
 
     /// `args` (starting with `db-backup`) as clap parses them.

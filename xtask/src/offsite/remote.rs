@@ -601,7 +601,7 @@ pub fn to_catch_up<'a>(local: &'a [Backup], remote: &[RemoteBackup], policy: &Po
         .filter(|b| b.complete && b.name.kind == Kind::Backup)
         .filter(|b| !offsite.contains(file_name(b).as_str()) && kept.contains(Path::new(&file_name(b))))
         .collect();
-    missing.sort_by(|a, b| b.name.taken.cmp(&a.name.taken));
+    missing.sort_by_key(|b| std::cmp::Reverse(b.name.taken));
     missing.truncate(limit);
     missing
 }
@@ -654,11 +654,11 @@ mod tests {
     #[test]
     fn catch_up_takes_the_newest_missing_that_retention_keeps() {
         let local: Vec<Backup> = (0..6).map(local).collect();
-        let remote = vec![remote(5), remote(3)];
+        let offsite = vec![remote(5), remote(3)];
         // Kept offsite: 5, 4, 3, 2 (max 4); missing there: 4 and 2.
-        assert_eq!(hours(&to_catch_up(&local, &remote, &policy(4), 10)), [4, 2]);
-        assert_eq!(hours(&to_catch_up(&local, &remote, &policy(4), 1)), [4]);
-        assert!(to_catch_up(&local, &remote, &policy(4), 0).is_empty());
+        assert_eq!(hours(&to_catch_up(&local, &offsite, &policy(4), 10)), [4, 2]);
+        assert_eq!(hours(&to_catch_up(&local, &offsite, &policy(4), 1)), [4]);
+        assert!(to_catch_up(&local, &offsite, &policy(4), 0).is_empty());
         // Older than every copy retention keeps: never uploaded just to be removed.
         assert!(to_catch_up(&local[..2], &[remote(5), remote(4)], &policy(2), 10).is_empty());
     }

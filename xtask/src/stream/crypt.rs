@@ -379,7 +379,10 @@ impl<W: Write + Send + 'static> Encrypting<W> {
     /// (flushed).
     pub fn finish(mut self) -> Result<W, CryptError> {
         let failed = self.age.take().expect("running until finished").close();
-        let pumped = self.pump.take().expect("running until finished").join();
+        let Some(pump) = self.pump.take() else {
+            return Err(CryptError::Other("writing the encrypted stream failed earlier".to_string()));
+        };
+        let pumped = pump.join();
         match (failed, pumped) {
             (None, Ok(Ok(inner))) => Ok(inner),
             // Our side failed first (a full disk, an upload refused): age's broken pipe
@@ -407,7 +410,18 @@ fn pump<W: Write>(mut from: ChildStdout, mut inner: W) -> io::Result<W> {
 
 impl<W: Write + Send + 'static> Write for Encrypting<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.age.as_mut().expect("running until finished").stdin().write(buf)
+        self.age.as_mut().expect("running until finished").stdin().write(buf).map_err(|err| {
+            // age stops reading when its output has nowhere to go: the writer behind it
+            // failed first (an upload refused), and its error is the one that says why.
+            // With age's input closed, the pump ends at once: joining cannot hang.
+            if err.kind() != io::ErrorKind::BrokenPipe {
+                return err;
+            }
+            match self.pump.take().map(JoinHandle::join) {
+                Some(Ok(Err(cause))) => cause,
+                _ => err,
+            }
+        })
     }
 
     fn flush(&mut self) -> io::Result<()> {

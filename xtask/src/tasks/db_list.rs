@@ -45,7 +45,7 @@ impl DbList {
                     backups.push(Backup { path: Path::new(url).join(&copy.file_name), ..copy.as_backup() });
                 }
             }
-            backups.sort_by(|a, b| b.name.taken.cmp(&a.name.taken));
+            backups.sort_by_key(|b| std::cmp::Reverse(b.name.taken));
         }
         if self.json {
             let item = |backup: &Backup| {

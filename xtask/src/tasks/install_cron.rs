@@ -14,7 +14,8 @@ use crate::{
     cli::InstallCron,
     cron_entry::{self, Job},
     json,
-    output::done,
+    offsite::remote::{self, Offsite},
+    output::{done, warning},
     process,
 };
 
@@ -27,6 +28,24 @@ const COMPOSE_ENV: [&str; 5] =
 const JOB_BINARY: &str = "hindsight_db_backups/bin/xtask";
 
 impl InstallCron {
+    /// A job whose offsite settings cannot work would fail every hour: refused now (a
+    /// recipient missing or mistyped). Its key is never in the entry, so the job reads it
+    /// from the shared credentials file: a warning when there is none.
+    fn check_offsite(&self) -> Result<()> {
+        if Offsite::settings(&self.backup.offsite)?.is_none() {
+            return Ok(());
+        }
+        remote::recipients(&self.backup.upload)?;
+        let file = std::env::var_os("HOME").map(|home| Path::new(&home).join(".aws/credentials"));
+        if !file.as_deref().is_some_and(Path::is_file) {
+            warning!(
+                "the job reads the offsite store's key from ~/.aws/credentials (cron passes no secret), and there is \
+                 none: write aws_access_key_id and aws_secret_access_key under [default] there (mode 0600)"
+            );
+        }
+        Ok(())
+    }
+
     pub fn run(self, sh: &Shell) -> Result<()> {
         let root = sh.current_dir();
         let program = root.join(JOB_BINARY);
@@ -34,6 +53,9 @@ impl InstallCron {
         // Every db-backup setting, from the one place that turns them back into flags. The
         // job never starts a stopped database unless --start says so.
         let args = self.backup.job_args(&root);
+        if !self.uninstall {
+            self.check_offsite()?;
+        }
         let path_dirs = job_path();
         let env: Vec<(String, String)> =
             COMPOSE_ENV.iter().filter_map(|key| Some((key.to_string(), std::env::var(key).ok()?))).collect();
