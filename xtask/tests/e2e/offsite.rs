@@ -298,6 +298,9 @@ fn offsite_encrypted_copy_opens_with_age_and_a_fresh_clone_restores_it_on_a_new_
     let bed = migrated_with_data("offclone");
     let work = Work::new("clone");
     let key = keygen(&work, "ops.key");
+    let other = keygen(&work, "other.key");
+    let recipients = work.dir.join("recipients.txt");
+    fs::write(&recipients, format!("# the second reader\n{}\n", other.recipient)).unwrap();
     let before = fingerprint(&bed);
 
     // No recipient and no --offsite-plaintext: a usage error before anything is dumped,
@@ -315,8 +318,9 @@ fn offsite_encrypted_copy_opens_with_age_and_a_fresh_clone_restores_it_on_a_new_
     assert!(written.is_empty(), "nothing was dumped: {written:?}");
     assert!(garage.objects().is_empty(), "nothing was sent: {:?}", garage.objects());
 
-    // Encrypted on the way out, to a public key only.
-    task_ok(&bed, &garage, &["db-backup", "--encrypt-to", &key.recipient]);
+    // Encrypted on the way out, to public keys only: one a flag, one in a recipients file.
+    let file = recipients.to_str().unwrap();
+    task_ok(&bed, &garage, &["db-backup", "--encrypt-to", &key.recipient, "--encrypt-to-file", file]);
     let local = newest(&bed);
     let name = file_name(&local);
     let roles = local.with_file_name(format!("{name}.roles.sql"));
@@ -329,10 +333,9 @@ fn offsite_encrypted_copy_opens_with_age_and_a_fresh_clone_restores_it_on_a_new_
     assert_eq!(garage.objects(), expected, "the backup and its sidecars, encrypted, nothing in the clear");
     let sealed = garage.get(&format!("{name}.age"));
     assert!(!sealed.windows(19).any(|w| w == b"PostgreSQL database"), "no plaintext in the object");
-    assert!(
-        age_decrypt(&work, &key, &sealed) == fs::read(&local).unwrap(),
-        "age -d gives the local file byte for byte"
-    );
+    for reader in [&key, &other] {
+        assert!(age_decrypt(&work, reader, &sealed) == fs::read(&local).unwrap(), "age -d gives the local file");
+    }
     let sum = age_decrypt(&work, &key, &garage.get(&format!("{name}.sha256.age")));
     assert_eq!(String::from_utf8(sum).unwrap(), fs::read_to_string(&sidecar).unwrap(), "the local sidecar's text");
     if roles.exists() {
@@ -463,7 +466,9 @@ fn offsite_wrong_identity_and_damaged_objects_fail_before_anything_is_swapped() 
 
     // The good object back: the same verification passes, so the refusals were the damage's.
     garage.put(&object, &good);
-    let run = task_ok(&bed, &garage, &["db-verify", "--from", "offsite", "latest", "--identity", key.file()]);
+    let mut cmd = xtask(&bed, &garage, &["db-verify", "--from", "offsite", "latest"]);
+    let run = finish(cmd.env("HINDSIGHT_AGE_IDENTITY", &key.file), &garage, &[]);
+    assert_eq!(run.code, Some(0), "the identity from HINDSIGHT_AGE_IDENTITY: {}", run.stderr);
     assert!(bed.files().iter().all(|p| !file_name(p).ends_with(".verified")), "no record for an offsite copy");
     unchanged("db-verify of the good copy", &run);
 }
@@ -494,7 +499,10 @@ fn offsite_store_outage_keeps_every_local_backup_and_the_next_runs_catch_up() {
     // Back up: the next run uploads its own backup, then catches up newest first, at most
     // --offsite-catch-up of them; the run after that the rest.
     garage.restart();
-    task_ok(&bed, &garage, &[&backup[..], &["--offsite-catch-up", "1"]].concat());
+    // The recipient from the environment this time.
+    let mut cmd = xtask(&bed, &garage, &["db-backup", "--offsite-catch-up", "1"]);
+    let run = finish(cmd.env("HINDSIGHT_AGE_RECIPIENTS", &key.recipient), &garage, &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
     let names = backup_names(&bed);
     assert_eq!(names.len(), 4);
     assert_eq!(
@@ -540,6 +548,14 @@ fn offsite_wrong_credentials_a_missing_bucket_and_a_quota_exit_6_with_the_local_
         assert!(run.last_line().contains("credentials"), "says the credentials are wrong: {}", run.last_line());
     }
 
+    // No credentials at all: said where they are looked for.
+    let count = local_backups(&bed).len();
+    let mut cmd = xtask(&bed, &garage, &backup);
+    cmd.env_remove("AWS_ACCESS_KEY_ID").env_remove("AWS_SECRET_ACCESS_KEY").env("HOME", &bed.backup_dir);
+    let run = finish(&mut cmd, &garage, &[]);
+    assert_local_good_offsite_failed(&bed, &run, count);
+    assert!(run.last_line().contains("AWS_ACCESS_KEY_ID"), "says where to put the key: {}", run.last_line());
+
     // A bucket that is not there: named.
     let count = local_backups(&bed).len();
     let mut cmd = bed.xtask(&backup);
@@ -563,7 +579,7 @@ fn offsite_wrong_credentials_a_missing_bucket_and_a_quota_exit_6_with_the_local_
     garage.garage_ok(&["bucket", "set-quotas", &garage.bucket, "--max-size", "none"]);
     let run = task_ok(&bed, &garage, &["db-offsite", "--offsite-plaintext", "--json"]);
     let names = backup_names(&bed);
-    assert_eq!(names.len(), 4);
+    assert_eq!(names.len(), 5);
     assert_eq!(json_list(&run.stdout, "uploaded"), names, "{}", run.stdout);
     assert_eq!(garage.offsite_backups(), names);
     assert!(records(&bed).is_empty(), "no upload record is left: {:?}", records(&bed));
@@ -676,8 +692,21 @@ fn offsite_db_offsite_uploads_what_is_missing_and_remote_retention_keeps_the_new
         assert_eq!(garage.get(&format!("{name}.sha256")), fs::read(format!("{}.sha256", path.display())).unwrap());
     }
     assert_eq!(locations(&bed, &garage), all("both", &names));
-    let run = task_ok(&bed, &garage, &["db-offsite", "--offsite-plaintext", "--json"]);
+    // The key from a profile of a shared credentials file this time, as a cron job finds it.
+    let credentials = bed.backup_dir.with_extension("credentials");
+    let (id, secret) = (&garage.access_key_id, &garage.secret_access_key);
+    fs::write(&credentials, format!("[backup]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\n")).unwrap();
+    let mut cmd = xtask(&bed, &garage, &["db-offsite", "--offsite-plaintext", "--json"]);
+    cmd.env_remove("AWS_ACCESS_KEY_ID").env_remove("AWS_SECRET_ACCESS_KEY");
+    cmd.env("AWS_SHARED_CREDENTIALS_FILE", &credentials).env("AWS_PROFILE", "backup");
+    let run = finish(&mut cmd, &garage, &[]);
+    let _ = fs::remove_file(&credentials);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert!(json_list(&run.stdout, "uploaded").is_empty(), "nothing left to upload: {}", run.stdout);
+    // A reference counts over the offsite list; a plain copy needs no identity.
+    let run = task_ok(&bed, &garage, &["db-verify", "--from", "offsite", "latest~1", "--json"]);
+    let verified = python_json(&run.stdout, "d['backups'][0]['path']");
+    assert!(verified.ends_with(&format!("/{}", names[1])), "latest~1 is the middle one: {verified}");
 
     // One gone from the disk: offsite only, and db-restore reads it from there, saying so.
     for file in bed.files().into_iter().filter(|p| file_name(p).starts_with(&names[0])) {
