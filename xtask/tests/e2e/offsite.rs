@@ -637,6 +637,7 @@ fn offsite_uploads_cut_by_a_dead_store_or_a_killed_run_are_aborted_by_the_next_r
     // Back up: the next run (db-offsite here) aborts the dead upload, removes its record,
     // and uploads the backup.
     garage.restart();
+    assert!(garage.objects().is_empty(), "the cut upload left no visible object: {:?}", garage.objects());
     let run = task_ok(&bed, &garage, &["db-offsite", "--encrypt-to", &key.recipient, "--json"]);
     assert_eq!(json_list(&run.stdout, "aborted"), [dead_store], "{}", run.stdout);
     // `uploaded` names the objects (the README's table), `removed` the backups.
@@ -652,6 +653,8 @@ fn offsite_uploads_cut_by_a_dead_store_or_a_killed_run_are_aborted_by_the_next_r
     child.wait().unwrap();
     assert_eq!(garage.pending().iter().map(|p| &p.1).collect::<Vec<_>>(), [&killed], "the dead run's upload is open");
     assert_eq!(records(&bed).len(), 1, "and recorded");
+    let objects = garage.objects();
+    assert!(objects.iter().all(|o| o.starts_with(&cut)), "no object of the killed run is visible: {objects:?}");
 
     // The next db-backup aborts it, and leaves nothing in flight.
     task_ok(&bed, &garage, &backup);
