@@ -327,7 +327,7 @@ impl Offsite {
     }
 
     /// Removes the copies `policy` does not keep (never the newest), each one's `.sha256`
-    /// object first, so that a copy half removed no longer counts: their file names.
+    /// object first, so that a copy half removed no longer counts: their objects.
     pub fn prune(&self, copies: &[RemoteBackup], policy: &Policy) -> Result<Vec<String>> {
         let backups: Vec<Backup> = copies.iter().map(RemoteBackup::as_backup).collect();
         let mut removed = Vec::new();
@@ -337,7 +337,7 @@ impl Offsite {
                 self.store.delete_object(&object)?;
             }
             step!("removed the offsite copy {}: no offsite retention rule keeps it", self.object_url(&copy.object));
-            removed.push(copy.file_name.clone());
+            removed.push(copy.object.clone());
         }
         Ok(removed)
     }

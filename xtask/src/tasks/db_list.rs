@@ -50,10 +50,15 @@ impl DbList {
         if self.json {
             let item = |backup: &Backup| {
                 let local = !offsite.as_ref().is_some_and(|(url, _)| backup.path.starts_with(url.as_str()));
-                json::Object::new()
+                let object = json::Object::new()
                     .str("file", &backup.path.file_name().unwrap_or_default().to_string_lossy())
-                    .raw("path", if local { json::string(&backup.path.to_string_lossy()) } else { "null".to_owned() })
-                    .opt_str("location", location(backup))
+                    .raw("path", if local { json::string(&backup.path.to_string_lossy()) } else { "null".to_owned() });
+                // Only with an offsite, as the README says: without one, the shape is as before.
+                let object = match location(backup) {
+                    Some(location) => object.str("location", location),
+                    None => object,
+                };
+                object
                     .local_time("taken", backup.name.taken)
                     .raw("age_secs", (now - backup.name.taken).num_seconds())
                     .str("revision", &backup.name.revision.to_string())

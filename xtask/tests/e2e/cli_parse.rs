@@ -147,7 +147,7 @@ fn help_is_grouped_and_each_task_shows_only_its_own_flags() {
         backup.stdout.lines().filter(|line| !line.starts_with(' ') && line.ends_with(':')).collect();
     assert_eq!(
         headings,
-        ["Options:", "Connection:", "Backup directory:", "Locks:", "Retention:", "Output:"],
+        ["Options:", "Connection:", "Backup directory:", "Locks:", "Retention:", "Offsite:", "Output:"],
         "{}",
         backup.stdout
     );

@@ -18,6 +18,7 @@ mod interrupt;
 mod json_output;
 mod matrix;
 mod memory;
+mod offsite;
 mod output_levels;
 mod prerestore;
 mod revisions;

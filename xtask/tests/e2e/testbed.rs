@@ -91,12 +91,16 @@ fn require_image(image: &str) {
 
 /// The real binary without a test bed, started in `cwd`, for what needs no database (db-list,
 /// a directory that is not there, a reference that names nothing): none of the caller's
-/// `HINDSIGHT_*`, `POSTGRES_*` or Compose settings leak in.
+/// `HINDSIGHT_*`, `POSTGRES_*`, Compose or `AWS_*` settings leak in.
 pub fn xtask_in(cwd: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
     cmd.args(args).current_dir(cwd).stdin(Stdio::null());
     for (key, _) in std::env::vars() {
-        if key.starts_with("HINDSIGHT_") || key.starts_with("POSTGRES_") || key.starts_with("COMPOSE_") {
+        if key.starts_with("HINDSIGHT_")
+            || key.starts_with("POSTGRES_")
+            || key.starts_with("COMPOSE_")
+            || key.starts_with("AWS_")
+        {
             cmd.env_remove(key);
         }
     }
@@ -125,7 +129,12 @@ impl Bed {
     /// The environment every process of this bed sees: its own Compose project and port.
     fn env(&self, cmd: &mut Command) {
         for (key, _) in std::env::vars() {
-            if key.starts_with("HINDSIGHT_") || key.starts_with("POSTGRES_") || key == "COMPOSE_PROJECT_NAME" {
+            // The offsite store's settings and key too: a test names its own store.
+            if key.starts_with("HINDSIGHT_")
+                || key.starts_with("POSTGRES_")
+                || key == "COMPOSE_PROJECT_NAME"
+                || key.starts_with("AWS_")
+            {
                 cmd.env_remove(key);
             }
         }
