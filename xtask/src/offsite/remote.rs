@@ -100,9 +100,28 @@ fn config(args: &OffsiteArgs) -> Option<Config> {
     Some(Config { endpoint: args.s3_endpoint.clone(), region: args.s3_region.clone(), location, addressing })
 }
 
+/// A usage error when the settings ask for no encryption without saying so, or for both:
+/// found from the flags alone, before anything is read or written.
+pub fn check_choice(upload: &UploadArgs) -> Result<()> {
+    let named = !upload.encrypt_to.is_empty() || upload.encrypt_to_file.is_some();
+    match (named, upload.offsite_plaintext) {
+        (true, true) => Err(usage(
+            "--offsite-plaintext and a recipient (--encrypt-to, --encrypt-to-file) contradict each other: give one"
+                .to_owned(),
+        )),
+        (false, false) => Err(usage(
+            "--offsite is set but no age recipient is: give --encrypt-to age1... (HINDSIGHT_AGE_RECIPIENTS), so that \
+             the database leaves this host encrypted, or --offsite-plaintext to ship it readable on purpose"
+                .to_owned(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The recipients the settings name, or `None` for plaintext; a usage error when neither
 /// or both are asked for, or a recipient does not parse.
 pub fn recipients(upload: &UploadArgs) -> Result<Option<Recipients>> {
+    check_choice(upload)?;
     let mut recipients = Recipients::new();
     for recipient in &upload.encrypt_to {
         recipients
@@ -112,19 +131,9 @@ pub fn recipients(upload: &UploadArgs) -> Result<Option<Recipients>> {
     if let Some(file) = upload.recipients_file() {
         recipients.add_file(&file).map_err(|err| usage(format!("{err}: check --encrypt-to-file")))?;
     }
-    match (recipients.is_empty(), upload.offsite_plaintext) {
-        (false, false) => Ok(Some(recipients)),
-        (true, true) => Ok(None),
-        (false, true) => Err(usage(
-            "--offsite-plaintext and a recipient (--encrypt-to, --encrypt-to-file) contradict each other: give one"
-                .to_owned(),
-        )),
-        (true, false) => Err(usage(
-            "--offsite is set but no age recipient is: give --encrypt-to age1... (HINDSIGHT_AGE_RECIPIENTS), so that \
-             the database leaves this host encrypted, or --offsite-plaintext to ship it readable on purpose"
-                .to_owned(),
-        )),
-    }
+    // `check_choice` passed: recipients were named (a file without keys fails to add), or
+    // plaintext was asked for.
+    Ok((!upload.offsite_plaintext).then_some(recipients))
 }
 
 impl Offsite {
@@ -208,11 +217,17 @@ impl Offsite {
             Some(_) => format!("{file_name}{AGE_SUFFIX}"),
             None => file_name.to_owned(),
         };
+        // Recorded before the upload exists (no id yet), so that no moment is left where a
+        // killed run leaves an upload nothing names; then again with its id.
+        let record_name = format!("{file_name}{RECORD_SUFFIX}");
+        let record = dir.path().join(&record_name);
+        let write = |upload_id: &str| {
+            write_record(dir, &record_name, &format!("{}\n{object}\n{upload_id}\n", self.url()))
+                .with_context(|| format!("cannot record the upload in {}", dir.path().display()))
+        };
+        write("")?;
         let upload = Upload::start(&self.store, &object, expected)?;
-        let record = dir.path().join(format!("{file_name}{RECORD_SUFFIX}"));
-        let text = format!("{}\n{object}\n{}\n", self.url(), upload.upload_id());
-        write_record(dir, &format!("{file_name}{RECORD_SUFFIX}"), &text)
-            .with_context(|| format!("cannot record the upload in {}", dir.path().display()))?;
+        write(upload.upload_id())?;
         let writer = match &self.recipients {
             Some(recipients) => Writer::Encrypted(Encrypting::start(sh, recipients, upload)?),
             None => Writer::Plain(upload),
@@ -311,17 +326,31 @@ impl Offsite {
                 );
                 continue;
             }
-            match self.store.abort_multipart_upload(&object, &upload_id) {
-                Ok(()) => {
-                    step!("aborted the incomplete upload of {} that a stopped run left", self.object_url(&object))
+            // No id: the run stopped around CreateMultipartUpload. Its object's name (a
+            // timestamp of that run) finds whatever upload it started.
+            let ids = match upload_id.is_empty() {
+                false => vec![upload_id],
+                true => self
+                    .store
+                    .list_multipart_uploads()?
+                    .into_iter()
+                    .filter(|pending| pending.name == object)
+                    .map(|pending| pending.upload_id)
+                    .collect(),
+            };
+            for upload_id in ids {
+                match self.store.abort_multipart_upload(&object, &upload_id) {
+                    Ok(()) => {
+                        step!("aborted the incomplete upload of {} that a stopped run left", self.object_url(&object))
+                    }
+                    Err(err) if err.class() == Class::NoSuchUpload => {
+                        detail!("the upload recorded in {} is gone already", path.display())
+                    }
+                    Err(err) => return Err(err.into()),
                 }
-                Err(err) if err.class() == Class::NoSuchUpload => {
-                    detail!("the upload recorded in {} is gone already", path.display())
-                }
-                Err(err) => return Err(err.into()),
+                aborted.push(upload_id);
             }
             backup_dir::remove_if_exists(&path)?;
-            aborted.push(upload_id);
         }
         Ok(aborted)
     }
@@ -443,6 +472,9 @@ impl Offsite {
     pub fn pick<'a>(&self, copies: &'a [RemoteBackup], db: &str, wanted: &str) -> Result<&'a RemoteBackup> {
         let reference = Reference::parse(wanted);
         if reference == Reference::File {
+            if wanted.starts_with("s3://") && !wanted.starts_with(&self.url()) {
+                bail!("{wanted} is not under --offsite {}: give the store it is in with --offsite", self.url());
+            }
             let base = wanted.rsplit('/').next().unwrap_or(wanted);
             let base = base.strip_suffix(AGE_SUFFIX).unwrap_or(base);
             return copies.iter().find(|c| c.file_name == base).with_context(|| {
@@ -539,6 +571,7 @@ fn records(dir: &Path, db: &str) -> Result<Vec<(PathBuf, String, String, String)
         let lines: Vec<&str> = text.lines().collect();
         match lines.as_slice() {
             [url, object, upload_id] => found.push((path, url.to_string(), object.to_string(), upload_id.to_string())),
+            [url, object] => found.push((path, url.to_string(), object.to_string(), String::new())),
             _ => warning!("{} is not an upload record this tool wrote: left as it is", path.display()),
         }
     }
@@ -669,6 +702,22 @@ mod tests {
         broken.complete = false;
         let local = vec![local(5), broken];
         assert_eq!(hours(&to_catch_up(&local, &[], &policy(10), 10)), [5]);
+    }
+
+    #[test]
+    fn upload_records_are_read_with_or_without_their_id() {
+        let dir = std::env::temp_dir().join(format!("hindsight-records-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (name(1).file_name(), name(2).file_name());
+        std::fs::write(dir.join(format!("{a}{RECORD_SUFFIX}")), format!("s3://b/p/\n{a}.age\nID1\n")).unwrap();
+        // Written before CreateMultipartUpload answered: no id yet.
+        std::fs::write(dir.join(format!("{b}{RECORD_SUFFIX}")), format!("s3://b/p/\n{b}.age\n\n")).unwrap();
+        std::fs::write(dir.join(format!("other_db_backup_20261125_000000_x.sql{RECORD_SUFFIX}")), "x\ny\nz\n").unwrap();
+        let mut found = records(&dir, "hindsight_db").unwrap();
+        found.sort();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let ids: Vec<(&str, &str)> = found.iter().map(|(_, _, object, id)| (object.as_str(), id.as_str())).collect();
+        assert_eq!(ids, [(format!("{a}.age").as_str(), "ID1"), (format!("{b}.age").as_str(), "")]);
     }
 
     #[test]

@@ -62,15 +62,6 @@ impl<S: Write> Shadow<S> {
             State::Taken => Err(io::Error::other("the copy was already taken")),
         }
     }
-
-    /// Drops the writer now, keeping `err` as the reason (a stream that failed on the
-    /// local side: the copy must not complete).
-    pub fn fail(&self, err: io::Error) {
-        let mut state = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if matches!(*state, State::Running(_)) {
-            *state = State::Failed(err);
-        }
-    }
 }
 
 impl<S: Write> Write for Shadow<S> {
@@ -128,12 +119,5 @@ mod tests {
         drop(tee);
         assert_eq!(shadow.take().unwrap().1, b"hello");
         assert!(shadow.take().is_err(), "taken once");
-    }
-
-    #[test]
-    fn a_failed_stream_fails_its_copy() {
-        let shadow = Shadow::new(Vec::new());
-        shadow.fail(io::Error::other("disk full"));
-        assert!(shadow.take().is_err());
     }
 }

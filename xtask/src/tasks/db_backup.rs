@@ -142,9 +142,14 @@ impl DbBackup {
 
     fn backup(&self, sh: &Shell) -> Result<Outcome> {
         let db = Database::open(sh, &self.db.target(&sh.current_dir()), "db-backup")?;
-        // Settings that cannot work are refused before anything is written.
+        // Settings that cannot work are refused before anything is written. A recipients
+        // file that cannot be read is the offsite copy's failure, not the backup's: the
+        // local backup is still made.
         let offsite_settings = match Offsite::settings(&self.offsite)? {
-            Some(config) => Some((config, remote::recipients(&self.upload)?)),
+            Some(config) => {
+                remote::check_choice(&self.upload)?;
+                Some((config, remote::recipients(&self.upload)))
+            }
             None => None,
         };
         let dir = BackupDir::open(self.dir.path(&sh.current_dir()))?;
@@ -177,10 +182,11 @@ impl DbBackup {
         let mut offsite = offsite_settings.map(|(config, recipients)| {
             let mut outcome = OffsiteOutcome {
                 url: config.location.to_string(),
-                encrypted: recipients.is_some(),
+                encrypted: !self.upload.offsite_plaintext,
                 ..OffsiteOutcome::default()
             };
-            let connected = Offsite::connect(config, recipients)
+            let connected = recipients
+                .and_then(|recipients| Offsite::connect(config, recipients))
                 .and_then(|offsite| {
                     outcome.aborted = offsite.abort_dead(&dir, &db.name)?;
                     Ok(offsite)

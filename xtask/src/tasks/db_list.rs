@@ -10,7 +10,7 @@ use crate::{
     cli::DbList,
     json,
     offsite::remote::{Offsite, RemoteBackup},
-    output::table,
+    output::{table, warning},
     store::{backup_dir, backup_file::Backup, catalogue},
 };
 
@@ -136,11 +136,19 @@ impl DbList {
 
 impl DbList {
     /// With --offsite: the store's URL and its complete copies, newest first.
+    /// A store that cannot be listed must not hide the local backups, which are what a
+    /// person needs most while it is down: a warning, and the local list alone.
     fn offsite_copies(&self) -> Result<Option<(String, Vec<RemoteBackup>)>> {
         let Some(config) = Offsite::settings(&self.offsite)? else { return Ok(None) };
-        let offsite = Offsite::connect(config, None)?;
-        let copies = offsite.list(&self.name.db_name)?;
-        Ok(Some((offsite.url(), copies)))
+        let url = config.location.to_string();
+        let listed = Offsite::connect(config, None).and_then(|offsite| Ok(offsite.list(&self.name.db_name)?));
+        match listed {
+            Ok(copies) => Ok(Some((url, copies))),
+            Err(err) => {
+                warning!("cannot list the offsite copies in {url} ({err:#}): showing the local backups only");
+                Ok(None)
+            }
+        }
     }
 }
 

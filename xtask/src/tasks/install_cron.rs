@@ -21,8 +21,17 @@ use crate::{
 
 /// Variables that decide which containers Compose talks to: the job must see what this
 /// shell sees. Passwords are not among them: they would be in `sh -c`'s argv.
-const COMPOSE_ENV: [&str; 5] =
-    ["COMPOSE_PROJECT_NAME", "DOCKER_HOST", "DOCKER_CONTEXT", "HINDSIGHT_DB_PORT", "POSTGRES_IMAGE"];
+/// The credentials' file and profile are names, not secrets: the job reads the key where
+/// this shell would.
+const COMPOSE_ENV: [&str; 7] = [
+    "COMPOSE_PROJECT_NAME",
+    "DOCKER_HOST",
+    "DOCKER_CONTEXT",
+    "HINDSIGHT_DB_PORT",
+    "POSTGRES_IMAGE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_PROFILE",
+];
 
 /// Where the job's own copy of this binary lives, relative to the repository root.
 const JOB_BINARY: &str = "hindsight_db_backups/bin/xtask";
@@ -36,11 +45,15 @@ impl InstallCron {
             return Ok(());
         }
         remote::recipients(&self.backup.upload)?;
-        let file = std::env::var_os("HOME").map(|home| Path::new(&home).join(".aws/credentials"));
+        let file = match std::env::var_os("AWS_SHARED_CREDENTIALS_FILE").filter(|f| !f.is_empty()) {
+            Some(file) => Some(PathBuf::from(file)),
+            None => std::env::var_os("HOME").map(|home| Path::new(&home).join(".aws/credentials")),
+        };
         if !file.as_deref().is_some_and(Path::is_file) {
             warning!(
-                "the job reads the offsite store's key from ~/.aws/credentials (cron passes no secret), and there is \
-                 none: write aws_access_key_id and aws_secret_access_key under [default] there (mode 0600)"
+                "the job reads the offsite store's key from the shared credentials file (~/.aws/credentials, or \
+                 AWS_SHARED_CREDENTIALS_FILE; cron passes no secret), and there is none: write aws_access_key_id and \
+                 aws_secret_access_key under [default] (or AWS_PROFILE's) there, mode 0600"
             );
         }
         Ok(())

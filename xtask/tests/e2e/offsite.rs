@@ -493,8 +493,19 @@ fn offsite_store_outage_keeps_every_local_backup_and_the_next_runs_catch_up() {
             "says the store cannot be reached: {error}"
         );
     }
+    // A recipients file gone missing is the copy's failure too, never the backup's.
+    let count = local_backups(&bed).len();
+    let gone = work.dir.join("no-such-recipients.txt");
+    let run = task(&bed, &garage, &["db-backup", "--encrypt-to-file", gone.to_str().unwrap()]);
+    assert_local_good_offsite_failed(&bed, &run, count);
+    assert!(run.last_line().contains("no-such-recipients.txt"), "names the file: {}", run.last_line());
+    // The local backups stay in sight while the store is down.
+    let run = task(&bed, &garage, &["db-list"]);
+    assert_eq!(run.code, Some(0), "db-list with the store down: {}", run.stderr);
+    assert!(run.stderr.contains("cannot list the offsite copies"), "{}", run.stderr);
+    assert_eq!(run.stdout.matches("hindsight_db_backup_").count(), 4, "{}", run.stdout);
     let names = backup_names(&bed);
-    assert_eq!(names.len(), 3);
+    assert_eq!(names.len(), 4);
 
     // Back up: the next run uploads its own backup, then catches up newest first, at most
     // --offsite-catch-up of them; the run after that the rest.
@@ -504,10 +515,10 @@ fn offsite_store_outage_keeps_every_local_backup_and_the_next_runs_catch_up() {
     let run = finish(cmd.env("HINDSIGHT_AGE_RECIPIENTS", &key.recipient), &garage, &[]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let names = backup_names(&bed);
-    assert_eq!(names.len(), 4);
+    assert_eq!(names.len(), 5);
     assert_eq!(
         garage.offsite_backups(),
-        sorted(&[&names[0], &names[2], &names[3]]),
+        sorted(&[&names[0], &names[3], &names[4]]),
         "the new one, and the newest missing one"
     );
     task_ok(&bed, &garage, &backup);
