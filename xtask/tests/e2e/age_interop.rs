@@ -9,11 +9,12 @@ use std::{
     fs,
     io::{Read, Write},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
 };
 
 use xshell::Shell;
 use xtask::stream::crypt::{CryptError, Decrypting, Encrypting, Identities, Recipients};
+
+use crate::testbed::program;
 
 /// A throwaway directory for one test's keys and files.
 fn workdir(name: &str) -> PathBuf {
@@ -21,15 +22,6 @@ fn workdir(name: &str) -> PathBuf {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn program(name: &str) -> Command {
-    let found = Command::new(name).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
-    assert!(
-        found.is_ok_and(|s| s.success()),
-        "`{name}` is not installed: run infra/testbed/provision.sh (or `apt-get install age`)"
-    );
-    Command::new(name)
 }
 
 /// A key made by `age-keygen`, as a person would make one; returns the file and its recipient.

@@ -29,8 +29,8 @@ use xtask::{
 use crate::{
     garage::Garage,
     testbed::{
-        Bed, Flavor, Run, alembic_dir, assert_sidecar_matches, fingerprint, migrated_with_data, python_json, uv_turn,
-        wait_for,
+        Bed, Flavor, Run, alembic_dir, assert_sidecar_matches, fingerprint, migrated_with_data, program, python_json,
+        uv_turn, wait_for,
     },
 };
 
@@ -137,15 +137,6 @@ impl Key {
     fn file(&self) -> &str {
         self.file.to_str().unwrap()
     }
-}
-
-fn program(name: &str) -> Command {
-    let found = Command::new(name).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
-    assert!(
-        found.is_ok_and(|s| s.success()),
-        "`{name}` is not installed: run infra/testbed/provision.sh (or `apt-get install age`)"
-    );
-    Command::new(name)
 }
 
 fn keygen(work: &Work, name: &str) -> Key {

@@ -89,6 +89,17 @@ fn require_image(image: &str) {
     );
 }
 
+/// A program of the test bed (`age`, `age-keygen`), checked to be installed: a test that
+/// cannot run it fails, naming provision.sh.
+pub fn program(name: &str) -> Command {
+    let found = Command::new(name).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    assert!(
+        found.is_ok_and(|s| s.success()),
+        "`{name}` is not installed: run infra/testbed/provision.sh (or `apt-get install age`)"
+    );
+    Command::new(name)
+}
+
 /// The real binary without a test bed, started in `cwd`, for what needs no database (db-list,
 /// a directory that is not there, a reference that names nothing): none of the caller's
 /// `HINDSIGHT_*`, `POSTGRES_*`, Compose or `AWS_*` settings leak in.
