@@ -379,15 +379,8 @@ impl Offsite {
         copy: &RemoteBackup,
         identities: Option<&Identities>,
     ) -> Result<Box<dyn Read + Send>> {
-        let download = self.store.get_object(&copy.object)?;
-        match (copy.encrypted, identities) {
-            (false, _) => Ok(Box::new(download)),
-            (true, Some(identities)) => Ok(Box::new(
-                Decrypting::open(sh, identities, download)
-                    .with_context(|| format!("cannot decrypt {}", self.object_url(&copy.object)))?,
-            )),
-            (true, None) => Err(needs_identity(&self.object_url(&copy.object))),
-        }
+        self.open_object(sh, &copy.object, copy.encrypted, identities)?
+            .ok_or_else(|| anyhow!("{} is gone from the store", self.object_url(&copy.object)))
     }
 
     /// A small file beside the copy (`.sha256`, `.roles.sql`), decrypted; `None` when the
@@ -400,19 +393,8 @@ impl Offsite {
         identities: Option<&Identities>,
     ) -> Result<Option<String>> {
         let object = copy.beside(suffix);
-        if self.store.head_object(&object)?.is_none() {
-            return Ok(None);
-        }
-        let download = self.store.get_object(&object)?;
+        let Some(mut reader) = self.open_object(sh, &object, copy.encrypted, identities)? else { return Ok(None) };
         let mut text = String::new();
-        let mut reader: Box<dyn Read> = match (copy.encrypted, identities) {
-            (false, _) => Box::new(download),
-            (true, Some(identities)) => Box::new(
-                Decrypting::open(sh, identities, download)
-                    .with_context(|| format!("cannot decrypt {}", self.object_url(&object)))?,
-            ),
-            (true, None) => return Err(needs_identity(&self.object_url(&object))),
-        };
         reader
             .by_ref()
             .take(16 * 1024 * 1024)
@@ -421,8 +403,30 @@ impl Offsite {
         Ok(Some(text))
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// `object` streamed down, and through `age -d` when `encrypted`; `None` when the
+    /// store has no such object.
+    fn open_object(
+        &self,
+        sh: &Shell,
+        object: &str,
+        encrypted: bool,
+        identities: Option<&Identities>,
+    ) -> Result<Option<Box<dyn Read + Send>>> {
+        let download = match self.store.get_object(object) {
+            Ok(download) => download,
+            Err(err) if err.class() == Class::NoSuchKey || (err.status() == Some(404) && err.code().is_none()) => {
+                return Ok(None);
+            }
+            Err(err) => return Err(err.into()),
+        };
+        match (encrypted, identities) {
+            (false, _) => Ok(Some(Box::new(download))),
+            (true, Some(identities)) => Ok(Some(Box::new(
+                Decrypting::open(sh, identities, download)
+                    .with_context(|| format!("cannot decrypt {}", self.object_url(object)))?,
+            ))),
+            (true, None) => Err(needs_identity(&self.object_url(object))),
+        }
     }
 }
 
