@@ -114,6 +114,9 @@ pub enum Task {
     /// Bring the offsite copies up to date now: upload the local backups remote retention
     /// keeps and the store lacks, abort what dead runs left, apply remote retention.
     DbOffsite(DbOffsite),
+    /// Say whether the backups are fresh, for monitoring: newest backup, last run, last
+    /// verify, offsite lag. Exit codes as a Nagios plugin: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    DbStatus(DbStatus),
     /// Measure db-backup and db-restore against a bare pg_dump pipe and psql, on a scratch database.
     Bench(Bench),
     /// Provision the Docker test bed (as root on Debian) and run the whole test suite against it.
@@ -131,6 +134,7 @@ impl Task {
             Task::DbVerify(task) => task.run(sh),
             Task::DbPrune(task) => task.run(sh),
             Task::DbOffsite(task) => task.run(sh),
+            Task::DbStatus(task) => task.run(sh),
             Task::Test(task) => task.run(sh),
         }
     }
@@ -420,6 +424,72 @@ pub enum From {
     Offsite,
 }
 
+/// How a db-backup run is watched from outside: its log, a metrics file, a ping.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Monitoring")]
+pub struct MonitorArgs {
+    /// After every run, ok or not, write Prometheus gauges (last success, last run, size,
+    /// duration, backups, last verify, last offsite copy) to this file, for node_exporter's
+    /// textfile collector: its name must end in `.prom`; written atomically.
+    #[arg(long, env = "HINDSIGHT_METRICS_FILE", value_name = "FILE.prom", value_parser = parse_metrics_file)]
+    pub metrics_file: Option<PathBuf>,
+
+    /// Ping a dead-man's switch (healthchecks.io's convention): `URL/start` when a run
+    /// begins, `URL` when it succeeds, `URL/fail` with the error when it fails. The URL may
+    /// hold a token: only its host is ever printed, and install-cron keeps it out of the
+    /// cron line (in the job's 0600 secrets file).
+    #[arg(long, env = "HINDSIGHT_PING_URL", value_name = "URL", hide_env_values = true)]
+    pub ping_url: Option<String>,
+
+    /// Append this run's output to FILE (mode 0600) instead of stderr, first rotating it
+    /// when it has passed --log-max-bytes (FILE.1 ... FILE.3 are kept). The installed
+    /// job's default: `hindsight_db_backups/logs/backup.log` in the repository.
+    #[arg(long, env = "HINDSIGHT_LOG_FILE", value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+
+    /// Rotate --log-file before a run once it is this many bytes or more; 0: never.
+    #[arg(long, env = "HINDSIGHT_LOG_MAX_BYTES", default_value = "10485760", value_name = "BYTES", allow_negative_numbers = true, value_parser = parse_bytes)]
+    pub log_max_bytes: u64,
+}
+
+impl MonitorArgs {
+    /// `--metrics-file`, absolute and normalised: taken from the working directory.
+    pub fn metrics_file(&self) -> Option<PathBuf> {
+        self.metrics_file.as_deref().map(paths::absolute)
+    }
+
+    /// `--log-file`, absolute and normalised: taken from the working directory.
+    pub fn log_file(&self) -> Option<PathBuf> {
+        self.log_file.as_deref().map(paths::absolute)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DbStatus {
+    #[command(flatten)]
+    pub name: DbName,
+
+    #[command(flatten)]
+    pub dir: BackupDirArgs,
+
+    #[command(flatten)]
+    pub offsite: OffsiteArgs,
+
+    /// CRITICAL when the newest complete backup is older than this (`90m`, `2h`, `1d`,
+    /// or seconds). The default suits an hourly job.
+    #[arg(long, env = "HINDSIGHT_STATUS_MAX_AGE", default_value = "2h", value_name = "AGE", value_parser = parse_age)]
+    pub max_age: Duration,
+
+    /// WARNING when the newest passing db-verify is older than this, or there is none; 0:
+    /// do not check.
+    #[arg(long, env = "HINDSIGHT_STATUS_MAX_VERIFY_AGE", default_value = "8d", value_name = "AGE", value_parser = parse_age)]
+    pub max_verify_age: Duration,
+
+    /// Print the state and what it is based on as one JSON object on stdout.
+    #[arg(long, help_heading = "Output")]
+    pub json: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct DbOffsite {
     #[command(flatten)]
@@ -489,6 +559,9 @@ pub struct DbBackup {
     #[arg(long, help_heading = "Offsite", env = "HINDSIGHT_OFFSITE_CATCH_UP", default_value = "3", value_name = "N", allow_negative_numbers = true, value_parser = parse_count)]
     pub offsite_catch_up: usize,
 
+    #[command(flatten)]
+    pub monitor: MonitorArgs,
+
     /// Print the result as one JSON object on stdout, for scripts and monitoring (for
     /// install-cron: its own result; the job never gets this flag).
     #[arg(long, help_heading = "Output")]
@@ -505,12 +578,21 @@ impl DbBackup {
 
     /// `to_args` for the cron job, whose default is not to start a stopped service:
     /// `--no-start` unless `--start` was given.
+    /// The job also logs into its own file, `DEFAULT_CRON_LOG` unless --log-file says.
     pub fn job_args(&self, root: &Path) -> Vec<String> {
         let mut args = self.to_args(root);
         if !self.start && !self.no_start {
             args.push("--no-start".to_owned());
         }
+        if self.monitor.log_file.is_none() {
+            args.extend(["--log-file".to_owned(), self.job_log(root).display().to_string()]);
+        }
         args
+    }
+
+    /// The job's log: --log-file, else `DEFAULT_CRON_LOG` in `root`, the repository.
+    pub fn job_log(&self, root: &Path) -> PathBuf {
+        self.monitor.log_file().unwrap_or_else(|| paths::absolute_from(root, Path::new(DEFAULT_CRON_LOG)))
     }
 
     /// These settings as db-backup's command line again, `db-backup` first: every setting
@@ -533,6 +615,7 @@ impl DbBackup {
             offsite,
             upload,
             offsite_catch_up,
+            monitor,
             json: _,
         } = self;
         let DbArgs { compose_file: _, env_file: _, service, name: DbName { db_name }, db_user, compose, wait_secs } =
@@ -565,16 +648,32 @@ impl DbBackup {
             ("--db-lock-wait-secs", db_lock_wait_secs.as_secs().to_string()),
         ];
         let offsite_flags = offsite_args(offsite, upload, *offsite_catch_up, &spelled);
+        // The ping URL may hold a token: never a flag, see `secrets`.
+        let MonitorArgs { metrics_file: _, ping_url: _, log_file: _, log_max_bytes } = monitor;
+        let monitor_flags = monitor
+            .metrics_file()
+            .map(|file| ("--metrics-file", file.display().to_string()))
+            .into_iter()
+            .chain(monitor.log_file().map(|file| ("--log-file", file.display().to_string())))
+            .chain([("--log-max-bytes", log_max_bytes.to_string())]);
         let flags = files
             .chain(env_file)
             .chain(user)
             .chain(flags)
             .chain(offsite_flags)
+            .chain(monitor_flags)
             .flat_map(|(flag, value)| [flag.to_owned(), value]);
         let switches =
             [(*start, "--start"), (*no_start, "--no-start"), (upload.offsite_plaintext, "--offsite-plaintext")];
         let switches = switches.into_iter().filter(|(on, _)| *on).map(|(_, flag)| flag.to_owned());
         std::iter::once("db-backup".to_owned()).chain(flags).chain(switches).collect()
+    }
+
+    /// The settings that may hold a secret, as the variables clap reads them from: what
+    /// install-cron writes into the job's secrets file (mode 0600) instead of the cron
+    /// line, which every user can read in `/proc`. With `to_args`, every setting.
+    pub fn secrets(&self) -> Vec<(&'static str, String)> {
+        self.monitor.ping_url.iter().map(|url| ("HINDSIGHT_PING_URL", url.clone())).collect()
     }
 }
 
@@ -768,11 +867,6 @@ pub struct InstallCron {
     #[arg(long, env = "HINDSIGHT_CRON_SCHEDULE", default_value = "0 * * * *", value_parser = Schedule::parse)]
     pub schedule: Schedule,
 
-    /// File the job appends its output to (a relative path is taken from the working
-    /// directory). Default: `hindsight_db_backups/logs/backup.log` in the repository.
-    #[arg(long, env = "HINDSIGHT_CRON_LOG")]
-    pub log_file: Option<PathBuf>,
-
     /// Print the entry and change nothing.
     #[arg(long, conflicts_with = "uninstall")]
     pub print: bool,
@@ -787,13 +881,10 @@ pub struct InstallCron {
 }
 
 impl InstallCron {
-    /// The job's log, absolute and normalised: the one given, from the working directory,
-    /// else the default in `root`, the repository.
+    /// The job's log (db-backup's --log-file), absolute and normalised: the one given,
+    /// from the working directory, else the default in `root`, the repository.
     pub fn log_file(&self, root: &Path) -> PathBuf {
-        match &self.log_file {
-            Some(file) => paths::absolute(file),
-            None => paths::absolute_from(root, Path::new(DEFAULT_CRON_LOG)),
-        }
+        self.backup.job_log(root)
     }
 }
 
@@ -896,6 +987,59 @@ fn parse_secs(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// A size in bytes.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    match whole_number(text) {
+        Ok(bytes) => Ok(bytes),
+        Err(NotCount::Negative) => Err("a size cannot be negative: give 0 or more bytes".to_owned()),
+        Err(NotCount::TooLarge) => Err(format!("far too large: give at most {}", u64::MAX)),
+        Err(NotCount::NotANumber) => Err("not a whole number of bytes: give one such as 10485760".to_owned()),
+    }
+}
+
+/// An age: a whole number with a unit, `s`, `m`, `h`, `d` or `w` (`90m`, `2h`, `8d`), or
+/// bare seconds; several add up (`1h30m`).
+pub fn parse_age(text: &str) -> Result<Duration, String> {
+    const HELP: &str = "give a whole number and a unit: `90m`, `2h`, `8d`, `1w` (s, m, h, d, w), or seconds";
+    let text = text.trim();
+    let mut total: u64 = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let (number, after) = rest.split_at(digits);
+        let number: u64 = number.parse().map_err(|_| format!("`{text}` is not an age: {HELP}"))?;
+        let (unit, after) = match after.chars().next() {
+            Some(c) => after.split_at(c.len_utf8()),
+            None if text.len() == digits => ("s", after),
+            None => return Err(format!("`{text}` is not an age: {HELP}")),
+        };
+        let secs = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            "w" => 7 * 86_400,
+            _ => return Err(format!("`{text}` is not an age: {HELP}")),
+        };
+        total = number.checked_mul(secs).and_then(|s| total.checked_add(s)).ok_or("far too long")?;
+        rest = after;
+    }
+    if text.is_empty() {
+        return Err(format!("an empty age: {HELP}"));
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// node_exporter's textfile collector reads only `*.prom` files.
+fn parse_metrics_file(text: &str) -> Result<PathBuf, String> {
+    if !text.ends_with(".prom") || text.ends_with("/.prom") || text == ".prom" {
+        return Err(format!(
+            "`{text}`: node_exporter's textfile collector reads only files named `*.prom` (e.g. hindsight_db.prom)"
+        ));
+    }
+    Ok(PathBuf::from(text))
+}
+
 /// One revision as `alembic upgrade` takes it: an id of ASCII letters, digits, `_` and `-`
 /// (`1a2b3c4d5e6f`, `20240915_merge_heads`), `head`, `branch@head`, `ae10+2`; never
 /// something `alembic` would read as an option.
@@ -931,7 +1075,7 @@ pub(crate) mod tests {
     /// A db-backup command line with a value other than the default for every flag, some
     /// needing quotes in a crontab. Every flag is given, so no `HINDSIGHT_*` variable of the
     /// test's environment leaks into the parse (removing them is not thread safe).
-    pub(crate) const EVERY_DB_BACKUP_FLAG: [&str; 63] = [
+    pub(crate) const EVERY_DB_BACKUP_FLAG: [&str; 71] = [
         "db-backup",
         "--compose-file",
         "/srv/it's 100% here/compose.yml",
@@ -993,6 +1137,14 @@ pub(crate) mod tests {
         "8",
         "--offsite-catch-up",
         "2",
+        "--metrics-file",
+        "/var/lib/node_exporter/it's 100%.prom",
+        "--ping-url",
+        "https://hc-ping.com/0f3c-secret token?x=1",
+        "--log-file",
+        "/var/log/hindsight backup.log",
+        "--log-max-bytes",
+        "1000",
         "--no-start",
         "--offsite-plaintext",
     ];
@@ -1010,7 +1162,10 @@ pub(crate) mod tests {
     #[test]
     fn db_backup_settings_round_trip_through_to_args() {
         let parsed = parse_db_backup(&EVERY_DB_BACKUP_FLAG);
-        let args = parsed.to_args(Path::new("/repo"));
+        let mut args = parsed.to_args(Path::new("/repo"));
+        assert!(!args.iter().any(|arg| arg.contains("secret")), "no secret on the command line: {args:?}");
+        // The secrets come back through the flags whose variables carry them.
+        args.extend(secrets_as_flags(&parsed.secrets()));
         // Debug shows every field: what clap parses back is exactly what it parsed.
         assert_eq!(format!("{:?}", parse_db_backup(&args)), format!("{parsed:?}"));
 
@@ -1032,6 +1187,23 @@ pub(crate) mod tests {
         assert!(!args.contains(&"--json".to_owned()));
     }
 
+    /// `secrets` as the db-backup flags that read the same variables (clap's own table,
+    /// not a list of ours): a variable no flag reads fails the test.
+    pub(crate) fn secrets_as_flags(secrets: &[(&str, String)]) -> Vec<String> {
+        let command = Cli::command();
+        let backup = command.find_subcommand("db-backup").expect("a db-backup task");
+        secrets
+            .iter()
+            .flat_map(|(env, value)| {
+                let arg = backup
+                    .get_arguments()
+                    .find(|arg| arg.get_env().is_some_and(|e| e == *env))
+                    .unwrap_or_else(|| panic!("no db-backup flag reads {env}"));
+                [format!("--{}", arg.get_long().expect("a long flag")), value.clone()]
+            })
+            .collect()
+    }
+
     #[test]
     fn defaults_are_in_the_repository_whatever_the_working_directory() {
         let root = Path::new("/repo");
@@ -1050,7 +1222,8 @@ pub(crate) mod tests {
             .get_arguments()
             .filter_map(|arg| arg.get_long())
             // --start is the other half of --no-start, which the list gives.
-            .filter(|long| !["json", "help", "start"].contains(long))
+            // --ping-url goes into the secrets file instead: see the test below.
+            .filter(|long| !["json", "help", "start", "ping-url"].contains(long))
             .map(|long| format!("--{long}"))
             .collect();
         assert!(flags.len() >= 14, "clap introspection found the flags: {flags:?}");

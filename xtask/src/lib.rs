@@ -14,6 +14,7 @@ pub mod db;
 pub mod exit;
 pub mod interrupt;
 pub mod json;
+pub mod monitor;
 pub mod offsite;
 pub mod output;
 pub mod paths;

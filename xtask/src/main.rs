@@ -44,6 +44,7 @@ fn wants_json(task: &Task) -> bool {
         Task::DbVerify(task) => task.json,
         Task::DbPrune(task) => task.json,
         Task::DbOffsite(task) => task.json,
+        Task::DbStatus(task) => task.json,
         Task::Bench(_) | Task::Test(_) => false,
     }
 }

@@ -6,6 +6,7 @@ pub mod db_list;
 pub mod db_offsite;
 pub mod db_prune;
 pub mod db_restore;
+pub mod db_status;
 pub mod db_verify;
 pub mod install_cron;
 pub mod test;
