@@ -47,18 +47,45 @@ pub fn report(result: anyhow::Result<()>) -> ExitCode {
 
 /// Prints a failure's last line and returns its exit code and its one-line message.
 fn failure(err: &anyhow::Error) -> (u8, Option<String>) {
+    // db-status printed its own lines: its verdict is only an exit code.
+    if let Some(verdict) = err.downcast_ref::<Verdict>() {
+        return (verdict.code, Some(verdict.summary.clone()));
+    }
+    let (code, message) = judge(err);
+    match crate::interrupt::received() {
+        Some(_) => crate::output::line(format_args!("{message}")),
+        None => crate::output::line(format_args!("error: {message}")),
+    }
+    (code, Some(message))
+}
+
+/// A failure's exit code and its message on one line, as `report` will print them: for
+/// what a run tells the world before it exits (its record, its metrics, its ping).
+pub fn judge(err: &anyhow::Error) -> (u8, String) {
     // A signal decides the exit code whatever failed on the way out: the step it stopped.
     if let Some(signal) = crate::interrupt::received() {
         let stopped = crate::interrupt::Stopped(signal);
-        let message = format!("{stopped}: cleaned up and exiting ({err:#})");
-        crate::output::line(format_args!("{message}"));
-        return (stopped.exit_code(), Some(message));
+        return (stopped.exit_code(), format!("{stopped}: cleaned up and exiting ({err:#})"));
     }
     // `{:#}` puts the whole chain on one line: what failed, then the tool's own words.
-    let message = format!("{err:#}");
-    crate::output::line(format_args!("error: {message}"));
-    (code_of(err).map_or(1, |code| code as u8), Some(message))
+    (code_of(err).map_or(1, |code| code as u8), format!("{err:#}"))
 }
+
+/// db-status's result when it is not OK: the Nagios state as the exit code (1 WARNING,
+/// 2 CRITICAL, 3 UNKNOWN), after the task printed its own lines.
+#[derive(Debug)]
+pub struct Verdict {
+    pub code: u8,
+    pub summary: String,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.summary)
+    }
+}
+
+impl std::error::Error for Verdict {}
 
 /// The exit code an error carries, if it is not a plain failure (1).
 pub fn code_of(err: &anyhow::Error) -> Option<Code> {

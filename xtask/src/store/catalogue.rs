@@ -24,6 +24,13 @@ pub fn verified_record(backup: &Backup) -> Option<String> {
     std::fs::read_to_string(backup.verified_marker()).ok().map(|text| text.trim().to_owned())
 }
 
+/// When db-verify last passed `backup`, as its record says.
+pub fn verified_at(backup: &Backup) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    let record = verified_record(backup)?;
+    let time = record.strip_prefix("verified ")?.split_whitespace().next()?;
+    chrono::DateTime::parse_from_rfc3339(time).ok()
+}
+
 /// How a person names a backup. Which kind a reference is depends on its spelling alone,
 /// never on which files happen to exist, so the same words always mean the same thing:
 /// `latest` and `latest~N` (any case), then 1 to 3 digits (a number), then 4 or more

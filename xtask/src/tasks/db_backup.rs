@@ -16,8 +16,12 @@ use xshell::Shell;
 use crate::{
     cli::DbBackup,
     db::{Database, session::Mode},
-    exit::{Code, Coded},
+    exit::{self, Code, Coded},
     interrupt, json,
+    monitor::{
+        self, Ended, Watch,
+        record::OffsiteEnd,
+    },
     offsite::remote::{self, Offsite, Outgoing},
     output::{self, Progress, count, done, human_bytes, step, warning},
     process::{self, Background, Failure},
@@ -86,10 +90,50 @@ impl OffsiteOutcome {
 
 impl DbBackup {
     pub fn run(self, sh: &Shell) -> Result<()> {
+        // A log that cannot be opened must not cost the backup: its lines go to stderr
+        // (cron mails them), and the record, metrics and ping still tell.
+        if let Some(log) = self.monitor.log_file()
+            && let Err(err) = monitor::log::redirect(&log, self.monitor.log_max_bytes)
+        {
+            warning!("{err:#}: this run's output goes to stderr instead");
+        }
         let started = Instant::now();
         // The header of each run in a cron log.
         step!("db-backup of `{}` started (pid {})", self.db.name.db_name, std::process::id());
-        let outcome = self.backup(sh)?;
+        // The directory first, so that even a run that fails at once leaves its record
+        // (db-backup creates it anyway); a directory that cannot be made is the run's error.
+        let dir = self.dir.path(&sh.current_dir());
+        let _ = BackupDir::open(dir.clone());
+        let watch = Watch::start(
+            dir,
+            &self.db.name.db_name,
+            self.monitor.ping_url.as_deref(),
+            self.monitor.metrics_file(),
+            self.offsite.offsite.is_some(),
+        );
+        let outcome = self.backup(sh);
+        let (result, ended, summary) = self.conclude(outcome, started);
+        watch.finish(ended);
+        // The last line of the run, after the record, the metrics and the ping: `tail -1`
+        // of the log answers "did it work?" (a failure's line is `exit::report`'s).
+        if let Some(summary) = summary {
+            done!("{summary}");
+        }
+        result
+    }
+
+    /// The run's result, what the world outside is told of it, and its summary line when
+    /// the backup is complete.
+    fn conclude(&self, outcome: Result<Outcome>, started: Instant) -> (Result<()>, Ended, Option<String>) {
+        let offsite_none = || if self.offsite.offsite.is_some() { OffsiteEnd::Failed("no backup".to_owned()) } else { OffsiteEnd::None };
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                let (code, message) = exit::judge(&err);
+                let ended = Ended { code, message: first_line(&message), backup: None, offsite: offsite_none() };
+                return (Err(err), ended, None);
+            }
+        };
         let secs = started.elapsed().as_secs_f64();
         let Outcome { path, taken, written, revision, removed, offsite } = outcome;
         let stored = match self.compress {
@@ -104,7 +148,7 @@ impl DbBackup {
             Some(OffsiteOutcome { object: Some(object), url, .. }) => format!(", offsite {url}{object}"),
             _ => String::new(),
         };
-        done!(
+        let summary = format!(
             "backup complete: {} ({stored}, revision {revision}, {secs:.1} s, peak memory {}{removed_note}{offsite_note})",
             path.display(),
             output::peak_memory(),
@@ -126,7 +170,14 @@ impl DbBackup {
             fields = fields.raw("offsite", offsite.json().build());
         }
         json::report(fields);
-        match offsite.and_then(|o| o.failure) {
+        let backup = Some((path.clone(), written.stored_bytes, revision.to_string()));
+        let failure = offsite.as_ref().and_then(|o| o.failure.as_ref());
+        let offsite_end = match (&offsite, failure) {
+            (None, _) => OffsiteEnd::None,
+            (Some(_), None) => OffsiteEnd::Ok,
+            (Some(_), Some(err)) => OffsiteEnd::Failed(first_line(&format!("{err:#}"))),
+        };
+        let result = match failure {
             None => Ok(()),
             Some(err) => Err(Coded {
                 code: Code::OffsiteFailed,
@@ -137,7 +188,18 @@ impl DbBackup {
                 ),
             }
             .into()),
+        };
+        let (code, message) = match &result {
+            Ok(()) => (0, "ok".to_owned()),
+            Err(err) => exit::judge(err),
+        };
+        let ended = Ended { code, message: first_line(&message), backup, offsite: offsite_end };
+        // Exit 6 ends on its error line: the summary comes first.
+        if result.is_err() {
+            done!("{summary}");
+            return (result, ended, None);
         }
+        (result, ended, Some(summary))
     }
 
     fn backup(&self, sh: &Shell) -> Result<Outcome> {
@@ -410,6 +472,11 @@ fn write_roles(dir: &BackupDir, file_name: &str, text: &str) -> Result<String> {
     let mut hashing = Hashing::new(io::sink());
     hashing.write_all(text.as_bytes())?;
     Ok(backup_file::sidecar_line(&hashing.finish().1, &roles_name))
+}
+
+/// The first line of a message: what a ping's body and the record hold.
+fn first_line(message: &str) -> String {
+    message.lines().next().unwrap_or_default().to_owned()
 }
 
 /// A name no existing file has: two backups within one second would share one, so the
