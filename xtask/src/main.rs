@@ -51,17 +51,27 @@ fn wants_json(task: &Task) -> bool {
 
 /// clap's own message on stderr, as always; and when `--json` is among the arguments, the
 /// object a script waits for, with clap's exit code (2). `--help` and `--version` print
-/// as they always do, whatever else is given.
+/// as they always do, whatever else is given. db-status is a Nagios plugin: its bad
+/// command line is UNKNOWN (3), said on stdout too, where monitoring reads.
 fn command_line_error(err: clap::Error, args: impl Iterator<Item = OsString>) -> ExitCode {
     // After `--` an argument is a value (cargo test's, for `test`), never our flag.
-    let asked_json = args.take_while(|arg| arg != "--").any(|arg| arg == "--json");
-    if !err.use_stderr() || !asked_json {
+    let args: Vec<OsString> = args.take_while(|arg| arg != "--").collect();
+    let asked_json = args.iter().any(|arg| arg == "--json");
+    let status =
+        args.iter().find(|arg| !arg.to_string_lossy().starts_with('-')).is_some_and(|task| task == "db-status");
+    if !err.use_stderr() || !(asked_json || status) {
         err.exit();
     }
     let _ = err.print();
-    let code = u8::try_from(err.exit_code()).unwrap_or(2);
-    json::request();
-    json::print_envelope(code, Some(&json::clap_message(&err.render().to_string())));
+    let message = json::clap_message(&err.render().to_string());
+    let code = if status { 3 } else { u8::try_from(err.exit_code()).unwrap_or(2) };
+    if status && !asked_json {
+        println!("UNKNOWN: bad command line: {message}");
+    }
+    if asked_json {
+        json::request();
+        json::print_envelope(code, Some(&message));
+    }
     ExitCode::from(code)
 }
 

@@ -42,7 +42,11 @@ pub fn render(snapshot: &Snapshot) -> String {
         "Time of the newest complete backup (0: none).",
         time(snapshot.last_success),
     );
-    gauge("hindsight_backup_last_run_timestamp_seconds", "Time the last db-backup run started.", time(Some(snapshot.last_run)));
+    gauge(
+        "hindsight_backup_last_run_timestamp_seconds",
+        "Time the last db-backup run started.",
+        time(Some(snapshot.last_run)),
+    );
     gauge(
         "hindsight_backup_last_run_success",
         "1 when the last db-backup run exited 0 (backup, and offsite copy if any), else 0.",
@@ -113,7 +117,7 @@ mod tests {
         assert!(text.contains("hindsight_backup_last_verify_timestamp_seconds{database=\"hindsight_db\"} 0\n"));
         assert!(text.contains("hindsight_backup_last_duration_seconds{database=\"hindsight_db\"} 12.500\n"));
         let local = render(&Snapshot { offsite_last_success: None, ..snapshot });
-        assert!(!local.contains("offsite"), "no offsite gauge without --offsite");
+        assert!(!local.contains("hindsight_offsite"), "no offsite gauge without --offsite");
         assert_eq!(escape("a\"b\\c"), "a\\\"b\\\\c");
     }
 }

@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod ping;
 pub mod record;
 pub mod secrets_file;
+pub mod status;
 
 use std::{
     fs::{self, File, OpenOptions},

@@ -18,10 +18,7 @@ use crate::{
     db::{Database, session::Mode},
     exit::{self, Code, Coded},
     interrupt, json,
-    monitor::{
-        self, Ended, Watch,
-        record::OffsiteEnd,
-    },
+    monitor::{self, Ended, Watch, record::OffsiteEnd},
     offsite::remote::{self, Offsite, Outgoing},
     output::{self, Progress, count, done, human_bytes, step, warning},
     process::{self, Background, Failure},
@@ -125,7 +122,9 @@ impl DbBackup {
     /// The run's result, what the world outside is told of it, and its summary line when
     /// the backup is complete.
     fn conclude(&self, outcome: Result<Outcome>, started: Instant) -> (Result<()>, Ended, Option<String>) {
-        let offsite_none = || if self.offsite.offsite.is_some() { OffsiteEnd::Failed("no backup".to_owned()) } else { OffsiteEnd::None };
+        let offsite_none = || {
+            if self.offsite.offsite.is_some() { OffsiteEnd::Failed("no backup".to_owned()) } else { OffsiteEnd::None }
+        };
         let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(err) => {
