@@ -497,6 +497,12 @@ fn offsite_store_outage_keeps_every_local_backup_and_the_next_runs_catch_up() {
     assert_eq!(run.stdout.matches("hindsight_db_backup_").count(), 4, "{}", run.stdout);
     let names = backup_names(&bed);
     assert_eq!(names.len(), 4);
+    // db-status: a WARNING (1), for the last run's exit 6 and the store it cannot list.
+    let status = task(&bed, &garage, &["db-status", "--max-verify-age", "0"]);
+    assert_eq!(status.code, Some(1), "{}", status.stdout);
+    let first = status.stdout.lines().next().unwrap_or_default();
+    assert!(first.starts_with("WARNING: hindsight_db: the last run's offsite copy failed"), "{first}");
+    assert!(first.contains("cannot list the offsite copies"), "{first}");
 
     // Back up: the next run uploads its own backup, then catches up newest first, at most
     // --offsite-catch-up of them; the run after that the rest.
@@ -515,6 +521,9 @@ fn offsite_store_outage_keeps_every_local_backup_and_the_next_runs_catch_up() {
     task_ok(&bed, &garage, &backup);
     let names = backup_names(&bed);
     assert_eq!(garage.offsite_backups(), names, "every local backup is offsite again");
+    let status = task(&bed, &garage, &["db-status", "--max-verify-age", "0"]);
+    assert_eq!(status.code, Some(0), "{}", status.stdout);
+    assert!(status.stdout.contains("offsite copy of the newest backup"), "{}", status.stdout);
     for name in &names {
         let path = bed.backup_dir.join(name);
         assert_sidecar_matches(&path);
