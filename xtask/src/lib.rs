@@ -2,8 +2,9 @@
 //! end-to-end tests reach the database through the same door the tasks use.
 //!
 //! The layers, one folder each: `tasks` (one module per task), `db` (where pg_dump and
-//! psql run, and the SQL they run), `store` (the backup directory and its files), and
-//! `stream` (the byte streams a dump passes through). `testbed` is test-bed code only:
+//! psql run, and the SQL they run), `store` (the backup directory and its files),
+//! `stream` (the byte streams a dump passes through), `offsite` (the copies on S3), and
+//! `monitor` (how a run is watched from outside: its record, metrics, pings, log). `testbed` is test-bed code only:
 //! the throwaway servers the end-to-end tests and the bench start (Garage, run as a
 //! separate program, never linked).
 
