@@ -80,7 +80,20 @@ fn a_signal_during_a_dump_stops_it_and_removes_the_partial_file() {
         assert!(run.last_line().contains("stopped by"), "{}", run.last_line());
         assert_nothing_left(&bed, &run);
         assert_eq!(bed.snapshot(), before, "{signal:?}: no new file, the old backup intact");
+        let status = bed.run(&["db-status", "--max-verify-age", "0"]);
+        assert_eq!(status.code, Some(1), "a stopped run is a WARNING: {}", status.stdout);
+        assert!(status.stdout.contains("was stopped by a signal"), "{}", status.stdout);
     }
+    // SIGKILL: the run cannot say how it ended; its record says it started, and its pid
+    // is gone: db-status calls that CRITICAL.
+    let mut child = spawn(&bed, &["db-backup"]);
+    wait_for_work(&bed, "db-backup", "COPY public.big");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let status = bed.run(&["db-status", "--max-verify-age", "0"]);
+    assert_eq!(status.code, Some(2), "{}", status.stdout);
+    assert!(status.stdout.starts_with("CRITICAL: hindsight_db: the last run (pid "), "{}", status.stdout);
+    assert!(status.stdout.contains("died without finishing"), "{}", status.stdout);
     // The locks went with the run: the next one works.
     bed.run_ok(&["db-backup"]);
 }

@@ -363,13 +363,17 @@ impl Bed {
         self.files().into_iter().filter(plain_backup).collect()
     }
 
-    /// Every file in the backup directory but the lock, sorted.
+    /// Every file in the backup directory but the lock and the run record (every run
+    /// rewrites it, failed or not: it is no backup), sorted.
     pub fn files(&self) -> Vec<PathBuf> {
         let Ok(entries) = std::fs::read_dir(&self.backup_dir) else {
             return Vec::new();
         };
-        let mut files: Vec<PathBuf> =
-            entries.map(|e| e.unwrap().path()).filter(|p| p.file_name().unwrap() != ".hindsight.lock").collect();
+        let ours = |p: &PathBuf| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name != ".hindsight.lock" && !name.ends_with(xtask::monitor::record::SUFFIX)
+        };
+        let mut files: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).filter(ours).collect();
         files.sort();
         files
     }
