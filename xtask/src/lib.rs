@@ -14,6 +14,7 @@ pub mod db;
 pub mod exit;
 pub mod interrupt;
 pub mod json;
+pub mod monitor;
 pub mod offsite;
 pub mod output;
 pub mod paths;
@@ -23,6 +24,7 @@ pub mod store;
 pub mod stream;
 pub mod tasks;
 pub mod testbed;
+pub mod tls;
 
 use std::path::PathBuf;
 
