@@ -282,7 +282,7 @@ fn attempt(agent: &Agent, url: &str, body: &str) -> Result<(), Failure> {
         .post(url)
         .header("Content-Type", "text/plain; charset=utf-8")
         .send(body.as_bytes())
-        .map_err(|err| reason(&err))?;
+        .map_err(|err| reason(&err, url.starts_with("https://")))?;
     let status = response.status().as_u16();
     match status {
         200..=299 => Ok(()),
@@ -299,7 +299,8 @@ fn attempt(agent: &Agent, url: &str, body: &str) -> Result<(), Failure> {
 }
 
 /// Why a request failed, from the error's kind alone: ureq's own text may quote the URL.
-fn reason(err: &ureq::Error) -> Failure {
+/// `https`: whether TLS was spoken, so a garbled stream is the handshake's verdict.
+fn reason(err: &ureq::Error, https: bool) -> Failure {
     use ureq::{Error, Timeout};
     const CA_HINT: &str = "a private CA? set SSL_CERT_FILE to its PEM bundle";
     match err {
@@ -310,6 +311,12 @@ fn reason(err: &ureq::Error) -> Failure {
         Error::HostNotFound => Failure::passing("the host name does not resolve (DNS)"),
         Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
             Failure::passing("connection refused (nothing listens on that port)")
+        }
+        // rustls's own verdict (an unknown CA, an expired certificate, a name that does
+        // not match) comes wrapped in an io error of this kind: not worth a retry.
+        Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData && https => {
+            let why = io.get_ref().map_or_else(|| io.kind().to_string(), ToString::to_string);
+            Failure::lasting(format!("TLS: {why} ({CA_HINT})"))
         }
         Error::Io(io) => Failure::passing(format!("network error: {}", io.kind())),
         Error::ConnectionFailed => Failure::passing("the connection failed"),
@@ -455,7 +462,7 @@ mod tests {
         // ureq's own error for a URL it cannot send quotes it: the reason must not.
         let agent: Agent = Agent::config_builder().build().into();
         let err = agent.post(format!("http://127.0.0.1:1/{TOKEN} x")).send(&b""[..]).unwrap_err();
-        let failure = reason(&err);
+        let failure = reason(&err, false);
         assert!(!failure.reason.contains(TOKEN), "{failure:?}");
         assert!(!failure.retry, "{failure:?}");
     }

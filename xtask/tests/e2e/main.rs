@@ -20,6 +20,8 @@ mod matrix;
 mod memory;
 mod offsite;
 mod output_levels;
+mod ping;
+mod ping_server;
 mod prerestore;
 mod revisions;
 mod roles;
