@@ -90,6 +90,19 @@ fn ping_to_a_dead_server_returns_within_seconds() {
 }
 
 #[test]
+fn ping_to_a_server_that_never_answers_returns_within_seconds() {
+    // Bound and never accepted: the kernel completes the connection, nothing answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let ping = ping(&format!("http://{}/{TOKEN}", silent.local_addr().unwrap()));
+    let began = Instant::now();
+    let started = ping.start();
+    ping.finish(started, Outcome::Success, "ok");
+    // 3 s waiting for /start, then one attempt of 3 s: no retry for a server that hangs.
+    let took = began.elapsed();
+    assert!(took >= Duration::from_secs(5) && took < Duration::from_secs(8), "finish took {took:?}");
+}
+
+#[test]
 fn ping_retries_a_5xx_once_and_a_404_never() {
     let server = PingServer::answering(503);
     let ping = ping(&server.url(&format!("/{TOKEN}")));
