@@ -118,7 +118,8 @@ impl fmt::Debug for Ping {
 
 impl Ping {
     /// An `http://` or `https://` URL with a host. The error names nothing of the URL but
-    /// its host: the path or query may be a secret token.
+    /// its host: the path or query may be a secret token. Reads `SSL_CERT_FILE` (see
+    /// `tls`), whose failure is only said when an https ping is sent.
     pub fn parse(url: &str) -> Result<Ping, String> {
         const FORM: &str = "write it as https://HOST/TOKEN (healthchecks.io: https://hc-ping.com/UUID)";
         let url = url.trim();
@@ -143,7 +144,7 @@ impl Ping {
         }
         // The port: whatever follows the last `:` outside an IPv6 address's brackets.
         if let Some((_, port)) = host.rsplit_once(':').filter(|(_, port)| !port.contains(']'))
-            && port.parse::<u16>().is_err()
+            && !port.parse::<u16>().is_ok_and(|port| port > 0)
         {
             return Err(format!("the ping URL for host {host} has no valid port after `:` (1 to 65535)"));
         }
@@ -431,6 +432,7 @@ mod tests {
             (format!("https://user:{TOKEN}@hc-ping.com/x"), "for host hc-ping.com has a user name or password"),
             (format!("https://hc-ping.com:port/{TOKEN}"), "no valid port"),
             (format!("https://hc-ping.com:99999/{TOKEN}"), "no valid port"),
+            (format!("https://hc-ping.com:0/{TOKEN}"), "no valid port"),
             (format!("https://hc ping.com/{TOKEN}"), "not a host name"),
             (format!("https://hc-ping.com/{TOKEN} /x"), "space or control character"),
         ];
