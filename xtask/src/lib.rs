@@ -25,6 +25,7 @@ pub mod store;
 pub mod stream;
 pub mod tasks;
 pub mod testbed;
+pub mod tls;
 
 use std::path::PathBuf;
 

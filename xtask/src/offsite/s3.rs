@@ -436,7 +436,11 @@ impl Store {
             Addressing::Path => (authority, format!("/{}", sigv4::uri_encode(bucket, false))),
             Addressing::VirtualHost => (format!("{bucket}.{authority}"), String::new()),
         };
+        // A store behind a private CA is trusted through SSL_CERT_FILE, as curl does; a
+        // broken bundle fails here, before any upload, and only for an https endpoint.
+        let tls = if secure { crate::tls::config().map_err(|err| format!("{err:#}"))? } else { Default::default() };
         let agent: Agent = Agent::config_builder()
+            .tls_config(tls)
             // Error statuses come back as answers: their body says which error.
             .http_status_as_error(false)
             // A redirect means another region or endpoint; a signed request must not follow it.
