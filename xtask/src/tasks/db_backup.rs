@@ -86,6 +86,9 @@ impl OffsiteOutcome {
 
 impl DbBackup {
     pub fn run(self, sh: &Shell) -> Result<()> {
+        if let Some(log) = self.monitor.log_file() {
+            crate::monitor::log::redirect(&log, self.monitor.log_max_bytes)?;
+        }
         let started = Instant::now();
         // The header of each run in a cron log.
         step!("db-backup of `{}` started (pid {})", self.db.name.db_name, std::process::id());
