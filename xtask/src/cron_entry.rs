@@ -78,8 +78,9 @@ pub struct Job<'a> {
     /// Other variables the job needs, such as `COMPOSE_PROJECT_NAME`.
     pub env: &'a [(String, String)],
     pub program: &'a Path,
+    /// db-backup's arguments, `--log-file` among them: the job opens and rotates its log
+    /// itself, where a shell's `>> LOG` would keep writing into the rotated file.
     pub args: &'a [String],
-    pub log: &'a Path,
 }
 
 /// The comment line that marks this repository's entry: one per checkout.
@@ -97,7 +98,6 @@ pub fn render(job: &Job<'_>) -> String {
     for arg in job.args {
         line.push_str(&format!(" {}", quote(arg)));
     }
-    line.push_str(&format!(" >> {} 2>&1", quote(job.log)));
     format!("{}\n{line}\n", marker(job.root))
 }
 
@@ -151,7 +151,7 @@ mod tests {
 
     fn job_for<'a>(root: &'a Path, schedule: &'a Schedule, env: &'a [(String, String)]) -> Job<'a> {
         static DIRS: [String; 0] = [];
-        Job { schedule, root, path_dirs: &DIRS, env, program: Path::new("/x/xtask"), args: &[], log: Path::new("/l") }
+        Job { schedule, root, path_dirs: &DIRS, env, program: Path::new("/x/xtask"), args: &[] }
     }
 
     #[test]
@@ -186,7 +186,8 @@ mod tests {
         let root = Path::new("/home/me/my repo");
         let env = [("COMPOSE_PROJECT_NAME".to_owned(), "it's".to_owned())];
         let dirs = ["/usr/local/bin".to_owned(), "/usr/bin".to_owned()];
-        let args = ["db-backup".to_owned(), "--backup-dir".to_owned(), "/b/100%".to_owned()];
+        let args = ["db-backup", "--backup-dir", "/b/100%", "--log-file", "/home/me/my repo/logs/backup.log"]
+            .map(str::to_owned);
         let job = Job {
             schedule: &schedule,
             root,
@@ -194,13 +195,12 @@ mod tests {
             env: &env,
             program: &root.join("bin/xtask"),
             args: &args,
-            log: &root.join("logs/backup.log"),
         };
         assert_eq!(
             render(&job),
             "# hindsight_db backup job for /home/me/my repo (managed by cargo xtask install-cron)\n\
              0 * * * * cd '/home/me/my repo' && PATH='/usr/local/bin:/usr/bin' COMPOSE_PROJECT_NAME='it'\\''s' \
-             '/home/me/my repo/bin/xtask' 'db-backup' '--backup-dir' '/b/100\\%' >> '/home/me/my repo/logs/backup.log' 2>&1\n"
+             '/home/me/my repo/bin/xtask' 'db-backup' '--backup-dir' '/b/100\\%' '--log-file' '/home/me/my repo/logs/backup.log'\n"
         );
     }
 
@@ -230,6 +230,11 @@ mod tests {
         assert_eq!(without, format!("{theirs}{other}"));
         assert_eq!(remove(&without, other_root), (theirs.to_owned(), true));
         assert_eq!(remove(theirs, root), (theirs.to_owned(), false));
+
+        // An entry from before the job opened its own log, with the shell's `>> LOG 2>&1`,
+        // has the same marker: it is replaced too.
+        let older = format!("{}\n0 * * * * cd '/repo' && PATH='/usr/bin' '/x/xtask' >> '/l' 2>&1\n", marker(root));
+        assert_eq!(merge(&format!("{theirs}{older}"), root, &ours), format!("{theirs}{ours}"));
     }
 
     #[test]

@@ -6,10 +6,17 @@ use std::{ffi::OsString, process::ExitCode};
 
 use xtask::{
     cli::{self, Task},
-    exit, interrupt, json, output, paths, project_root,
+    exit, interrupt, json, monitor, output, paths, project_root,
 };
 
 fn main() -> ExitCode {
+    // SAFETY: first thing in `main`, before any thread starts (interrupt::install's comes
+    // later): nothing else reads or writes the environment while `load` sets it.
+    // The installed job's secrets become variables before clap reads them.
+    if let Err(err) = unsafe { monitor::secrets_file::load() } {
+        eprintln!("error: {err:#}");
+        return ExitCode::FAILURE;
+    }
     // Before the shell moves to the repository root: paths a person gives are theirs.
     if let Ok(dir) = std::env::current_dir() {
         paths::set_working_dir(dir);

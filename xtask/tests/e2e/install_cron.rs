@@ -1,5 +1,6 @@
 //! `cargo xtask install-cron` with the real `crontab` and the real cron daemon: the job
-//! runs from cron's own bare environment and makes a real backup.
+//! runs from cron's own bare environment, reads its secrets from its 0600 file, writes
+//! its own log and makes a real backup.
 
 use std::{
     fs,
@@ -33,8 +34,30 @@ fn print_shows_the_entry_and_changes_nothing() {
         job.contains("'db-backup'") && job.contains(&format!("'--backup-dir' '{}'", bed.backup_dir.display())),
         "{job}"
     );
-    assert!(job.ends_with(&format!(">> '{}/hindsight_db_backups/logs/backup.log' 2>&1", root.display())), "{job}");
+    // The job opens (and rotates) its log itself: no shell redirection.
+    assert!(job.ends_with(&format!("'--log-file' '{}/hindsight_db_backups/logs/backup.log'", root.display())), "{job}");
+    assert!(!job.contains(">>") && !job.contains("2>&1"), "{job}");
     assert!(!job.contains(&bed.password), "no password in the entry");
+    assert!(!job.contains("HINDSIGHT_SECRETS_FILE"), "no secrets, no secrets file: {job}");
+}
+
+#[test]
+fn print_keeps_the_ping_url_out_of_the_entry_and_writes_nothing() {
+    let bed = Bed::new("cronsecret", Flavor::V2);
+    let token = "e2e-print-secret-token";
+    let out = bed
+        .xtask(&["install-cron", "--print", "--json"])
+        .env("HINDSIGHT_PING_URL", format!("https://hc-ping.com/{token}"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    let secrets = crate::testbed::repo_root().join("hindsight_db_backups/bin/xtask.secrets");
+    assert!(!stdout.contains(token) && !stderr.contains(token), "the token is printed:\n{stdout}\n{stderr}");
+    assert!(stderr.contains(&format!("HINDSIGHT_SECRETS_FILE='{}'", secrets.display())), "{stderr}");
+    assert!(stderr.contains("written to") && stderr.contains("on install"), "--print says when: {stderr}");
+    assert!(stdout.contains(r#""secrets":["HINDSIGHT_PING_URL"]"#), "{stdout}");
+    assert!(stdout.contains(&format!(r#""secrets_file":"{}""#, secrets.display())), "{stdout}");
 }
 
 #[test]
@@ -122,6 +145,9 @@ fn cron_runs_the_job_from_its_own_environment_and_makes_a_real_backup() {
         ("COMPOSE_PROJECT_NAME", bed.project.clone()),
         ("HINDSIGHT_DB_PORT", bed.port.to_string()),
         ("HINDSIGHT_BACKUP_DIR", backups.display().to_string()),
+        // Nothing listens there (port 9, discard): the job only has to read it from its
+        // secrets file, never from the cron line.
+        ("HINDSIGHT_PING_URL", "http://127.0.0.1:9/ping/e2e-secret-token".to_owned()),
     ];
     let install = ["install-cron", "--schedule", "* * * * *"];
     for _ in 0..2 {
@@ -133,9 +159,21 @@ fn cron_runs_the_job_from_its_own_environment_and_makes_a_real_backup() {
     assert!(table.starts_with(theirs), "the user's lines come first, unchanged:\n{table}");
     let ours = &table[theirs.len()..];
     assert_eq!(ours.lines().count(), 2, "installing twice leaves one entry:\n{table}");
-    assert!(ours.lines().nth(1).unwrap().starts_with("* * * * * cd "), "{ours}");
+    let line = ours.lines().nth(1).unwrap();
+    assert!(line.starts_with("* * * * * cd "), "{ours}");
+    let secrets = repo.join("hindsight_db_backups/bin/xtask.secrets");
+    assert!(line.contains(&format!(" HINDSIGHT_SECRETS_FILE='{}' ", secrets.display())), "{line}");
+    assert!(!table.contains("e2e-secret-token"), "the token is in the crontab:\n{table}");
+    let meta = fs::metadata(&secrets).expect("the job's secrets file");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    use std::os::unix::fs::MetadataExt;
+    let owner = Command::new("id").args(["-u", &user.name]).output().unwrap();
+    assert_eq!(meta.uid().to_string(), String::from_utf8_lossy(&owner.stdout).trim(), "the user's own file");
+    let kept = fs::read_to_string(&secrets).unwrap();
+    assert!(kept.lines().any(|l| l == "HINDSIGHT_PING_URL=http://127.0.0.1:9/ping/e2e-secret-token"), "{kept}");
 
-    // Cron starts jobs at the top of a minute: wait for one to finish.
+    // Cron starts jobs at the top of a minute: wait for one to finish. The job writes the
+    // log itself (--log-file), as cron's line no longer redirects anything.
     let log = repo.join("hindsight_db_backups/logs/backup.log");
     let deadline = Instant::now() + Duration::from_secs(200);
     let made = loop {
@@ -151,6 +189,9 @@ fn cron_runs_the_job_from_its_own_environment_and_makes_a_real_backup() {
         made.lines().next().unwrap().contains("db-backup of `hindsight_db` started"),
         "a header opens the run:\n{made}"
     );
+    let last = made.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    assert!(last.contains("backup complete:"), "the run's last line says it completed:\n{made}");
+    assert_eq!(fs::metadata(&log).unwrap().permissions().mode() & 0o777, 0o600, "the log is private");
 
     let files: Vec<PathBuf> = fs::read_dir(&backups).unwrap().map(|e| e.unwrap().path()).collect();
     let is_backup = |p: &&PathBuf| xtask::store::backup_file::BackupName::of_path(p).is_some();
@@ -169,6 +210,7 @@ fn cron_runs_the_job_from_its_own_environment_and_makes_a_real_backup() {
     let out = user.run(&program, &["install-cron", "--uninstall"], &env);
     assert!(out.status.success(), "uninstall: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(user.crontab(), theirs, "uninstall removes ours and nothing else");
+    assert!(!secrets.exists(), "uninstall removes the secrets file");
 }
 
 fn current_uid() -> u32 {
