@@ -227,7 +227,7 @@ impl DbArgs {
 pub const DEFAULT_COMPOSE_FILE: &str = "infra/postgres/docker-compose.yml";
 /// The backup directory when none is given, in the repository.
 pub const DEFAULT_BACKUP_DIR: &str = "hindsight_db_backups/data";
-/// install-cron's log when none is given, in the repository.
+/// The cron job's log when none is given (db-backup's `--log-file`), in the repository.
 pub const DEFAULT_CRON_LOG: &str = "hindsight_db_backups/logs/backup.log";
 
 /// Where the backups live.
