@@ -62,9 +62,14 @@ where
 /// that moment. An hour that daylight saving repeats gives its first occurrence; one it
 /// skips (no name can hold it, `Local::now` never gives it) is read as UTC.
 pub fn local_time(naive: NaiveDateTime) -> String {
+    time(&local_instant(naive))
+}
+
+/// The moment a local wall-clock time names here (see [`local_time`]).
+pub fn local_instant(naive: NaiveDateTime) -> DateTime<chrono::FixedOffset> {
     match Local.from_local_datetime(&naive).earliest() {
-        Some(at) => time(&at),
-        None => time(&naive.and_utc()),
+        Some(at) => at.fixed_offset(),
+        None => naive.and_utc().fixed_offset(),
     }
 }
 

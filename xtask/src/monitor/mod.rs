@@ -18,7 +18,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use chrono::{Local, NaiveDateTime, TimeZone};
+use chrono::{Local, NaiveDateTime};
 
 use crate::{
     output::{detail, warning},
@@ -27,15 +27,19 @@ use crate::{
 use ping::{Ping, Started};
 use record::{End, OffsiteEnd, RunRecord};
 
-/// A db-backup run as the world outside sees it: from its start (the "started" record,
-/// the `/start` ping) to its end (the final record, the metrics file, the last ping).
-/// Nothing here fails the run: what cannot be written is a warning, and the other two
-/// still carry the outcome (a full disk takes the record, not the ping).
+/// A db-backup run as the world outside sees it: from its start (the `/start` ping; the
+/// "started" record once it holds the directory's lock) to its end (the final record, the
+/// metrics file, the last ping). Nothing here fails the run: what cannot be written is a
+/// warning, and the other two still carry the outcome (a full disk takes the record, not
+/// the ping).
 pub struct Watch {
     dir: PathBuf,
     db: String,
     clock: Instant,
-    record: RunRecord,
+    started: chrono::DateTime<chrono::FixedOffset>,
+    /// This run's "started" record, once it holds the lock: until then the record speaks
+    /// of the run that holds it, and is not this run's to replace.
+    record: Option<RunRecord>,
     ping: Option<(Ping, Started)>,
     metrics: Option<PathBuf>,
     offsite: bool,
@@ -51,25 +55,13 @@ pub struct Ended {
     pub backup: Option<(PathBuf, u64, String)>,
     /// None without --offsite.
     pub offsite: OffsiteEnd,
+    /// Whether this backup's offsite copy is complete (also when a later catch-up failed).
+    pub copied: bool,
 }
 
 impl Watch {
-    /// Records and pings the start. `dir` is the backup directory (its record is written
-    /// only when it exists: db-backup creates it first).
+    /// Pings the start, in the background. `dir` is the backup directory.
     pub fn start(dir: PathBuf, db: &str, ping_url: Option<&str>, metrics: Option<PathBuf>, offsite: bool) -> Watch {
-        let previous = match record::read(&dir, db) {
-            Ok(previous) => previous,
-            Err(err) => {
-                warning!("{err:#}: it is replaced by this run's");
-                None
-            }
-        };
-        let record = RunRecord::started(previous.and_then(|p| p.offsite_newest));
-        if dir.is_dir()
-            && let Err(err) = record::write(&dir, db, &record)
-        {
-            warning!("this run is not recorded ({err:#}); its metrics and ping still are");
-        }
         // A URL that cannot work must not stop a backup: the ping is what is lost.
         let ping = ping_url.and_then(|url| match Ping::parse(url) {
             Ok(ping) => Some(ping),
@@ -82,37 +74,67 @@ impl Watch {
             let started = ping.start();
             (ping, started)
         });
-        Watch { dir, db: db.to_owned(), clock: Instant::now(), record, ping, metrics, offsite }
+        let started = Local::now().fixed_offset();
+        Watch { dir, db: db.to_owned(), clock: Instant::now(), started, record: None, ping, metrics, offsite }
     }
 
-    /// Records the end, writes the metrics file, sends the last ping (`/fail` for any exit
-    /// but 0 and 3: a busy run only pinged `/start`, and the run that holds the lock pings).
+    /// This run holds the directory's lock: from here on the record is its own.
+    pub fn locked(&mut self) {
+        let record = RunRecord { started: self.started, ..RunRecord::started(Watch::previous(&self.dir, &self.db)) };
+        if let Err(err) = record::write(&self.dir, &self.db, &record) {
+            warning!("this run is not recorded ({err:#}); its metrics and ping still are");
+        }
+        self.record = Some(record);
+    }
+
+    /// Records the end, writes the metrics file, sends the last ping: the success ping
+    /// for exit 0, `/fail` for any other, but none for a run that never got the
+    /// directory's lock (busy, exit 3): it pinged `/start`, and the run holding the lock
+    /// pings its own end. That busy run does not replace the holder's record either: it
+    /// adds itself to it (`busy_at`), so that a hanging or dead holder stays in sight.
     pub fn finish(self, ended: Ended) {
-        let Watch { dir, db, clock, record, ping, metrics, offsite } = self;
+        let Watch { dir, db, clock, started, record, ping, metrics, offsite } = self;
         let duration_secs = clock.elapsed().as_secs_f64();
         let file_name = |path: &Path| path.file_name().map(|n| n.to_string_lossy().into_owned());
-        let offsite_newest = match (&ended.offsite, &ended.backup) {
-            (OffsiteEnd::Ok, Some((path, _, _))) => file_name(path),
-            _ => record.offsite_newest.clone(),
+        let busy = record.is_none() && ended.code == 3;
+        let written = if busy {
+            record::read(&dir, &db).ok().flatten().map(|mut holder| {
+                holder.busy = Some((Local::now().fixed_offset(), ended.message.clone()));
+                holder
+            })
+        } else {
+            None
         };
-        let end = End {
-            finished: Local::now().fixed_offset(),
-            exit_code: ended.code,
-            message: ended.message.clone(),
-            duration_secs,
-            backup: ended.backup.as_ref().and_then(|(path, _, _)| file_name(path)),
-            size: ended.backup.as_ref().map(|(_, size, _)| *size),
-            revision: ended.backup.as_ref().map(|(_, _, revision)| revision.clone()),
-            offsite: ended.offsite.clone(),
-        };
-        let finished = RunRecord { end: Some(end), offsite_newest: offsite_newest.clone(), ..record };
+        let written = written.unwrap_or_else(|| {
+            // A run that failed before it got the lock has no record yet.
+            let record = record.unwrap_or_else(|| RunRecord {
+                started,
+                ..RunRecord::started(dir.is_dir().then(|| Watch::previous(&dir, &db)).flatten())
+            });
+            let offsite_newest = match (&ended.backup, ended.copied) {
+                (Some((path, _, _)), true) => file_name(path),
+                _ => record.offsite_newest.clone(),
+            };
+            let end = End {
+                finished: Local::now().fixed_offset(),
+                exit_code: ended.code,
+                message: ended.message.clone(),
+                duration_secs,
+                backup: ended.backup.as_ref().and_then(|(path, _, _)| file_name(path)),
+                size: ended.backup.as_ref().map(|(_, size, _)| *size),
+                revision: ended.backup.as_ref().map(|(_, _, revision)| revision.clone()),
+                offsite: ended.offsite.clone(),
+            };
+            RunRecord { end: Some(end), offsite_newest, ..record }
+        });
         if dir.is_dir()
-            && let Err(err) = record::write(&dir, &db, &finished)
+            && let Err(err) = record::write(&dir, &db, &written)
         {
             warning!("this run's outcome is not recorded for db-status ({err:#})");
         }
         if let Some(path) = metrics {
-            let snapshot = snapshot(&dir, &db, &finished, offsite.then_some(offsite_newest));
+            let run = LastRun { started: started.timestamp(), success: ended.code == 0, duration_secs };
+            let snapshot = snapshot(&dir, &db, run, offsite.then(|| written.offsite_newest.clone()));
             match metrics::write(&path, &snapshot) {
                 Ok(()) => detail!("wrote the metrics into {}", path.display()),
                 Err(err) => warning!("the metrics file is not updated ({err:#}): check its directory"),
@@ -121,28 +143,45 @@ impl Watch {
         if let Some((ping, started)) = ping {
             let outcome = match ended.code {
                 0 => ping::Outcome::Success,
-                3 => ping::Outcome::Nothing,
+                _ if busy => ping::Outcome::Nothing,
                 _ => ping::Outcome::Failure,
             };
             ping.finish(started, outcome, &ended.message);
         }
     }
+
+    /// The newest offsite copy the last run knew of, carried forward.
+    fn previous(dir: &Path, db: &str) -> Option<String> {
+        match record::read(dir, db) {
+            Ok(previous) => previous.and_then(|p| p.offsite_newest),
+            Err(err) => {
+                warning!("{err:#}: it is replaced by this run's");
+                None
+            }
+        }
+    }
+}
+
+/// What the metrics say of the run itself.
+struct LastRun {
+    started: i64,
+    success: bool,
+    duration_secs: f64,
 }
 
 /// The gauges after a run: the run's own facts, and what the backup directory holds.
-fn snapshot(dir: &Path, db: &str, run: &RunRecord, offsite_newest: Option<Option<String>>) -> metrics::Snapshot {
+fn snapshot(dir: &Path, db: &str, run: LastRun, offsite_newest: Option<Option<String>>) -> metrics::Snapshot {
     let backups = catalogue::list(dir, db).unwrap_or_else(|err| {
         warning!("the metrics say 0 backups: {err:#}");
         Vec::new()
     });
     let newest = backups.first();
-    let end = run.end.as_ref();
     metrics::Snapshot {
         database: db.to_owned(),
         last_success: newest.map(|b| local_timestamp(b.name.taken)),
-        last_run: run.started.timestamp(),
-        last_run_success: end.is_some_and(|end| end.exit_code == 0),
-        last_duration_secs: end.map_or(0.0, |end| end.duration_secs),
+        last_run: run.started,
+        last_run_success: run.success,
+        last_duration_secs: run.duration_secs,
         last_size: newest.map(|b| b.size),
         backups: backups.len(),
         last_verify: backups.iter().filter_map(catalogue::verified_at).max().map(|at| at.timestamp()),
@@ -151,13 +190,9 @@ fn snapshot(dir: &Path, db: &str, run: &RunRecord, offsite_newest: Option<Option
     }
 }
 
-/// A backup name's local wall-clock time as Unix seconds (an hour daylight saving
-/// repeats: its first occurrence; one it skips: as UTC), as `json::local_time` reads it.
+/// A backup name's local wall-clock time as Unix seconds, as `json::local_time` reads it.
 pub fn local_timestamp(naive: NaiveDateTime) -> i64 {
-    match Local.from_local_datetime(&naive).earliest() {
-        Some(at) => at.timestamp(),
-        None => naive.and_utc().timestamp(),
-    }
+    crate::json::local_instant(naive).timestamp()
 }
 
 /// Writes `bytes` to `path` so that a reader sees the old file or the new one, never a

@@ -20,14 +20,19 @@ pub const SUFFIX: &str = ".last-run";
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRecord {
     pub pid: u32,
-    /// The machine the run is on: whether its pid can be checked here.
+    /// The machine the run is on, and its boot: whether its pid can be checked here (a
+    /// pid from before a reboot names another process, or none).
     pub host: String,
+    pub boot: String,
     pub started: DateTime<FixedOffset>,
     /// None while it runs (or when it died without ending).
     pub end: Option<End>,
     /// The newest backup (its file name) whose offsite copy a run completed, carried from
     /// record to record: the offsite lag without asking the store.
     pub offsite_newest: Option<String>,
+    /// When a later run found this one holding the lock (exit 3), and its message: added
+    /// by that run, which does not replace the holder's record.
+    pub busy: Option<(DateTime<FixedOffset>, String)>,
 }
 
 /// How a run ended.
@@ -65,9 +70,11 @@ impl RunRecord {
         RunRecord {
             pid: std::process::id(),
             host: host_name(),
+            boot: boot_id(),
             started: chrono::Local::now().fixed_offset(),
             end: None,
             offsite_newest,
+            busy: None,
         }
     }
 
@@ -77,6 +84,7 @@ impl RunRecord {
             ("state", if self.end.is_some() { "finished" } else { "started" }.to_owned()),
             ("pid", self.pid.to_string()),
             ("host", self.host.clone()),
+            ("boot", self.boot.clone()),
             ("started", time(&self.started)),
         ];
         if let Some(end) = &self.end {
@@ -97,6 +105,10 @@ impl RunRecord {
             }
         }
         lines.extend(self.offsite_newest.clone().map(|n| ("offsite_newest", n)));
+        if let Some((at, message)) = &self.busy {
+            lines.push(("busy_at", time(at)));
+            lines.push(("busy", message.clone()));
+        }
         // One value a line, whatever an error message holds.
         lines.iter().map(|(key, value)| format!("{key}={}\n", one_line(value))).collect()
     }
@@ -138,16 +150,24 @@ impl RunRecord {
         Ok(RunRecord {
             pid: number("pid", need("pid")?)?.try_into().context("pid is too large")?,
             host: need("host")?.to_owned(),
+            boot: get("boot").unwrap_or_default().to_owned(),
             started: time("started")?,
             end,
             offsite_newest: get("offsite_newest").map(str::to_owned),
+            busy: match get("busy_at") {
+                Some(_) => Some((time("busy_at")?, get("busy").unwrap_or_default().to_owned())),
+                None => None,
+            },
         })
     }
 
     /// Whether the run that wrote this "started" record is gone: same machine, and no such
-    /// process. On another machine (a shared directory) nobody can tell: not gone.
+    /// process, or the machine rebooted since. On another machine (a shared directory)
+    /// nobody can tell: not gone.
     pub fn died(&self) -> bool {
-        self.end.is_none() && self.host == host_name() && !Path::new("/proc").join(self.pid.to_string()).exists()
+        let here = !self.host.is_empty() && self.host == host_name();
+        let rebooted = !self.boot.is_empty() && self.boot != boot_id();
+        self.end.is_none() && here && (rebooted || !Path::new("/proc").join(self.pid.to_string()).exists())
     }
 }
 
@@ -171,6 +191,11 @@ fn one_line(text: &str) -> String {
     text.replace(['\n', '\r'], " ")
 }
 
+/// This boot's id, as the kernel has it: a new one after every reboot.
+fn boot_id() -> String {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|id| id.trim().to_owned()).unwrap_or_default()
+}
+
 /// This machine's name, as the kernel has it.
 pub fn host_name() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname").map(|name| name.trim().to_owned()).unwrap_or_default()
@@ -189,9 +214,11 @@ mod tests {
         let started = RunRecord {
             pid: 42,
             host: "db1".to_owned(),
+            boot: "b00t".to_owned(),
             started: at("2026-11-25T10:00:00+01:00"),
             end: None,
             offsite_newest: Some("hindsight_db_backup_20261125_090000_unknown.sql".to_owned()),
+            busy: Some((at("2026-11-25T10:00:30+01:00"), "busy: another run holds the lock".to_owned())),
         };
         assert_eq!(RunRecord::parse(&started.render()).unwrap(), started);
         let finished = RunRecord {
@@ -227,6 +254,9 @@ mod tests {
     fn a_dead_run_is_one_whose_pid_is_gone_here() {
         let mut record = RunRecord::started(None);
         assert!(!record.died(), "this process is alive");
+        record.boot = "another boot".to_owned();
+        assert!(record.died(), "a pid from before a reboot is not this run");
+        record.boot = boot_id();
         record.pid = u32::MAX - 1;
         assert!(record.died());
         record.host = "elsewhere".to_owned();

@@ -172,6 +172,13 @@ pub fn assess(facts: &Facts, limits: Limits) -> Assessment {
         }
     }
 
+    // A later run found this one holding the lock: it ended busy, and this record is
+    // still the holder's.
+    if let Ok(Some(RunRecord { busy: Some((at, message)), .. })) = &facts.last_run {
+        let ago = age(facts.now - at.timestamp());
+        check(State::Warning, "last_run", format!("a run {ago} ago was busy (exit 3): {message}"));
+    }
+
     if !limits.max_verify_age.is_zero() {
         let max = limits.max_verify_age.as_secs() as i64;
         match facts.last_verify {
@@ -255,6 +262,7 @@ mod tests {
         RunRecord {
             pid: 7,
             host: "h".to_owned(),
+            boot: String::new(),
             started: at(started),
             end: code.map(|exit_code| End {
                 finished: at(started + 60),
@@ -267,6 +275,7 @@ mod tests {
                 offsite: OffsiteEnd::None,
             }),
             offsite_newest: None,
+            busy: None,
         }
     }
 
@@ -332,6 +341,10 @@ mod tests {
         assert_eq!(assess(&hangs, LIMITS).state, State::Warning);
         let running = Facts { last_run: Ok(Some(run(NOW - 60, None))), ..healthy() };
         assert_eq!(assess(&running, LIMITS).state, State::Ok);
+        let mut holder = run(NOW - 60, None);
+        holder.busy = Some((at(NOW - 30), "another run holds the lock".to_owned()));
+        let busy = Facts { last_run: Ok(Some(holder)), ..healthy() };
+        assert_eq!(assess(&busy, LIMITS).state, State::Warning, "busy while a run is in progress");
         let unreadable = Facts { last_run: Err("nonsense".to_owned()), ..healthy() };
         assert_eq!(assess(&unreadable, LIMITS).state, State::Warning);
     }

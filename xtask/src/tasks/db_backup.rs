@@ -101,14 +101,14 @@ impl DbBackup {
         // (db-backup creates it anyway); a directory that cannot be made is the run's error.
         let dir = self.dir.path(&sh.current_dir());
         let _ = BackupDir::open(dir.clone());
-        let watch = Watch::start(
+        let mut watch = Watch::start(
             dir,
             &self.db.name.db_name,
             self.monitor.ping_url.as_deref(),
             self.monitor.metrics_file(),
             self.offsite.offsite.is_some(),
         );
-        let outcome = self.backup(sh);
+        let outcome = self.backup(sh, &mut watch);
         let (result, ended, summary) = self.conclude(outcome, started);
         watch.finish(ended);
         // The last line of the run, after the record, the metrics and the ping: `tail -1`
@@ -129,7 +129,8 @@ impl DbBackup {
             Ok(outcome) => outcome,
             Err(err) => {
                 let (code, message) = exit::judge(&err);
-                let ended = Ended { code, message: first_line(&message), backup: None, offsite: offsite_none() };
+                let ended =
+                    Ended { code, message: first_line(&message), backup: None, offsite: offsite_none(), copied: false };
                 return (Err(err), ended, None);
             }
         };
@@ -192,7 +193,8 @@ impl DbBackup {
             Ok(()) => (0, "ok".to_owned()),
             Err(err) => exit::judge(err),
         };
-        let ended = Ended { code, message: first_line(&message), backup, offsite: offsite_end };
+        let copied = offsite.as_ref().is_some_and(|o| o.object.is_some());
+        let ended = Ended { code, message: first_line(&message), backup, offsite: offsite_end, copied };
         // Exit 6 ends on its error line: the summary comes first.
         if result.is_err() {
             done!("{summary}");
@@ -201,7 +203,7 @@ impl DbBackup {
         (result, ended, Some(summary))
     }
 
-    fn backup(&self, sh: &Shell) -> Result<Outcome> {
+    fn backup(&self, sh: &Shell, watch: &mut Watch) -> Result<Outcome> {
         let db = Database::open(sh, &self.db.target(&sh.current_dir()), "db-backup")?;
         // Settings that cannot work are refused before anything is written. A recipients
         // file that cannot be read is the offsite copy's failure, not the backup's: the
@@ -215,6 +217,7 @@ impl DbBackup {
         };
         let dir = BackupDir::open(self.dir.path(&sh.current_dir()))?;
         let _lock = dir.lock("db-backup", self.lock.lock_wait_secs)?;
+        watch.locked();
         dir.remove_partials(&db.name, false)?;
         let existing = catalogue::list(dir.path(), &db.name)?;
 

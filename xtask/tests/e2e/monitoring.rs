@@ -34,7 +34,12 @@ fn parse_metrics(path: &Path) -> Vec<(String, String, f64)> {
         .arg(path)
         .output()
         .expect("uv runs");
-    assert!(out.status.success(), "prometheus_client rejects {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "prometheus_client rejects {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -77,7 +82,11 @@ fn status_metrics_and_pings_follow_good_failing_busy_and_unpinged_runs() {
     let backup = |extra: &[&str]| -> Run {
         let args = [&["db-backup", "--metrics-file", metrics_arg][..], extra].concat();
         let run = Run::from(bed.xtask(&args).env("HINDSIGHT_PING_URL", &url).output().unwrap());
-        assert!(!run.stderr.contains(TOKEN) && !run.stdout.contains(TOKEN), "the token is never printed:\n{}", run.stderr);
+        assert!(
+            !run.stderr.contains(TOKEN) && !run.stdout.contains(TOKEN),
+            "the token is never printed:\n{}",
+            run.stderr
+        );
         run
     };
 
@@ -114,13 +123,20 @@ fn status_metrics_and_pings_follow_good_failing_busy_and_unpinged_runs() {
 
     // Not verified yet: WARNING (exit 1); verified: OK (exit 0).
     let (code, first, _) = status(&bed, &[]);
-    assert_eq!((code, first.starts_with("WARNING: hindsight_db: no backup kept has passed db-verify")), (Some(1), true), "{first}");
+    assert_eq!(
+        (code, first.starts_with("WARNING: hindsight_db: no backup kept has passed db-verify")),
+        (Some(1), true),
+        "{first}"
+    );
     bed.run_ok(&["db-verify", "latest"]);
     let (code, first, run) = status(&bed, &[]);
     assert_eq!(code, Some(0), "{}\n{}", run.stdout, run.stderr);
     assert!(first.starts_with("OK: hindsight_db: newest backup"), "{first}");
     let json = bed.run(&["db-status", "--json"]);
-    assert_eq!(python_json(&json.stdout, "(d['ok'], d['state'], d['backups'], d['last_run']['exit_code'])"), "(True, 'OK', 1, 0)");
+    assert_eq!(
+        python_json(&json.stdout, "(d['ok'], d['state'], d['backups'], d['last_run']['exit_code'])"),
+        "(True, 'OK', 1, 0)"
+    );
 
     // A backup with an old name, alone in a directory: CRITICAL (2) for --max-age.
     let old_dir = bed.backup_dir.with_extension("old");
@@ -128,7 +144,10 @@ fn status_metrics_and_pings_follow_good_failing_busy_and_unpinged_runs() {
     fs::copy(&backups[0], old_dir.join("hindsight_db_backup_20200101_000000_unknown.sql")).unwrap();
     let (code, first, _) = status(&bed, &["--backup-dir", old_dir.to_str().unwrap(), "--max-verify-age", "0"]);
     assert_eq!(code, Some(2), "{first}");
-    assert!(first.starts_with("CRITICAL: hindsight_db: the newest backup is ") && first.contains("over --max-age 2h"), "{first}");
+    assert!(
+        first.starts_with("CRITICAL: hindsight_db: the newest backup is ") && first.contains("over --max-age 2h"),
+        "{first}"
+    );
     fs::remove_dir_all(&old_dir).unwrap();
 
     // A failing run (the database is stopped): start and fail with the error pinged,
@@ -138,7 +157,10 @@ fn status_metrics_and_pings_follow_good_failing_busy_and_unpinged_runs() {
     assert_eq!(failed.code, Some(1), "{}", failed.stderr);
     let requests = server.requests();
     assert_eq!(requests.len(), 4, "{requests:?}");
-    assert_eq!((requests[2].path.as_str(), requests[3].path.as_str()), (format!("{base}/start").as_str(), format!("{base}/fail").as_str()));
+    assert_eq!(
+        (requests[2].path.as_str(), requests[3].path.as_str()),
+        (format!("{base}/start").as_str(), format!("{base}/fail").as_str())
+    );
     let error = failed.last_line().split("error: ").nth(1).expect("the error line");
     assert_eq!(requests[3].body, error, "the body is the error's line");
     let (code, first, _) = status(&bed, &[]);
@@ -152,19 +174,26 @@ fn status_metrics_and_pings_follow_good_failing_busy_and_unpinged_runs() {
     let record = fs::read_to_string(bed.backup_dir.join("hindsight_db.last-run")).unwrap();
     assert!(record.contains("state=finished\n") && record.contains("exit_code=1\n"), "{record}");
 
-    // A busy run (another holds the directory's lock): only /start, and WARNING.
+    // Back up, then a busy run (another holds the directory's lock): it pings /start
+    // only, keeps the good run's record and adds itself to it: WARNING.
     bed.start();
+    assert_eq!(backup(&[]).code, Some(0));
     let holder = File::open(bed.backup_dir.join(".hindsight.lock")).unwrap();
     holder.lock().unwrap();
     let busy = backup(&[]);
     drop(holder);
     assert_eq!(busy.code, Some(3), "{}", busy.stderr);
     let requests = server.requests();
-    assert_eq!(requests.len(), 5, "a busy run pings /start only: {requests:?}");
-    assert_eq!(requests[4].path, format!("{base}/start"));
+    assert_eq!(requests.len(), 7, "a busy run pings /start only: {requests:?}");
+    assert_eq!(
+        (requests[5].path.as_str(), requests[6].path.as_str()),
+        (base.as_str(), format!("{base}/start").as_str())
+    );
+    let record = fs::read_to_string(bed.backup_dir.join("hindsight_db.last-run")).unwrap();
+    assert!(record.contains("exit_code=0\n") && record.contains("busy_at="), "the holder's record, noted: {record}");
     let (code, first, _) = status(&bed, &[]);
     assert_eq!(code, Some(1), "{first}");
-    assert!(first.starts_with("WARNING: hindsight_db: the last run") && first.contains("busy"), "{first}");
+    assert!(first.starts_with("WARNING: hindsight_db: a run ") && first.contains("was busy (exit 3)"), "{first}");
 
     // A dead ping server: the backup succeeds, a few seconds later at most, and warns
     // naming the host only.
@@ -189,12 +218,22 @@ fn status_metrics_and_pings_follow_good_failing_busy_and_unpinged_runs() {
 #[test]
 fn db_status_says_unknown_for_a_directory_it_cannot_read_and_for_a_bad_command_line() {
     let dir = std::env::temp_dir().join(format!("hsdbt_status_{}", std::process::id()));
-    let run = Run::from(crate::testbed::xtask_in(&std::env::temp_dir(), &["db-status", "--backup-dir", dir.to_str().unwrap()]).output().unwrap());
+    let run = Run::from(
+        crate::testbed::xtask_in(&std::env::temp_dir(), &["db-status", "--backup-dir", dir.to_str().unwrap()])
+            .output()
+            .unwrap(),
+    );
     assert_eq!(run.code, Some(3), "{}", run.stdout);
     assert!(run.stdout.starts_with("UNKNOWN: hindsight_db: backup directory "), "{}", run.stdout);
-    let run = Run::from(crate::testbed::xtask_in(&std::env::temp_dir(), &["db-status", "--max-age", "soon"]).output().unwrap());
+    let run = Run::from(
+        crate::testbed::xtask_in(&std::env::temp_dir(), &["db-status", "--max-age", "soon"]).output().unwrap(),
+    );
     assert_eq!(run.code, Some(3), "a Nagios plugin's usage error is UNKNOWN: {}", run.stderr);
     assert!(run.stdout.starts_with("UNKNOWN: bad command line: "), "{}", run.stdout);
-    let run = Run::from(crate::testbed::xtask_in(&std::env::temp_dir(), &["db-status", "--json", "--max-age", "soon"]).output().unwrap());
+    let run = Run::from(
+        crate::testbed::xtask_in(&std::env::temp_dir(), &["db-status", "--json", "--max-age", "soon"])
+            .output()
+            .unwrap(),
+    );
     assert_eq!(python_json(&run.stdout, "(d['ok'], d['code'])"), "(False, 3)");
 }
