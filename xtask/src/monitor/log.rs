@@ -14,6 +14,8 @@ use std::{
 use anyhow::{Context, Result};
 use rustix::fs::FlockOperation;
 
+use crate::store::backup_dir::remove_if_exists;
+
 /// Rotated logs kept beside the current one: `FILE.1` (the newest) to `FILE.3`.
 pub const KEEP: u32 = 3;
 
@@ -90,7 +92,9 @@ pub fn rotate(path: &Path, max_bytes: u64, keep: u32) -> Result<bool> {
         rename_if_present(&numbered(path, n), &numbered(path, n + 1))?;
     }
     if keep == 0 {
-        return remove_if_present(path).map(|()| true);
+        return remove_if_exists(path)
+            .context("cannot rotate the log (check its directory's owner and mode)")
+            .map(|()| true);
     }
     rename_if_present(path, &numbered(path, 1))?;
     Ok(true)
@@ -111,15 +115,6 @@ fn rename_if_present(from: &Path, to: &Path) -> Result<()> {
                 from.display(),
                 to.display()
             )
-        }),
-        _ => Ok(()),
-    }
-}
-
-fn remove_if_present(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err).with_context(|| {
-            format!("cannot remove the full log {}: check the directory's owner and mode", path.display())
         }),
         _ => Ok(()),
     }

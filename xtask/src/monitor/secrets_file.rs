@@ -7,12 +7,7 @@
 //! The format is dotenv's simplest: the value is the rest of the line, byte for byte, with
 //! no quoting to get wrong; `#` comments and blank lines are skipped.
 
-use std::{
-    fs::{self, File, OpenOptions},
-    io::{self, Read, Write},
-    os::unix::fs::{MetadataExt, OpenOptionsExt},
-    path::Path,
-};
+use std::{fs::File, io::Read, os::unix::fs::MetadataExt, path::Path};
 
 use anyhow::{Context, Result, bail};
 
@@ -71,26 +66,12 @@ pub fn parse(text: &str) -> Result<Vec<(String, String)>> {
 /// flushed to disk, then renamed over `path`. The directory must exist.
 pub fn write(path: &Path, entries: &[(&str, String)]) -> Result<()> {
     let text = render(entries)?;
-    let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().context("the secrets file's path has no file name")?;
-    let staged = dir.join(format!(".{}.{}.partial", name.to_string_lossy(), std::process::id()));
-    // Left by a run that died here: never another's, the process id is in the name.
-    let _ = fs::remove_file(&staged);
-    let written = (|| -> io::Result<()> {
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&staged)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&staged, path)?;
-        // The rename itself survives a crash once the directory is flushed too.
-        File::open(dir)?.sync_all()
-    })();
-    if let Err(err) = written {
-        let _ = fs::remove_file(&staged);
-        return Err(err).with_context(|| {
-            format!("cannot write the secrets file {}: check the owner and mode of {}", path.display(), dir.display())
-        });
-    }
-    Ok(())
+    super::write_atomically(path, text.as_bytes(), 0o600).with_context(|| {
+        format!(
+            "cannot write the secrets file: check the owner and mode of {}",
+            path.parent().unwrap_or(path).display()
+        )
+    })
 }
 
 /// When `HINDSIGHT_SECRETS_FILE` is set, sets each variable of that file that the
@@ -158,7 +139,7 @@ fn check_key(key: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
+    use std::{fs, os::unix::fs::PermissionsExt};
 
     use super::*;
 

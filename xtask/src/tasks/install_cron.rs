@@ -19,6 +19,7 @@ use crate::{
     offsite::remote::{self, Offsite},
     output::{done, warning},
     process,
+    store::backup_dir::remove_if_exists,
 };
 
 /// Variables that decide which containers Compose talks to: the job must see what this
@@ -206,16 +207,8 @@ fn job_env(secrets_file: Option<&Path>, var: impl Fn(&str) -> Option<String>) ->
 
 /// Removes the job's secrets file, if there is one: the job no longer reads it.
 fn remove_secrets(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err).with_context(|| {
-            format!(
-                "cannot remove the job's old secrets file {}: remove it by hand (`rm {}`)",
-                path.display(),
-                path.display()
-            )
-        }),
-        _ => Ok(()),
-    }
+    remove_if_exists(path)
+        .with_context(|| format!("the job's old secrets file stays: remove it by hand (`rm {}`)", path.display()))
 }
 
 /// The directories where `which` finds the job's tools now, then the usual system ones.
