@@ -283,7 +283,8 @@ pub fn sidecar_line(sha256_hex: &str, file_name: &str) -> String {
     format!("{sha256_hex}  {file_name}\n")
 }
 
-const MARKER: &[u8] = b"-- PostgreSQL database dump complete";
+/// pg_dump's completion marker line; also where `stream::split` puts a dump's footer.
+pub(crate) const MARKER: &[u8] = b"-- PostgreSQL database dump complete";
 
 /// How much of a dump's end to keep for the marker check: the marker and what may follow it.
 pub const TAIL_LEN: usize = 4096;
@@ -468,8 +469,8 @@ impl SqlScan {
 }
 
 /// The table in a COPY header (`public."a (b" (id, v)`): up to the first space outside
-/// double quotes.
-fn copy_table(header: &[u8]) -> String {
+/// double quotes. `stream::split` names its data blocks by it too, so both agree.
+pub(crate) fn copy_table(header: &[u8]) -> String {
     let mut quoted = false;
     let end = header
         .iter()

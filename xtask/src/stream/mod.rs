@@ -5,3 +5,4 @@ pub mod codec;
 pub mod crypt;
 pub mod overlap;
 pub mod shadow;
+pub mod split;
