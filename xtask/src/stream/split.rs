@@ -115,8 +115,9 @@ pub enum Event<'a> {
     /// The `\.` line that ends a COPY block, with its ending. Bytes after it are the
     /// object's again.
     DataEnd(&'a [u8]),
-    /// pg_dump's completion marker block begins; it and all that follows (`\unrestrict
-    /// KEY`) come as `Bytes`.
+    /// pg_dump's completion marker block begins; it and what follows (`\unrestrict KEY`)
+    /// come as `Bytes`. Lines after it are still read: a marker line that was not the end
+    /// (in a function body) is followed by more entries, each its `ObjectStart` as ever.
     Footer,
 }
 
@@ -286,15 +287,7 @@ impl Splitter {
         let mut at = 0;
         while at < chunk.len() {
             let rest = &chunk[at..];
-            at += if self.copy.is_some() {
-                self.copy_data(rest, out)
-            } else if self.place == Place::Footer {
-                // Nothing after the marker changes the parts: no need to look at lines.
-                self.send(out, Event::Bytes(rest));
-                rest.len()
-            } else {
-                self.text(rest, out)
-            };
+            at += if self.copy.is_some() { self.copy_data(rest, out) } else { self.text(rest, out) };
         }
     }
 
@@ -344,12 +337,13 @@ impl Splitter {
         self.tally.send(self.place, self.section, out, event);
     }
 
-    /// COPY rows, passed through; only a row that starts like `\.` is held to its end.
-    /// psql ends the block at a line that is exactly `\.`, with `\n` or `\r\n`; a `\.`
-    /// in a row is written `\\.`, which is no such line.
+    /// COPY rows, passed through as slices of the chunk. psql ends the block at a line
+    /// that is exactly `\.`, with `\n` or `\r\n`; a `\.` in a value is written `\\.`, which
+    /// is no such line. Only a row start that the chunk cuts while it could still be that
+    /// line is held (at most 3 bytes), so rows starting with `\N` cost nothing.
     fn copy_data(&mut self, rest: &[u8], out: &mut dyn FnMut(Event<'_>)) -> usize {
         let Some(copy) = &mut self.copy else { return 0 };
-        let (mut at, mut pass_from) = (0, 0);
+        let mut at = 0;
         while at < rest.len() {
             if !copy.row_start {
                 // memchr: nearly every byte of a dump is here, in long runs of rows.
@@ -362,36 +356,38 @@ impl Splitter {
                 }
                 continue;
             }
-            let byte = rest[at];
-            let could_end = |marker: &[u8]| {
-                let next = marker.len();
-                [&b"\\.\n"[..], b"\\.\r\n"]
-                    .iter()
-                    .any(|end| end.len() > next && end[..next] == *marker && end[next] == byte)
-            };
-            if !could_end(&copy.marker) {
+            if copy.marker.is_empty() && rest[at] != b'\\' {
                 copy.row_start = false;
-                if !copy.marker.is_empty() {
-                    // Held from an earlier chunk, or up to here: row bytes after all.
-                    let held = std::mem::take(&mut copy.marker);
-                    self.tally.send(self.place, self.section, out, Event::Bytes(&held));
-                }
                 continue;
             }
-            if copy.marker.is_empty() {
-                self.tally.send(self.place, self.section, out, Event::Bytes(&rest[pass_from..at]));
-            }
-            copy.marker.push(byte);
-            at += 1;
-            pass_from = at;
-            if copy.marker.ends_with(b"\n") {
-                let end = std::mem::take(&mut copy.marker);
-                self.copy = None;
-                self.send(out, Event::DataEnd(&end));
-                return at;
+            // The row so far: held bytes (from earlier chunks) and what this chunk has.
+            let mut start = std::mem::take(&mut copy.marker);
+            let had = start.len();
+            start.extend_from_slice(&rest[at..rest.len().min(at + 4 - had)]);
+            match end_of_copy(&start) {
+                Some(true) => {
+                    // `\.` and its ending: the block ends here.
+                    self.tally.send(self.place, self.section, out, Event::Bytes(&rest[..at]));
+                    let len = if start.starts_with(b"\\.\n") { 3 } else { 4 };
+                    at += len - had;
+                    self.copy = None;
+                    self.send(out, Event::DataEnd(&start[..len]));
+                    return at;
+                }
+                Some(false) => {
+                    // The chunk ends inside what may be the `\.` line: hold it.
+                    self.tally.send(self.place, self.section, out, Event::Bytes(&rest[..at]));
+                    copy.marker = start;
+                    return rest.len();
+                }
+                None => {
+                    // A row. What an earlier chunk left held goes out first.
+                    self.tally.send(self.place, self.section, out, Event::Bytes(&start[..had]));
+                    copy.row_start = false;
+                }
             }
         }
-        self.tally.send(self.place, self.section, out, Event::Bytes(&rest[pass_from..at]));
+        self.tally.send(self.place, self.section, out, Event::Bytes(&rest[..at]));
         at
     }
 
@@ -464,6 +460,10 @@ impl Splitter {
         if dash {
             self.block_at = 0;
             self.hold(line, Look::Block, false);
+        } else if text == MARKER {
+            // The marker without pg_dump's `--` before it: still where `ends_complete` and
+            // the loader see the dump's end.
+            self.footer(line, out);
         } else if self.place != Place::Header && is_setting(text) {
             self.hold(line, Look::Settings, true);
         } else if text.starts_with(b"COPY ") && text.ends_with(b" FROM stdin;") {
@@ -539,6 +539,48 @@ impl Splitter {
         self.held_lines.clear();
         self.block_at = 0;
     }
+}
+
+/// The per-object settings in force, for a session that runs the next entry: the latest
+/// line for each setting, in the order they first appeared. `RESET x` replaces `SET x`,
+/// and `RESET SESSION AUTHORIZATION` replaces `SET SESSION AUTHORIZATION`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    lines: Vec<(String, Vec<u8>)>,
+}
+
+impl Settings {
+    /// Takes in an `Event::Setting`'s line.
+    pub fn apply(&mut self, line: &[u8]) {
+        let name = setting_name(line);
+        match self.lines.iter_mut().find(|(had, _)| *had == name) {
+            Some((_, had)) => *had = line.to_vec(),
+            None => self.lines.push((name, line.to_vec())),
+        }
+    }
+
+    /// The lines that give a new session the settings in force, each with its ending.
+    pub fn replay(&self) -> impl Iterator<Item = &[u8]> {
+        self.lines.iter().map(|(_, line)| line.as_slice())
+    }
+}
+
+/// What a setting line sets: `default_tablespace` for `SET default_tablespace = '';`,
+/// `search_path` for `SELECT pg_catalog.set_config('search_path', '', false);`, `session
+/// authorization` for both `SET` and `RESET SESSION AUTHORIZATION`. Lowercase: SQL's
+/// names are not case-sensitive unquoted.
+fn setting_name(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(line).trim_end().to_ascii_lowercase();
+    if let Some(args) = text.strip_prefix("select pg_catalog.set_config(") {
+        return args.split(',').next().unwrap_or("").trim().trim_matches('\'').to_owned();
+    }
+    let rest = text.strip_prefix("set ").or_else(|| text.strip_prefix("reset ")).unwrap_or(&text);
+    let rest = rest.trim_end_matches(';').trim();
+    let rest = rest.strip_prefix("session ").map_or(rest, str::trim_start);
+    if rest.starts_with("authorization") {
+        return "session authorization".to_owned();
+    }
+    rest.split([' ', '=']).next().unwrap_or("").to_owned()
 }
 
 /// A line pg_dump writes between entries to set the next one's context
@@ -656,6 +698,14 @@ fn section_of(desc: &str, previous: Section) -> Section {
         | "TRIGGER" => Section::PostData,
         _ => Section::Unknown,
     }
+}
+
+/// Whether a row's first bytes are psql's end of COPY data: `Some(true)` when they start
+/// with `\.\n` or `\.\r\n`, `Some(false)` when they are too few to tell, `None` when not.
+fn end_of_copy(start: &[u8]) -> Option<bool> {
+    [&b"\\.\n"[..], b"\\.\r\n"]
+        .iter()
+        .find_map(|end| if start.starts_with(end) { Some(true) } else { end.starts_with(start).then_some(false) })
 }
 
 fn kind_of(desc: &str) -> Kind {
@@ -1104,5 +1154,68 @@ mod tests {
         assert_eq!(outline(&events), ["TABLE|t|s|u|pre-data|Other"]);
         let (events, splitter) = split(b"", 1);
         assert_eq!((events, splitter.header(), splitter.summary().total()), (vec![], Some(&b""[..]), 0));
+    }
+
+    #[test]
+    fn rows_pass_through_whole() {
+        let rows: String = (0..1000).map(|i| format!("\\N\t{i}\n\\\\x\t\n")).collect();
+        let dump = format!("COPY t (a, b) FROM stdin;\n{rows}\\.\n");
+        let mut events = Vec::new();
+        let mut splitter = Splitter::new();
+        splitter.push(dump.as_bytes(), &mut |event: Event<'_>| events.push(format!("{event:?}").len()));
+        splitter.finish(&mut |_: Event<'_>| panic!("nothing left"));
+        assert_eq!(events.len(), 3, "DataStart, one slice of rows, DataEnd");
+        // A COPY before any entry is no part of the header, and no known section.
+        let summary = splitter.summary();
+        assert_eq!((summary.header, summary.unknown), (0, dump.len() as u64));
+        assert_eq!(summary.fallback_share(), 1.0);
+    }
+
+    #[test]
+    fn a_marker_that_was_not_the_end() {
+        let dump = dump(
+            "--\n-- Name: f(); Type: FUNCTION; Schema: public; Owner: u\n--\n\n\
+             CREATE FUNCTION public.f() RETURNS text\n    LANGUAGE sql\n    AS $$ SELECT '\n\
+             --\n-- PostgreSQL database dump complete\n--\n' $$;\n\n\n\
+             --\n-- Name: t; Type: TABLE; Schema: public; Owner: u\n--\n\n\
+             CREATE TABLE public.t (v integer);\n\n\n",
+        );
+        let (events, _) = split(dump.as_bytes(), 3);
+        let want = ["FUNCTION|f()|public|u|pre-data|Other", "footer", "TABLE|t|public|u|pre-data|Other", "footer"];
+        assert_eq!(outline(&events), want);
+        assert_eq!(concat(&events), dump.as_bytes());
+        // The marker line alone, without pg_dump's `--` around it, still ends the dump.
+        let (events, _) = split(b"SELECT 1;\n-- PostgreSQL database dump complete\n\\unrestrict k\n", 4);
+        assert_eq!(outline(&events), ["footer"]);
+        assert_eq!(
+            events.last(),
+            Some(&Owned::Bytes(b"-- PostgreSQL database dump complete\n\\unrestrict k\n".to_vec()))
+        );
+    }
+
+    #[test]
+    fn settings_in_force_are_the_latest_of_each() {
+        let mut settings = Settings::default();
+        for line in [
+            &b"SET default_tablespace = '';\n"[..],
+            b"SET default_table_access_method = heap;\n",
+            b"SELECT pg_catalog.set_config('search_path', '', false);\n",
+            b"SET SESSION AUTHORIZATION 'alice';\n",
+            b"SET default_tablespace = fast;\n",
+            b"SET search_path = public, pg_catalog;\n",
+            b"RESET SESSION AUTHORIZATION;\r\n",
+        ] {
+            settings.apply(line);
+        }
+        let replay: Vec<&[u8]> = settings.replay().collect();
+        assert_eq!(
+            replay,
+            [
+                &b"SET default_tablespace = fast;\n"[..],
+                b"SET default_table_access_method = heap;\n",
+                b"SET search_path = public, pg_catalog;\n",
+                b"RESET SESSION AUTHORIZATION;\r\n",
+            ]
+        );
     }
 }
