@@ -16,6 +16,11 @@
 //! the section pg_dump gives that type (`SECTION_PRE_DATA`, `_DATA`, `_POST_DATA` in
 //! `pg_dump.c`). A type this table does not know is `Section::Unknown`: the loader runs
 //! such a part serially, in dump order, rather than guess.
+//!
+//! Lines are read as pg_dump writes them, not lexed as SQL: a function body holding a line
+//! shaped like a TOC comment block, a per-object `SET` or the completion marker is cut
+//! there as pg_dump's would be (only text inside COPY data is never looked at). Such a body
+//! can only be written on purpose; the loader's equivalence checks catch what it breaks.
 
 use std::ops::Range;
 
@@ -96,7 +101,9 @@ pub struct Object {
 pub enum Event<'a> {
     /// The header's bytes: everything before the first TOC comment block (pg_dump's own
     /// comments, `\restrict KEY`, the `SET`s and `set_config` of its fixed output state).
-    /// Also whole in `Splitter::header` once it ended.
+    /// Also whole in `Splitter::header` once it ended. pg_dump 13's `SET
+    /// default_tablespace`/`default_table_access_method` just before the first entry are
+    /// the header's too: it is replayed in every session anyway.
     Header(&'a [u8]),
     /// A TOC entry begins; its comment block and SQL follow as `Bytes`.
     ObjectStart(Object),
@@ -108,7 +115,10 @@ pub enum Event<'a> {
     /// lines and other such lines, by a TOC comment block count.
     Setting(&'a [u8]),
     /// `COPY table (cols) FROM stdin;`: `table` as written there, `copy_line` the line
-    /// with its ending. Rows follow as `Bytes` until `DataEnd`.
+    /// with its ending. Rows follow as `Bytes` until `DataEnd`. Reported wherever
+    /// `SqlScan` sees a COPY block (a line `COPY ... FROM stdin;` outside data), so both
+    /// count the same blocks: pg_dump writes them in `TABLE DATA` entries only, and a
+    /// loader treats one elsewhere as part of that entry.
     DataStart { table: String, copy_line: &'a [u8] },
     /// The current part's bytes.
     Bytes(&'a [u8]),
