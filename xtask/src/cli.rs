@@ -395,6 +395,28 @@ impl UploadArgs {
     }
 }
 
+/// How a backup is loaded into the scratch database.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Load")]
+pub struct LoadArgs {
+    /// Load the file even where the container's psql cannot disable its backslash
+    /// commands (`\restrict`, before 13.22, 14.19, 15.14, 16.10, 17.6). Only for files you made.
+    #[arg(long)]
+    pub trust_file: bool,
+
+    /// psql sessions that load the dump in parallel: the table data spread over them, then
+    /// the index and key builds. `1`: one session, one transaction, as `psql < file`.
+    /// Default: the CPUs the database's container may use.
+    #[arg(long, env = "HINDSIGHT_JOBS", value_name = "N", allow_negative_numbers = true, value_parser = parse_at_least_one)]
+    pub jobs: Option<NonZeroUsize>,
+}
+
+impl LoadArgs {
+    pub fn options(&self) -> crate::db::load::Options {
+        crate::db::load::Options { trust_file: self.trust_file, jobs: self.jobs }
+    }
+}
+
 /// Where a backup is read from, and the key that opens an encrypted offsite copy.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Offsite")]
@@ -739,10 +761,8 @@ pub struct DbVerify {
     #[arg(long, conflicts_with = "backup")]
     pub all: bool,
 
-    /// Load the file even where the container's psql cannot disable its backslash
-    /// commands (`\restrict`, before 13.22, 14.19, 15.14, 16.10, 17.6). Only for files you made.
-    #[arg(long)]
-    pub trust_file: bool,
+    #[command(flatten)]
+    pub load: LoadArgs,
 
     #[command(flatten)]
     pub db: DbArgs,
@@ -830,10 +850,8 @@ pub struct DbRestore {
     #[arg(long)]
     pub no_migrate: bool,
 
-    /// Load the file even where the container's psql cannot disable its backslash
-    /// commands (`\restrict`, before 13.22, 14.19, 15.14, 16.10, 17.6). Only for files you made.
-    #[arg(long)]
-    pub trust_file: bool,
+    #[command(flatten)]
+    pub load: LoadArgs,
 
     #[command(flatten)]
     pub db: DbArgs,

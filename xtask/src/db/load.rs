@@ -44,6 +44,15 @@ const CHUNK: usize = 256 * 1024;
 /// Buffered towards psql: many short SQL lines become few writes.
 const PIPE_BUF: usize = 1024 * 1024;
 
+/// How a load runs: `cli::LoadArgs`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Load even where psql cannot `\restrict` the file's backslash commands.
+    pub trust_file: bool,
+    /// psql sessions; `None`: the CPUs the database's container may use.
+    pub jobs: Option<std::num::NonZeroUsize>,
+}
+
 /// A backup loaded into a scratch database that passed every check.
 pub struct Loaded<'a> {
     pub scratch: Scratch<'a>,
@@ -63,10 +72,10 @@ impl Database {
         backup: &Candidate,
         kind: &str,
         n: Option<usize>,
-        trust_file: bool,
+        options: &Options,
     ) -> Result<Loaded<'a>> {
         self.check_pg_dump_version(session, backup)?;
-        let restrict = self.restrict_key(session, trust_file)?;
+        let restrict = self.restrict_key(session, options.trust_file)?;
         self.check_room(sh, session, backup)?;
         interrupt::check()?;
         self.create_missing_roles(sh, session, backup)?;

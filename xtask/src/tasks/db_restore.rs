@@ -93,7 +93,7 @@ impl DbRestore {
         let stamp = Utc::now().format(backup_file::TIME_FORMAT).to_string();
         let previous = format!("{}{stamp}", previous_prefix(&db.name));
         step!("restoring into a new database; `{}` stays as it is until every check has passed", db.name);
-        let loaded = db.load_backup(sh, &mut session, &backup, "restore", None, self.trust_file).map_err(|err| {
+        let loaded = db.load_backup(sh, &mut session, &backup, "restore", None, &self.load.options()).map_err(|err| {
             // The file at fault, or psql refusing it: another backup may do. Room, a lock,
             // a signal, an old psql: the inner message says what to do.
             let file = FileFault::in_error(&err) || Failure::in_chain(&err).is_some_and(|f| f.what == "psql");
@@ -311,7 +311,7 @@ impl DbRestore {
         alembic: Option<&Alembic>,
     ) -> Result<()> {
         let path = &backup.path;
-        let checked = db.check_backup(sh, session, backup, self.trust_file).with_context(|| {
+        let checked = db.check_backup(sh, session, backup, self.load.trust_file).with_context(|| {
             format!("the dry run refused {}: a real run would refuse it too, and nothing was changed", path.display())
         })?;
         let rows: u64 = checked.tables.iter().map(|(_, rows)| rows).sum();

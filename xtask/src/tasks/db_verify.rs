@@ -14,7 +14,7 @@ use xshell::Shell;
 use crate::{
     cli::{DbVerify, From},
     db::{
-        Database, Start,
+        Database, Start, load,
         session::{Mode, Session},
     },
     exit, interrupt, json,
@@ -175,7 +175,7 @@ impl DbVerify {
     ) -> Result<Verified> {
         interrupt::check()?;
         step!("verifying {}", backup.path.display());
-        let result = verify(sh, db, session, backup, n, self.trust_file);
+        let result = verify(sh, db, session, backup, n, &self.load.options());
         interrupt::check()?;
         result
     }
@@ -205,10 +205,10 @@ fn verify(
     session: &mut Session,
     backup: &Candidate,
     n: usize,
-    trust_file: bool,
+    options: &load::Options,
 ) -> Result<Verified> {
     let loaded =
-        db.load_backup(sh, session, backup, "verify", Some(n), trust_file).context("the test restore failed")?;
+        db.load_backup(sh, session, backup, "verify", Some(n), options).context("the test restore failed")?;
     let named = BackupName::of_path(&backup.path).map(|n| n.revision);
     let restored = db.inspect(sh, loaded.scratch.name())?.revision;
     let revision = match (named, restored) {
