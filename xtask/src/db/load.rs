@@ -85,6 +85,7 @@ impl Database {
         };
         let scratch = self.scratch(sh, session, kind, n)?;
         let streamed = if jobs == 1 {
+            step!("loading through 1 session, in one transaction");
             self.stream(sh, session, backup, scratch.name(), restrict.as_deref())?
         } else {
             self.stream_parallel(sh, backup, scratch.name(), restrict.as_deref(), jobs)?
