@@ -444,12 +444,11 @@ fn listen(stdout: std::process::ChildStdout, marker: &str, synced: Sender<u64>) 
     let mut lines = BufReader::new(stdout);
     let mut line = Vec::new();
     while matches!(lines.read_until(b'\n', &mut line), Ok(1..)) {
-        let text = String::from_utf8_lossy(&line);
-        let text = text.trim_end();
-        if let Some(n) = text.strip_prefix(marker).and_then(|n| n.parse().ok()) {
-            let _ = synced.send(n);
-        } else if let Some(count) = text.strip_prefix("COPY ").and_then(|c| c.parse().ok()) {
-            tags.push(count);
+        let synced_n =
+            line.strip_prefix(marker.as_bytes()).and_then(|n| std::str::from_utf8(n).ok()?.trim().parse().ok());
+        match synced_n {
+            Some(n) => drop(synced.send(n)),
+            None => tags.extend(load::copy_tag(&line)),
         }
         line.clear();
     }
