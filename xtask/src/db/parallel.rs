@@ -61,7 +61,7 @@ use super::{
 };
 use crate::{
     interrupt,
-    output::{detail, human_bytes, step},
+    output::{Progress, detail, human_bytes, step},
     process::{Failure, Feeding},
     stream::split::{Event, Kind, Object, Section, Settings, Splitter, settings_only, table_of},
 };
@@ -137,6 +137,7 @@ impl Database {
             router.finish();
             if router.failure().is_ok() {
                 step!("read the whole file; waiting for the sessions to finish their share");
+                show_loading(&sessions, router.written);
             }
         }
         if problem.is_some() || router.failure().is_err() {
@@ -380,6 +381,26 @@ impl SessionRun {
         let tags = self.listener.and_then(|listener| listener.join().ok()).unwrap_or_default();
         Ended { tags, said }
     }
+}
+
+/// The sessions' progress once the reader is done: the bytes they have taken of all that
+/// was queued for them. Returns when every feeder has ended.
+fn show_loading(sessions: &[SessionRun], queued: u64) {
+    let mut progress = Progress::with_total("loaded", queued, false);
+    let mut shown = 0;
+    loop {
+        let pending: u64 = sessions.iter().map(|session| session.lane.pending.load(Ordering::SeqCst)).sum();
+        let done = queued.saturating_sub(pending);
+        if done > shown {
+            progress.add((done - shown) as usize);
+            shown = done;
+        }
+        if sessions.iter().all(|session| session.feeder.is_finished()) {
+            break;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    progress.finish();
 }
 
 /// A session's feeder: copies what its lane says to psql until `End`, or until the load

@@ -168,9 +168,12 @@ fn after_sigkill_the_next_run_cleans_the_dead_runs_leftovers_and_never_a_live_ru
     // scratch database, half loaded, stays.
     dead.kill().unwrap();
     dead.wait().unwrap();
+    // The run's id is in its scratch database's name and in its sessions' names.
+    let dead_run = dead_scratch[0].trim_start_matches("hindsight_db__verify_").split('_').next().unwrap().to_owned();
     wait_for("the killed run's sessions to end", 15, || {
-        let verifying = bed.xtask_sessions().into_iter().filter(|(a, _)| a.contains(":db-verify")).count();
-        (verifying == 2).then_some(())
+        let dead_sessions =
+            bed.xtask_sessions().into_iter().filter(|(a, _)| a.contains(&format!(":{dead_run}:"))).count();
+        (dead_sessions == 0).then_some(())
     });
     assert!(bed.scratch_databases().contains(&dead_scratch[0]), "the killed run left its scratch database");
 
