@@ -343,7 +343,9 @@ fn a_failing_parallel_load_changes_nothing() {
         let tab = at + text[at..].find('\t').unwrap();
         format!("{}not-a-number{}", &text[..at], &text[tab..])
     });
-    let run = restore(&bed, &[&bad_row, "--jobs", "3"]);
+    let cmd = bed.xtask(&["db-restore", &bad_row, "--yes", "--no-migrate", "--jobs", "3"]);
+    let (run, most, polls) = most_copies_at_once(&bed, cmd);
+    eprintln!("a refused row, --jobs 3: at most {most} COPY sessions at once in {polls} polls");
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert!(
         run.last_line().contains("invalid input syntax for type integer: \"not-a-number\""),
