@@ -208,6 +208,15 @@ fn restore(bed: &Bed, args: &[&str]) -> Run {
     run
 }
 
+/// The load said it used `jobs` sessions, and did not fall back to one: else the
+/// comparison would compare the serial path with itself.
+fn assert_loaded_through(run: &Run, jobs: usize) {
+    let said =
+        if jobs == 1 { "loading through 1 session".to_owned() } else { format!("loading through {jobs} sessions") };
+    assert!(run.stderr.contains(&said), "expected {said:?}:\n{}", run.stderr);
+    assert!(!run.stderr.contains("loading it through one session"), "fell back to one session:\n{}", run.stderr);
+}
+
 #[test]
 fn a_parallel_restore_gives_what_a_serial_one_gives() {
     let bed = rich_bed("parequal");
@@ -219,6 +228,7 @@ fn a_parallel_restore_gives_what_a_serial_one_gives() {
     let started = Instant::now();
     let run = restore(&bed, &[plain.to_str().unwrap(), "--jobs", "1"]);
     assert_eq!(run.code, Some(0), "--jobs 1: {}", run.stderr);
+    assert_loaded_through(&run, 1);
     eprintln!("--jobs 1 restore: {:.1} s", started.elapsed().as_secs_f64());
     let serial = capture(&bed);
     // The old path against the database that was dumped: what "the same" means here.
@@ -227,12 +237,14 @@ fn a_parallel_restore_gives_what_a_serial_one_gives() {
     let started = Instant::now();
     let run = restore(&bed, &[plain.to_str().unwrap(), "--jobs", "3"]);
     assert_eq!(run.code, Some(0), "--jobs 3: {}", run.stderr);
+    assert_loaded_through(&run, 3);
     eprintln!("--jobs 3 restore: {:.1} s", started.elapsed().as_secs_f64());
     assert_same("--jobs 3 against --jobs 1", &serial, &capture(&bed));
 
     let started = Instant::now();
     let run = restore(&bed, &[zstd.to_str().unwrap(), "--jobs", "2"]);
     assert_eq!(run.code, Some(0), "zstd, --jobs 2: {}", run.stderr);
+    assert_loaded_through(&run, 2);
     eprintln!("zstd --jobs 2 restore: {:.1} s", started.elapsed().as_secs_f64());
     assert_same("zstd with --jobs 2 against plain with --jobs 1", &serial, &capture(&bed));
     assert!(bed.scratch_databases().is_empty(), "{:?}", bed.scratch_databases());
