@@ -333,14 +333,15 @@ fn copy_tags(stdout: std::process::ChildStdout) -> Vec<u64> {
     let mut lines = io::BufReader::new(stdout);
     let mut line = Vec::new();
     while matches!(io::BufRead::read_until(&mut lines, b'\n', &mut line), Ok(1..)) {
-        if let Some(count) = line.strip_prefix(b"COPY ")
-            && let Some(count) = std::str::from_utf8(count).ok().and_then(|c| c.trim().parse().ok())
-        {
-            tags.push(count);
-        }
+        tags.extend(copy_tag(&line));
         line.clear();
     }
     tags
+}
+
+/// The rows of a `COPY 1000` command tag line.
+pub(super) fn copy_tag(line: &[u8]) -> Option<u64> {
+    std::str::from_utf8(line.strip_prefix(b"COPY ")?).ok()?.trim().parse().ok()
 }
 
 /// Every table got exactly the rows the dump holds for it: the server's count for each

@@ -62,7 +62,7 @@ use super::{
 use crate::{
     interrupt,
     output::{detail, human_bytes, step},
-    process::Feeding,
+    process::{Failure, Feeding},
     stream::split::{Event, Kind, Object, Section, Settings, Splitter, settings_only, table_of},
 };
 
@@ -96,13 +96,23 @@ impl Database {
     ) -> Result<Streamed> {
         let shared = Arc::new(Shared::default());
         let marker = format!("hindsight-sync {} ", random_key());
-        let mut sessions = Vec::with_capacity(jobs);
-        for index in 0..jobs {
-            sessions.push(SessionRun::start(self, sh, scratch, index, &marker, &shared)?);
-        }
         let spill_dir = std::env::temp_dir();
+        let mut sessions = Vec::with_capacity(jobs);
+        let started = (0..jobs).try_for_each(|index| {
+            sessions.push(SessionRun::start(self, sh, scratch, index, &marker, &shared)?);
+            Ok::<_, anyhow::Error>(())
+        });
         let lanes = sessions.iter().map(|session| session.lane.clone()).collect();
-        let mut router = Router::new(self, sh, scratch, lanes, restrict, &spill_dir, shared.clone())?;
+        let router = started.and_then(|()| Router::new(self, sh, scratch, lanes, restrict, &spill_dir, shared.clone()));
+        let mut router = match router {
+            Ok(router) => router,
+            Err(err) => {
+                // The feeders started so far wait for work that will not come.
+                shared.fail(None);
+                sessions.into_iter().for_each(|session| drop(session.end()));
+                return Err(err);
+            }
+        };
         step!("loading through {jobs} sessions; table data they cannot take yet waits in {}", spill_dir.display());
 
         let mut splitter = Splitter::new();
@@ -136,28 +146,27 @@ impl Database {
         }
         let router_error = router.error.clone();
         let streams = router.into_streams();
-        let ended: Vec<Ended> = sessions.into_iter().map(SessionRun::end).collect();
+        let mut ended: Vec<Ended> = sessions.into_iter().map(SessionRun::end).collect();
         interrupt::check()?;
         let pass = pass?;
 
         if let Some(error) = router_error {
             return Err(anyhow!("{error}"));
         }
-        if let Some(problem) = problem {
-            let said = shared.first_failed().and_then(|index| ended.get(index)).and_then(|ended| ended.said.clone());
-            return Err(match (problem, said) {
-                (Problem::File(fault), Some(said)) => anyhow!("{said}").context(fault),
-                (Problem::File(fault), None) => fault.into(),
-                (Problem::Psql(_), Some(said)) => anyhow!("{said}"),
-                (Problem::Psql(message), None) => anyhow!("{message}"),
-            });
-        }
-        if let Some(index) = shared.first_failed() {
-            let said = ended[index].said.clone().unwrap_or_else(|| "psql stopped".to_owned());
-            bail!("session {} of {jobs} failed: {said}", index + 1);
-        }
-        if let Some((index, said)) = ended.iter().enumerate().find_map(|(i, e)| e.said.clone().map(|said| (i, said))) {
-            bail!("session {} of {jobs} failed: {said}", index + 1);
+        // The session that failed first (the others were ended after it), else any that did.
+        let culprit = shared.first_failed().or_else(|| ended.iter().position(|ended| ended.said.is_some()));
+        let said = culprit.and_then(|index| {
+            let failure = ended[index].said.take()?;
+            Some(anyhow::Error::from(failure).context(format!("session {} of {jobs} failed", index + 1)))
+        });
+        match (problem, said) {
+            // A damaged file is the cause of whatever psql said about it.
+            (Some(Problem::File(fault)), Some(said)) => return Err(said.context(fault)),
+            (Some(Problem::File(fault)), None) => return Err(fault.into()),
+            (_, Some(said)) => return Err(said),
+            (Some(Problem::Psql(message)), None) => bail!("{message}"),
+            (None, None) if culprit.is_some() => bail!("session {} of {jobs} stopped", culprit.unwrap_or(0) + 1),
+            (None, None) => {}
         }
 
         // The server's count of every COPY, session by session, against the dump's.
@@ -325,7 +334,7 @@ struct SessionRun {
 /// words if it failed.
 struct Ended {
     tags: Vec<u64>,
-    said: Option<String>,
+    said: Option<Failure>,
 }
 
 impl SessionRun {
@@ -367,7 +376,7 @@ impl SessionRun {
     /// Waits for the feeder (which ends psql's input) and psql.
     fn end(self) -> Ended {
         let _ = self.feeder.join();
-        let said = self.psql.close().map(|failure| format!("{failure:#}"));
+        let said = self.psql.close();
         let tags = self.listener.and_then(|listener| listener.join().ok()).unwrap_or_default();
         Ended { tags, said }
     }
@@ -435,12 +444,11 @@ fn listen(stdout: std::process::ChildStdout, marker: &str, synced: Sender<u64>) 
     let mut lines = BufReader::new(stdout);
     let mut line = Vec::new();
     while matches!(lines.read_until(b'\n', &mut line), Ok(1..)) {
-        let text = String::from_utf8_lossy(&line);
-        let text = text.trim_end();
-        if let Some(n) = text.strip_prefix(marker).and_then(|n| n.parse().ok()) {
-            let _ = synced.send(n);
-        } else if let Some(count) = text.strip_prefix("COPY ").and_then(|c| c.parse().ok()) {
-            tags.push(count);
+        let synced_n =
+            line.strip_prefix(marker.as_bytes()).and_then(|n| std::str::from_utf8(n).ok()?.trim().parse().ok());
+        match synced_n {
+            Some(n) => drop(synced.send(n)),
+            None => tags.extend(load::copy_tag(&line)),
         }
         line.clear();
     }

@@ -15,6 +15,7 @@ mod garage;
 mod hardening;
 mod install_cron;
 mod interrupt;
+mod jobs;
 mod json_output;
 mod matrix;
 mod memory;
