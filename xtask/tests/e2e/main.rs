@@ -22,6 +22,7 @@ mod memory;
 mod monitoring;
 mod offsite;
 mod output_levels;
+mod parallel;
 mod ping;
 mod ping_server;
 mod prerestore;

@@ -330,6 +330,24 @@ impl Bed {
         client
     }
 
+    /// One psql session on the host, connected over TCP as an application would be and
+    /// kept open: each `Client::query` is a round trip on it, not a new process, so a test
+    /// can look at the server every few milliseconds while a run works.
+    pub fn client(&self, db: &str) -> Client {
+        let mut child = Command::new("psql")
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "user", "-d", db])
+            .env("PGPASSWORD", &self.password)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the host's psql runs");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        Client { child, stdin, stdout }
+    }
+
     /// The databases on the server, sorted.
     pub fn databases(&self) -> Vec<String> {
         let out = self.try_psql_in("postgres", "SELECT datname FROM pg_database ORDER BY datname").unwrap_or_default();
@@ -444,6 +462,34 @@ pub fn restore(bed: &Bed, args: &[&str]) -> Run {
     let alembic = alembic_dir();
     let out = bed.xtask(&[&["db-restore"], args].concat()).env("HINDSIGHT_ALEMBIC_DIR", alembic).output().unwrap();
     Run::from(out)
+}
+
+/// A host psql session of `Bed::client`; it ends when dropped.
+pub struct Client {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Client {
+    /// Runs one statement that returns exactly one row of one line, and returns it.
+    pub fn query(&mut self, sql: &str) -> String {
+        use std::io::{BufRead, Write};
+        writeln!(self.stdin, "{};", sql.trim_end().trim_end_matches(';')).expect("psql reads its input");
+        self.stdin.flush().expect("psql reads its input");
+        let mut line = String::new();
+        let read = self.stdout.read_line(&mut line).expect("psql answers");
+        // psql stops at an error (ON_ERROR_STOP), and its message went to stderr.
+        assert!(read > 0, "psql ended instead of answering: {sql}");
+        line.trim_end_matches('\n').to_owned()
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// The xtask's door to a bed's database.
