@@ -8,12 +8,14 @@
 //! 2. Once the pre-data has run, each table's COPY block goes to the session with the
 //!    least still to load. The other data (sequence values, large objects) stays on
 //!    session 0.
-//! 3. Once all data is in, the index, primary-key and unique builds spread the same way;
-//!    a table in an inheritance or partition tree (asked of the server) keeps its builds
-//!    on session 0, in order, since a build there may lock the tree's other tables.
-//! 4. Then the rest of the post-data, in dump order on session 0: index attaches (after
-//!    both indexes exist), foreign keys (one at a time: two at once lock both their tables
-//!    and can deadlock), triggers, policies, comments, ACLs, materialized views' data.
+//! 3. Each index, primary-key and unique build goes to the session that loaded its
+//!    table's rows, after them: it starts while other sessions still load other tables,
+//!    as `pg_restore -j` schedules it. A table without rows takes the least loaded session.
+//! 4. Once every session has finished, the rest of the post-data, in dump order on
+//!    session 0: the builds on tables in an inheritance or partition tree (asked of the
+//!    server; a build there may lock the tree's other tables), index attaches (after both
+//!    indexes exist), foreign keys (one at a time: two at once lock both their tables and
+//!    can deadlock), triggers, policies, comments, ACLs, materialized views' data.
 //!
 //! Before each part, its session replays the per-object `SET`s in force there
 //! (`search_path`, `default_tablespace`, `SESSION AUTHORIZATION`...). An entry of a type
@@ -63,7 +65,7 @@ use crate::{
     interrupt,
     output::{Progress, detail, human_bytes, step},
     process::{Failure, Feeding},
-    stream::split::{Event, Kind, Object, Section, Settings, Splitter, settings_only, table_of},
+    stream::split::{Event, Kind, Object, Section, Settings, Splitter, qualified_name, settings_only, table_of},
 };
 
 /// What a session copies to psql at a time.
@@ -527,6 +529,8 @@ struct Router<'a> {
     /// The next entry waits for everything before (one that ran alone).
     settle_next: bool,
     families: BTreeSet<(String, String)>,
+    /// The session that loaded each table's rows; `None`: more than one.
+    loaded_by: BTreeMap<(String, String), Option<usize>>,
     spill_dir: PathBuf,
     written: u64,
     next_space_check: u64,
@@ -568,6 +572,7 @@ impl<'a> Router<'a> {
             started: false,
             settle_next: false,
             families: BTreeSet::new(),
+            loaded_by: BTreeMap::new(),
             spill_dir: spill_dir.to_owned(),
             written: 0,
             next_space_check: 0,
@@ -614,6 +619,12 @@ impl<'a> Router<'a> {
                 self.end_part();
                 self.start_workers_once();
                 self.route = self.place(&object)?;
+                if let (Route::Session(index), "TABLE DATA", Some(schema)) =
+                    (self.route, object.desc.as_str(), &object.schema)
+                {
+                    // Also for rows as INSERTs (`pg_dump --inserts`), which have no COPY.
+                    self.loaded_in((schema.clone(), object.name.clone()), index);
+                }
                 self.replay_settings(self.route);
             }
             Event::Setting(line) => {
@@ -628,7 +639,12 @@ impl<'a> Router<'a> {
             Event::DataStart { table, copy_line } => {
                 if self.route == Route::Held {
                     // Not pg_dump's shape: kept in order.
-                    self.decide_held(Some(0));
+                    self.decide_held(Some(Route::Deferred));
+                }
+                if let Route::Session(index) = self.route
+                    && let Some(name) = qualified_name(&table)
+                {
+                    self.loaded_in(name, index);
                 }
                 match self.route {
                     Route::Session(index) => self.streams[index].tables.push(table.to_owned()),
@@ -677,11 +693,9 @@ impl<'a> Router<'a> {
             Section::Data if object.desc == "TABLE DATA" => Ok(Route::Session(self.least_loaded())),
             Section::Data => Ok(Route::Session(0)),
             Section::PostData => {
-                if self.phase != Phase::PostData {
-                    // Every table's rows in before the first build on them.
-                    self.barrier();
-                    self.phase = Phase::PostData;
-                }
+                // No barrier: a build waits only for its own table's rows (`decide_held`),
+                // so it overlaps the loading of the others.
+                self.phase = Phase::PostData;
                 Ok(match object.kind {
                     Kind::Index | Kind::Constraint => Route::Held,
                     _ => Route::Deferred,
@@ -706,17 +720,32 @@ impl<'a> Router<'a> {
         Ok(())
     }
 
-    /// The held build's session: `Some(0)` to keep it in order, else by its table.
-    fn decide_held(&mut self, forced: Option<usize>) {
-        let index = forced.unwrap_or_else(|| match table_of(&self.held) {
-            Some(table) if !self.families.contains(&table) => self.least_loaded(),
-            _ => 0,
+    /// Where a held build goes: to the session that loaded its table's rows, after them in
+    /// that session's order; to the least loaded one for a table without rows. A table in
+    /// an inheritance tree, rows loaded by several sessions, or no table found: with the
+    /// rest of the post-data, after every session has finished.
+    fn decide_held(&mut self, forced: Option<Route>) {
+        let route = forced.unwrap_or_else(|| match table_of(&self.held) {
+            Some(table) if !self.families.contains(&table) => match self.loaded_by.get(&table) {
+                Some(Some(index)) => Route::Session(*index),
+                Some(None) => Route::Deferred,
+                None => Route::Session(self.least_loaded()),
+            },
+            _ => Route::Deferred,
         });
-        let route = Route::Session(index);
         self.replay_settings(route);
         let held = std::mem::take(&mut self.held);
         self.write(route, &held);
         self.route = route;
+    }
+
+    /// Session `index` loads rows of `table`. A second session loading the same table
+    /// makes its builds wait for both.
+    fn loaded_in(&mut self, table: (String, String), index: usize) {
+        let by = self.loaded_by.entry(table).or_insert(Some(index));
+        if *by != Some(index) {
+            *by = None;
+        }
     }
 
     /// The current part has ended.
@@ -800,7 +829,7 @@ impl<'a> Router<'a> {
         if route == Route::Held {
             self.held.extend_from_slice(bytes);
             if self.held.len() > HOLD_MAX {
-                self.decide_held(Some(0));
+                self.decide_held(Some(Route::Deferred));
             }
             return;
         }

@@ -760,6 +760,11 @@ pub fn table_of(sql: &[u8]) -> Option<(String, String)> {
     None
 }
 
+/// A table's name as pg_dump writes it (`public.t`, `"My S"."T"`), as (schema, name).
+pub fn qualified_name(text: &str) -> Option<(String, String)> {
+    qualified(text).filter(|(_, rest)| rest.is_empty()).map(|(name, _)| name)
+}
+
 /// `schema.name` at the start of `text`, each part as `identifier` reads it, and the rest.
 fn qualified(text: &str) -> Option<((String, String), &str)> {
     let (schema, rest) = identifier(text)?;
@@ -1309,6 +1314,8 @@ mod tests {
         assert_eq!(table_of(b"ALTER TABLE ONLY public.t ADD CONSTRAINT c CHECK (a > 0);\n"), None);
         assert_eq!(table_of(b"CREATE INDEX \"unclosed ON public.t USING btree (n);\n"), None);
         assert_eq!(table_of(b"-- Name: i; Type: INDEX\n"), None);
+        assert_eq!(qualified_name("\"My S\".\"T \"\"x\"\"\""), table("My S", "T \"x\""));
+        assert_eq!(qualified_name("public.t extra"), None);
     }
 
     #[test]
