@@ -8,6 +8,7 @@
 //! server, and a later run can tell a dead run's leftovers from a live run's work.
 
 use std::{
+    collections::BTreeMap,
     path::PathBuf,
     sync::{Arc, OnceLock},
     thread,
@@ -297,6 +298,37 @@ impl Database {
         self.exec(sh).args(["psql", "-X", "-q", "-o", "/dev/null", "-U", &user, "-d", db])
     }
 
+    /// `pg_dump -Fc` of the database into `file` inside the container, with no options
+    /// of ours: what `pg_restore -j` reads, the reference a parallel load is set beside.
+    /// The file stays in the container, so neither timing includes a copy to the host.
+    pub fn bare_custom_dump<'a>(&self, sh: &'a Shell, file: &str) -> Cmd<'a> {
+        let user = self.door.user(sh);
+        self.exec(sh).args(["pg_dump", "-Fc", "-U", &user, "-d", &self.name, "-f", file])
+    }
+
+    /// `pg_restore -j jobs` of the container's `file` into `db`, with no options of ours.
+    pub fn bare_custom_restore<'a>(&self, sh: &'a Shell, db: &str, jobs: usize, file: &str) -> Cmd<'a> {
+        let (user, jobs) = (self.door.user(sh), jobs.to_string());
+        self.exec(sh).args(["pg_restore", "-j", &jobs, "-U", &user, "-d", db, file])
+    }
+
+    /// Removes `file` inside the container, if it is there. It cleans up, so it runs
+    /// also on the way out of a failed run.
+    pub fn remove_container_file(&self, sh: &Shell, file: &str) -> Result<()> {
+        process::read_cleanup("rm", self.exec(sh).args(["rm", "-f", file])).map(drop)
+    }
+
+    /// The CPUs the database's container may use: `nproc` (the CPUs it may run on),
+    /// lowered to its cgroup's CPU quota, rounded up, when it has one (`cpu.max` in
+    /// cgroup v2, `cpu.cfs_quota_us` over `cpu.cfs_period_us` in v1). One exec.
+    pub fn container_cpus(&self, sh: &Shell) -> Result<usize> {
+        // `cat` of the files that exist: the v1 ones are absent under v2 and the reverse.
+        const SCRIPT: &str = "nproc; cd /sys/fs/cgroup && for f in cpu.max cpu/cpu.cfs_quota_us \
+            cpu/cpu.cfs_period_us; do [ -r \"$f\" ] && printf '%s %s\\n' \"$f\" \"$(cat \"$f\")\"; done; true";
+        let out = process::read("nproc", self.exec(sh).args(["sh", "-c", SCRIPT]))?;
+        parse_cpus(&out).with_context(|| format!("unexpected CPU count `{}` from the container", out.trim()))
+    }
+
     /// Runs SQL in the database and returns its unaligned rows.
     pub fn sql(&self, sh: &Shell, sql: &str) -> Result<String> {
         self.query_in(sh, &self.name, sql)
@@ -579,6 +611,25 @@ fn parse_df_available(out: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The CPUs from `container_cpus`'s script: `nproc` on the first line, then `FILE VALUE`
+/// for each cgroup file found. `max` (v2) and `-1` (v1) mean no quota.
+fn parse_cpus(out: &str) -> Option<usize> {
+    let mut lines = out.lines();
+    let nproc: usize = lines.next()?.trim().parse().ok().filter(|&n| n > 0)?;
+    let mut files = BTreeMap::new();
+    for line in lines {
+        let (file, value) = line.trim().split_once(' ')?;
+        files.insert(file, value.trim());
+    }
+    let quota = match (files.get("cpu.max"), files.get("cpu/cpu.cfs_quota_us"), files.get("cpu/cpu.cfs_period_us")) {
+        (Some(max), _, _) => max.split_once(' ').and_then(|(q, p)| Some((q.parse::<u64>().ok()?, p.parse().ok()?))),
+        (None, Some(q), Some(p)) => q.parse::<u64>().ok().zip(p.parse().ok()),
+        _ => None,
+    };
+    let from_quota = quota.filter(|&(_, period)| period > 0).map(|(q, p): (u64, u64)| q.div_ceil(p).max(1) as usize);
+    Some(from_quota.map_or(nproc, |cpus| cpus.min(nproc)))
+}
+
 /// A quoted SQL identifier.
 fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -632,6 +683,19 @@ mod tests {
                       pg_dump: detail: Query was: LOCK TABLE public.\"My Table\" IN ACCESS SHARE MODE\n";
         assert_eq!(locked_table(stderr).as_deref(), Some("public.\"My Table\""));
         assert_eq!(locked_table("pg_dump: error: connection refused"), None);
+    }
+
+    #[test]
+    fn cpus_of_a_container() {
+        assert_eq!(parse_cpus("2\ncpu.max max 100000\n"), Some(2));
+        assert_eq!(parse_cpus("8\ncpu.max 150000 100000\n"), Some(2));
+        assert_eq!(parse_cpus("8\ncpu.max 50000 100000\n"), Some(1));
+        assert_eq!(parse_cpus("2\ncpu.max 800000 100000\n"), Some(2));
+        assert_eq!(parse_cpus("4\ncpu/cpu.cfs_quota_us -1\ncpu/cpu.cfs_period_us 100000\n"), Some(4));
+        assert_eq!(parse_cpus("4\ncpu/cpu.cfs_quota_us 300000\ncpu/cpu.cfs_period_us 100000\n"), Some(3));
+        assert_eq!(parse_cpus("3\n"), Some(3));
+        assert_eq!(parse_cpus("0\n"), None);
+        assert_eq!(parse_cpus("sh: nproc: not found\n"), None);
     }
 
     #[test]
