@@ -79,8 +79,17 @@ impl Database {
         self.check_room(sh, session, backup)?;
         interrupt::check()?;
         self.create_missing_roles(sh, session, backup)?;
+        let jobs = match options.jobs {
+            Some(jobs) => jobs.get(),
+            None => self.cpus(sh)?,
+        };
         let scratch = self.scratch(sh, session, kind, n)?;
-        let streamed = self.stream(sh, session, backup, scratch.name(), restrict.as_deref())?;
+        let streamed = if jobs == 1 {
+            step!("loading through 1 session, in one transaction");
+            self.stream(sh, session, backup, scratch.name(), restrict.as_deref())?
+        } else {
+            self.stream_parallel(sh, backup, scratch.name(), restrict.as_deref(), jobs)?
+        };
         step!(
             "loaded {} of SQL into `{}`: {}, complete, the rows of {} counted",
             human_bytes(streamed.sql_bytes),
@@ -237,7 +246,7 @@ impl Database {
         self.restrict_key(session, trust_file)?;
         self.check_room(sh, session, backup)?;
         let roles = self.roles_plan(session, backup)?;
-        let pass = read_through(sh, backup, None, "checked", &mut |_| Ok(()))?;
+        let pass = read_through(sh, backup, "checked", &mut |_| Ok(()))?;
         interrupt::check()?;
         if let Some(problem) = verdict(backup, &pass.fed, &pass.sha256, pass.stored, &pass.scan) {
             return Err(match problem {
@@ -261,7 +270,16 @@ impl Database {
         let tags = psql.stdout().map(|stdout| thread::spawn(move || copy_tags(stdout)));
         let Pass { fed, sha256, stored, scan } = {
             let mut pipe = BufWriter::with_capacity(PIPE_BUF, psql.stdin());
-            let mut pass = read_through(sh, backup, restrict, "loaded", &mut |bytes| pipe.write_all(bytes))?;
+            // psql's own `\restrict`, then the one transaction, before the file's first byte.
+            let start = match restrict {
+                Some(key) => format!("\\restrict {key}\nBEGIN;\n"),
+                None => "BEGIN;\n".to_owned(),
+            };
+            let started = pipe.write_all(start.as_bytes());
+            let mut pass = read_through(sh, backup, "loaded", &mut |bytes| {
+                started.as_ref().map_err(|err| io::Error::new(err.kind(), err.to_string()))?;
+                pipe.write_all(bytes)
+            })?;
             pass.fed = pass.fed.and_then(|()| pipe.flush().map_err(Fed::Sink));
             pass
         };
@@ -347,20 +365,19 @@ pub struct Checked {
 }
 
 /// The one pass over a backup file, whatever its format, and how it went.
-struct Pass {
-    fed: Result<(), Fed>,
-    sha256: String,
+pub(super) struct Pass {
+    pub(super) fed: Result<(), Fed>,
+    pub(super) sha256: String,
     /// Bytes of the file as stored.
-    stored: u64,
-    scan: SqlScan,
+    pub(super) stored: u64,
+    pub(super) scan: SqlScan,
 }
 
 /// Reads `backup` once: hashes the stored bytes, decompresses, scans the SQL and hands it
-/// to `send` (psql's pipe, or nothing for a dry run).
-fn read_through(
+/// to `send` (psql's pipe, the parallel loader's splitter, or nothing for a dry run).
+pub(super) fn read_through(
     sh: &Shell,
     backup: &Candidate,
-    restrict: Option<&str>,
     verb: &'static str,
     send: &mut dyn FnMut(&[u8]) -> io::Result<()>,
 ) -> Result<Pass> {
@@ -368,7 +385,7 @@ fn read_through(
     let mut scan = SqlScan::default();
     // The percentage is of the file as stored, whose size is known; the line shows the SQL.
     let mut progress = Progress::with_total(verb, backup.size, false);
-    let fed = feed(backup.compression, &mut stored, &mut scan, &mut progress, restrict, send);
+    let fed = feed(backup.compression, &mut stored, &mut scan, &mut progress, send);
     progress.finish();
     // What the decoder did not read (trailing bytes) still counts for the checksum;
     // after an early stop, reading on lets a damaged file take the blame for what
@@ -380,13 +397,13 @@ fn read_through(
     Ok(Pass { fed, sha256, stored, scan })
 }
 
-struct Streamed {
-    sql_bytes: u64,
-    tables: Vec<(String, u64)>,
+pub(super) struct Streamed {
+    pub(super) sql_bytes: u64,
+    pub(super) tables: Vec<(String, u64)>,
 }
 
 /// How feeding psql ended early.
-enum Fed {
+pub(super) enum Fed {
     /// Reading or decompressing the file failed.
     Source(io::Error),
     /// psql stopped reading (an SQL error, a signal).
@@ -398,13 +415,8 @@ fn feed(
     stored: &mut Hashing<Box<dyn Read + Send>>,
     scan: &mut SqlScan,
     progress: &mut Progress,
-    restrict: Option<&str>,
     send: &mut dyn FnMut(&[u8]) -> io::Result<()>,
 ) -> Result<(), Fed> {
-    if let Some(key) = restrict {
-        send(format!("\\restrict {key}\n").as_bytes()).map_err(Fed::Sink)?;
-    }
-    send(b"BEGIN;\n").map_err(Fed::Sink)?;
     let read = Cell::new(0);
     let mut sql = codec::decoder(compression, Counted { inner: stored, read: &read }).map_err(Fed::Source)?;
     let mut buf = vec![0u8; CHUNK];
@@ -457,7 +469,7 @@ impl std::fmt::Display for FileFault {
 
 impl std::error::Error for FileFault {}
 
-enum Problem {
+pub(super) enum Problem {
     /// psql's words, if it has any, are only the symptom.
     File(FileFault),
     /// psql stopped reading: its own words say why.
@@ -465,7 +477,13 @@ enum Problem {
 }
 
 /// What is wrong with the pass, if anything, the file's own faults first.
-fn verdict(backup: &Candidate, fed: &Result<(), Fed>, sha256: &str, stored: u64, scan: &SqlScan) -> Option<Problem> {
+pub(super) fn verdict(
+    backup: &Candidate,
+    fed: &Result<(), Fed>,
+    sha256: &str,
+    stored: u64,
+    scan: &SqlScan,
+) -> Option<Problem> {
     let path = &backup.path;
     let file_fault = |message: String| Some(Problem::File(FileFault(message)));
     if let Some(expected) = &backup.sha256
@@ -516,7 +534,7 @@ fn restrict_supported(major: u32, minor: u32) -> bool {
 }
 
 /// 32 random letters and digits: a file cannot guess it to `\unrestrict` itself.
-fn random_key() -> String {
+pub(super) fn random_key() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut bytes = [0u8; 32];
     rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).expect("the kernel's random numbers");

@@ -8,7 +8,7 @@
 //! server, and a later run can tell a dead run's leftovers from a live run's work.
 
 use std::{
-    collections::BTreeMap,
+    collections::BTreeSet,
     path::PathBuf,
     sync::{Arc, OnceLock},
     thread,
@@ -20,6 +20,7 @@ use xshell::{Cmd, Shell};
 
 pub mod compose;
 pub mod load;
+mod parallel;
 pub mod scratch;
 pub mod session;
 
@@ -277,6 +278,53 @@ impl Database {
         self.exec(sh).args(args).args(["-d", &conninfo])
     }
 
+    /// The CPUs the database's container may use: `nproc` there (which follows a cpuset but
+    /// not a `--cpus` quota), capped by the cgroup's quota (`cpu.max` in cgroup v2,
+    /// `cpu.cfs_quota_us`/`cpu.cfs_period_us` in v1), rounded up. At least 1.
+    pub fn cpus(&self, sh: &Shell) -> Result<usize> {
+        let online = process::read("nproc", self.exec(sh).arg("nproc"))?;
+        let online: usize =
+            online.trim().parse().with_context(|| format!("unexpected `nproc` output `{}`", online.trim()))?;
+        let read = |path: &str| process::read_quiet(self.exec(sh).args(["cat", path])).ok();
+        let quota = match read("/sys/fs/cgroup/cpu.max") {
+            Some(max) => cpu_quota(&max),
+            None => match (read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")) {
+                (Some(quota), Some(period)) => cpu_quota(&format!("{} {}", quota.trim(), period.trim())),
+                _ => None,
+            },
+        };
+        Ok(quota.map_or(online, |quota| quota.min(online)).max(1))
+    }
+
+    /// The tables of `db` in an inheritance or partition tree, as (schema, name): a key
+    /// or index build on one may lock the others, so the loader keeps those in order.
+    pub fn inheritance_tables(&self, sh: &Shell, db: &str) -> Result<BTreeSet<(String, String)>> {
+        // Hex: a name may hold any character, `|` and line ends included.
+        const SQL: &str = "SELECT DISTINCT encode(convert_to(n.nspname, 'UTF8'), 'hex') || ' ' || \
+            encode(convert_to(c.relname, 'UTF8'), 'hex') FROM pg_inherits i \
+            JOIN pg_class c ON c.oid IN (i.inhrelid, i.inhparent) JOIN pg_namespace n ON n.oid = c.relnamespace";
+        let rows = self.query_in(sh, db, SQL)?;
+        rows.lines()
+            .filter(|row| !row.is_empty())
+            .map(|row| {
+                let (schema, name) = row.split_once(' ').context("unexpected pg_inherits row")?;
+                Ok((unhex(schema)?, unhex(name)?))
+            })
+            .collect()
+    }
+
+    /// Ends this run's sessions in database `db` (a load's, after one of them failed): a
+    /// session building an index would otherwise finish before it read the end of its input.
+    pub fn end_sessions_in(&self, sh: &Shell, db: &str) -> Result<()> {
+        let sql = format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = {} AND application_name = {}",
+            literal(db),
+            literal(&self.app)
+        );
+        let cmd = self.door.psql(sh, "postgres", &format!("{}:cleanup", self.app)).args(["-t", "-A", "-c", &sql]);
+        process::read_cleanup("psql", cmd).map(drop)
+    }
+
     /// `pg_dumpall --roles-only`: the cluster's roles and memberships, password hashes
     /// included, which a dump of one database leaves out.
     pub fn roles_dump<'a>(&self, sh: &'a Shell) -> Cmd<'a> {
@@ -316,17 +364,6 @@ impl Database {
     /// also on the way out of a failed run.
     pub fn remove_container_file(&self, sh: &Shell, file: &str) -> Result<()> {
         process::read_cleanup("rm", self.exec(sh).args(["rm", "-f", file])).map(drop)
-    }
-
-    /// The CPUs the database's container may use: `nproc` (the CPUs it may run on),
-    /// lowered to its cgroup's CPU quota, rounded up, when it has one (`cpu.max` in
-    /// cgroup v2, `cpu.cfs_quota_us` over `cpu.cfs_period_us` in v1). One exec.
-    pub fn container_cpus(&self, sh: &Shell) -> Result<usize> {
-        // `cat` of the files that exist: the v1 ones are absent under v2 and the reverse.
-        const SCRIPT: &str = "nproc; cd /sys/fs/cgroup && for f in cpu.max cpu/cpu.cfs_quota_us \
-            cpu/cpu.cfs_period_us; do [ -r \"$f\" ] && printf '%s %s\\n' \"$f\" \"$(cat \"$f\")\"; done; true";
-        let out = process::read("nproc", self.exec(sh).args(["sh", "-c", SCRIPT]))?;
-        parse_cpus(&out).with_context(|| format!("unexpected CPU count `{}` from the container", out.trim()))
     }
 
     /// Runs SQL in the database and returns its unaligned rows.
@@ -604,30 +641,30 @@ fn locked_table(stderr: &str) -> Option<String> {
     Some(rest[..end].trim().to_owned())
 }
 
+/// The CPUs a cgroup quota allows, from `cpu.max` (`200000 100000`, or `max 100000` for
+/// none), rounded up; v1's `-1 100000` is none too.
+fn cpu_quota(max: &str) -> Option<usize> {
+    let mut fields = max.split_whitespace();
+    let quota: u64 = fields.next()?.parse().ok()?;
+    let period: u64 = fields.next()?.parse().ok().filter(|&period| period > 0)?;
+    Some(quota.div_ceil(period).max(1) as usize)
+}
+
+/// Text from hex digits (`encode(..., 'hex')`).
+fn unhex(hex: &str) -> Result<String> {
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|at| hex.get(at..at + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
+        .collect::<Option<Vec<u8>>>()
+        .with_context(|| format!("`{hex}` is not hex"))?;
+    String::from_utf8(bytes).context("a name that is not UTF-8")
+}
+
 /// The available bytes from POSIX `df -P -k DIR` output.
 fn parse_df_available(out: &str) -> Option<u64> {
     let line = out.lines().nth(1)?;
     let kib: u64 = line.split_whitespace().nth(3)?.parse().ok()?;
     Some(kib * 1024)
-}
-
-/// The CPUs from `container_cpus`'s script: `nproc` on the first line, then `FILE VALUE`
-/// for each cgroup file found. `max` (v2) and `-1` (v1) mean no quota.
-fn parse_cpus(out: &str) -> Option<usize> {
-    let mut lines = out.lines();
-    let nproc: usize = lines.next()?.trim().parse().ok().filter(|&n| n > 0)?;
-    let mut files = BTreeMap::new();
-    for line in lines {
-        let (file, value) = line.trim().split_once(' ')?;
-        files.insert(file, value.trim());
-    }
-    let quota = match (files.get("cpu.max"), files.get("cpu/cpu.cfs_quota_us"), files.get("cpu/cpu.cfs_period_us")) {
-        (Some(max), _, _) => max.split_once(' ').and_then(|(q, p)| Some((q.parse::<u64>().ok()?, p.parse().ok()?))),
-        (None, Some(q), Some(p)) => q.parse::<u64>().ok().zip(p.parse().ok()),
-        _ => None,
-    };
-    let from_quota = quota.filter(|&(_, period)| period > 0).map(|(q, p): (u64, u64)| q.div_ceil(p).max(1) as usize);
-    Some(from_quota.map_or(nproc, |cpus| cpus.min(nproc)))
 }
 
 /// A quoted SQL identifier.
@@ -686,16 +723,14 @@ mod tests {
     }
 
     #[test]
-    fn cpus_of_a_container() {
-        assert_eq!(parse_cpus("2\ncpu.max max 100000\n"), Some(2));
-        assert_eq!(parse_cpus("8\ncpu.max 150000 100000\n"), Some(2));
-        assert_eq!(parse_cpus("8\ncpu.max 50000 100000\n"), Some(1));
-        assert_eq!(parse_cpus("2\ncpu.max 800000 100000\n"), Some(2));
-        assert_eq!(parse_cpus("4\ncpu/cpu.cfs_quota_us -1\ncpu/cpu.cfs_period_us 100000\n"), Some(4));
-        assert_eq!(parse_cpus("4\ncpu/cpu.cfs_quota_us 300000\ncpu/cpu.cfs_period_us 100000\n"), Some(3));
-        assert_eq!(parse_cpus("3\n"), Some(3));
-        assert_eq!(parse_cpus("0\n"), None);
-        assert_eq!(parse_cpus("sh: nproc: not found\n"), None);
+    fn cgroup_quotas() {
+        assert_eq!(cpu_quota("max 100000\n"), None);
+        assert_eq!(cpu_quota("200000 100000\n"), Some(2));
+        assert_eq!(cpu_quota("150000 100000"), Some(2));
+        assert_eq!(cpu_quota("50000 100000"), Some(1));
+        assert_eq!(cpu_quota("-1 100000"), None);
+        assert_eq!(unhex("4d7920537c0a").unwrap(), "My S|\n");
+        assert!(unhex("4g").is_err() && unhex("4").is_err());
     }
 
     #[test]

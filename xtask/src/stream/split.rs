@@ -729,6 +729,67 @@ fn kind_of(desc: &str) -> Kind {
     }
 }
 
+/// Whether a header holds nothing but what pg_dump writes there: comments, blank lines
+/// and settings (`SET`, `set_config`). Every session of a parallel load replays it, so a
+/// statement that must run once (a `--clean` dump's `DROP`s) makes the load serial.
+pub fn settings_only(header: &[u8]) -> bool {
+    header.split(|&b| b == b'\n').all(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        line.is_empty() || line.starts_with(b"--") || is_setting(line)
+    })
+}
+
+/// The table an index or key build is on, from its SQL as pg_dump writes it
+/// (`CREATE [UNIQUE] INDEX name ON [ONLY] schema.table USING ...`, or `ALTER TABLE [ONLY]
+/// schema.table` with `ADD CONSTRAINT` on the next line), as (schema, table) unquoted.
+/// `None` when the entry holds no such line: the loader then keeps the build in order.
+pub fn table_of(sql: &[u8]) -> Option<(String, String)> {
+    let text = std::str::from_utf8(sql).ok()?;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("ALTER TABLE ") {
+            let rest = rest.strip_prefix("ONLY ").unwrap_or(rest);
+            return qualified(rest).filter(|(_, after)| after.is_empty()).map(|(table, _)| table);
+        }
+        if let Some(rest) = line.strip_prefix("CREATE UNIQUE INDEX ").or_else(|| line.strip_prefix("CREATE INDEX ")) {
+            let (_, after) = identifier(rest)?;
+            let after = after.strip_prefix(" ON ")?;
+            let after = after.strip_prefix("ONLY ").unwrap_or(after);
+            return qualified(after).filter(|(_, after)| after.starts_with(" USING ")).map(|(table, _)| table);
+        }
+    }
+    None
+}
+
+/// `schema.name` at the start of `text`, each part as `identifier` reads it, and the rest.
+fn qualified(text: &str) -> Option<((String, String), &str)> {
+    let (schema, rest) = identifier(text)?;
+    let (name, rest) = identifier(rest.strip_prefix('.')?)?;
+    Some(((schema, name), rest))
+}
+
+/// An identifier as pg_dump's `fmtId` writes it: in double quotes (`""` for one) unless
+/// it is plain lowercase, digits and `_`; unquoted, and the rest of `text`.
+fn identifier(text: &str) -> Option<(String, &str)> {
+    if let Some(quoted) = text.strip_prefix('"') {
+        let mut name = String::new();
+        let mut rest = quoted;
+        loop {
+            let at = rest.find('"')?;
+            name.push_str(&rest[..at]);
+            rest = &rest[at + 1..];
+            match rest.strip_prefix('"') {
+                Some(after) => {
+                    name.push('"');
+                    rest = after;
+                }
+                None => return Some((name, rest)),
+            }
+        }
+    }
+    let end = text.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$')).unwrap_or(text.len());
+    (end > 0).then(|| (text[..end].to_owned(), &text[end..]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1227,5 +1288,34 @@ mod tests {
                 b"RESET SESSION AUTHORIZATION;\r\n",
             ]
         );
+    }
+
+    #[test]
+    fn the_table_of_an_index_or_key_build() {
+        let table = |schema: &str, name: &str| Some((schema.to_owned(), name.to_owned()));
+        let sql = b"--\n-- Name: t_pkey; Type: CONSTRAINT; Schema: public; Owner: user\n--\n\nALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY (id);\n";
+        assert_eq!(table_of(sql), table("public", "t"));
+        assert_eq!(table_of(b"CREATE INDEX i ON public.big USING btree (n);\n"), table("public", "big"));
+        assert_eq!(
+            table_of(b"CREATE UNIQUE INDEX \"A \"\"i\"\"\" ON ONLY \"My S\".\"T. ON x USING\" USING btree (n);\n"),
+            table("My S", "T. ON x USING")
+        );
+        assert_eq!(
+            table_of(b"ALTER TABLE public.\"x\"\"y\"\n    ADD CONSTRAINT c UNIQUE (a);\n"),
+            table("public", "x\"y")
+        );
+        // Not the shape pg_dump writes: no table, the build stays in order.
+        assert_eq!(table_of(b"CREATE INDEX i ON t USING btree (n);\n"), None);
+        assert_eq!(table_of(b"ALTER TABLE ONLY public.t ADD CONSTRAINT c CHECK (a > 0);\n"), None);
+        assert_eq!(table_of(b"CREATE INDEX \"unclosed ON public.t USING btree (n);\n"), None);
+        assert_eq!(table_of(b"-- Name: i; Type: INDEX\n"), None);
+    }
+
+    #[test]
+    fn a_header_of_settings_only() {
+        assert!(settings_only(b"--\n-- PostgreSQL database dump\n--\n\nSET statement_timeout = 0;\r\nSELECT pg_catalog.set_config('search_path', '', false);\n\n"));
+        assert!(settings_only(b""));
+        assert!(!settings_only(b"SET a = 1;\nDROP TABLE public.t;\n"));
+        assert!(!settings_only(b"SET a = 1\n"));
     }
 }

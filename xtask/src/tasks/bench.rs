@@ -184,7 +184,7 @@ impl Bench {
         step!("database `{}` holds {}", db.name, human_bytes(db_bytes));
 
         // pg_restore gets the jobs db-restore's default gives itself: the container's CPUs.
-        let cpus = db.container_cpus(sh)?;
+        let cpus = db.cpus(sh)?;
         step!("pg_restore reference: a custom-format dump in the container, restored with -j {cpus}");
         let custom = ContainerFile { sh, db: &db, path: CUSTOM_DUMP };
         process::run("pg_dump -Fc", db.bare_custom_dump(sh, CUSTOM_DUMP))?;
@@ -554,10 +554,10 @@ fn parse_peak_kib(line: &str) -> Option<u64> {
     Some((value * unit).round() as u64)
 }
 
-/// `loading with 2 sessions` (or `1 session`) from a db-restore's output: the jobs it
+/// `loading through 2 sessions` (or `1 session`) from a db-restore's output: the jobs it
 /// chose.
 fn parse_sessions(line: &str) -> Option<usize> {
-    let rest = line.split("loading with ").nth(1)?;
+    let rest = line.split("loading through ").nth(1)?;
     let (number, rest) = rest.split_once(' ')?;
     rest.starts_with("session").then(|| number.parse().ok()).flatten()
 }
@@ -784,9 +784,10 @@ mod tests {
 
     #[test]
     fn sessions_from_a_restore_line() {
-        assert_eq!(parse_sessions("[t] loading with 2 sessions"), Some(2));
-        assert_eq!(parse_sessions("[t] loading with 1 session into `x`"), Some(1));
-        assert_eq!(parse_sessions("[t] loading with care"), None);
+        let line = "[t] loading through 2 sessions; table data they cannot take yet waits in /b";
+        assert_eq!(parse_sessions(line), Some(2));
+        assert_eq!(parse_sessions("[t] loading through 1 session, in one transaction"), Some(1));
+        assert_eq!(parse_sessions("[t] loading through the night"), None);
         assert_eq!(parse_sessions("[t] restore complete"), None);
     }
 

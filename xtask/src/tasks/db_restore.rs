@@ -93,17 +93,18 @@ impl DbRestore {
         let stamp = Utc::now().format(backup_file::TIME_FORMAT).to_string();
         let previous = format!("{}{stamp}", previous_prefix(&db.name));
         step!("restoring into a new database; `{}` stays as it is until every check has passed", db.name);
-        let loaded = db.load_backup(sh, &mut session, &backup, "restore", None, &self.load.options()).map_err(|err| {
-            // The file at fault, or psql refusing it: another backup may do. Room, a lock,
-            // a signal, an old psql: the inner message says what to do.
-            let file = FileFault::in_error(&err) || Failure::in_chain(&err).is_some_and(|f| f.what == "psql");
-            let next = if file { ": pick another backup" } else { "" };
-            err.context(format!(
-                "restoring {} failed; database `{}` is unchanged and no scratch database is left{next}",
-                path.display(),
-                db.name
-            ))
-        })?;
+        let loaded =
+            db.load_backup(sh, &mut session, &backup, "restore", None, &self.load.options()).map_err(|err| {
+                // The file at fault, or psql refusing it: another backup may do. Room, a lock,
+                // a signal, an old psql: the inner message says what to do.
+                let file = FileFault::in_error(&err) || Failure::in_chain(&err).is_some_and(|f| f.what == "psql");
+                let next = if file { ": pick another backup" } else { "" };
+                err.context(format!(
+                    "restoring {} failed; database `{}` is unchanged and no scratch database is left{next}",
+                    path.display(),
+                    db.name
+                ))
+            })?;
         interrupt::check()?;
 
         let scratch = loaded.scratch.name().to_owned();

@@ -207,8 +207,7 @@ fn verify(
     n: usize,
     options: &load::Options,
 ) -> Result<Verified> {
-    let loaded =
-        db.load_backup(sh, session, backup, "verify", Some(n), options).context("the test restore failed")?;
+    let loaded = db.load_backup(sh, session, backup, "verify", Some(n), options).context("the test restore failed")?;
     let named = BackupName::of_path(&backup.path).map(|n| n.revision);
     let restored = db.inspect(sh, loaded.scratch.name())?.revision;
     let revision = match (named, restored) {
