@@ -346,6 +346,26 @@ impl Database {
         self.exec(sh).args(["psql", "-X", "-q", "-o", "/dev/null", "-U", &user, "-d", db])
     }
 
+    /// `pg_dump -Fc` of the database into `file` inside the container, with no options
+    /// of ours: what `pg_restore -j` reads, the reference a parallel load is set beside.
+    /// The file stays in the container, so neither timing includes a copy to the host.
+    pub fn bare_custom_dump<'a>(&self, sh: &'a Shell, file: &str) -> Cmd<'a> {
+        let user = self.door.user(sh);
+        self.exec(sh).args(["pg_dump", "-Fc", "-U", &user, "-d", &self.name, "-f", file])
+    }
+
+    /// `pg_restore -j jobs` of the container's `file` into `db`, with no options of ours.
+    pub fn bare_custom_restore<'a>(&self, sh: &'a Shell, db: &str, jobs: usize, file: &str) -> Cmd<'a> {
+        let (user, jobs) = (self.door.user(sh), jobs.to_string());
+        self.exec(sh).args(["pg_restore", "-j", &jobs, "-U", &user, "-d", db, file])
+    }
+
+    /// Removes `file` inside the container, if it is there. It cleans up, so it runs
+    /// also on the way out of a failed run.
+    pub fn remove_container_file(&self, sh: &Shell, file: &str) -> Result<()> {
+        process::read_cleanup("rm", self.exec(sh).args(["rm", "-f", file])).map(drop)
+    }
+
     /// Runs SQL in the database and returns its unaligned rows.
     pub fn sql(&self, sh: &Shell, sql: &str) -> Result<String> {
         self.query_in(sh, &self.name, sql)

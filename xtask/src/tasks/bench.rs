@@ -1,7 +1,9 @@
 //! `cargo xtask bench`: db-backup and db-restore against the bare `pg_dump` pipe and a
 //! bare `psql < file`, and db-backup with an age-encrypted offsite copy against db-backup
-//! alone, on a scratch Compose project filled to a chosen size. The offsite copies go to
-//! a throwaway Garage on loopback, started by the test bed's launcher
+//! alone, on a scratch Compose project filled to a chosen size. db-restore runs at
+//! `--jobs 1` and at the default (the container's CPUs), and `pg_restore -j` of a
+//! custom-format dump of the same database stands beside them for reference. The offsite
+//! copies go to a throwaway Garage on loopback, started by the test bed's launcher
 //! (`testbed::garage`). Writes `target/bench/bench.md` and `target/bench/bench.csv`.
 
 use std::{
@@ -24,7 +26,7 @@ use xshell::{Shell, cmd};
 use crate::{
     cli::Bench,
     db::{Database, Start},
-    output::{done, human_bytes, step},
+    output::{done, human_bytes, step, warning},
     process,
     store::backup_file::BackupName,
     testbed::garage::Garage,
@@ -78,9 +80,13 @@ struct Sample {
     cpu_secs: Option<f64>,
     /// CPU seconds Garage spent during the run.
     garage_cpu_secs: Option<f64>,
+    /// The psql sessions a db-restore said it loads with, when it says.
+    sessions: Option<usize>,
 }
 
-/// A row of the report: its name, and the row its ratios are to.
+/// A row of the report: its name, and the row its ratios are to. In a name, `{default}`
+/// stands for db-restore's default `--jobs` and `{cpus}` for the container's CPUs, known
+/// only once the bench runs (see `names`).
 struct Row {
     name: &'static str,
     baseline: usize,
@@ -92,7 +98,8 @@ const BACKUP_NONE: usize = 1;
 const BACKUP_ZSTD: usize = 3;
 const OFFSITE_NONE: usize = 4;
 const BARE_LOAD: usize = 6;
-const ROWS: [Row; 10] = [
+const PG_RESTORE: usize = 12;
+const ROWS: [Row; 13] = [
     Row { name: "bare pg_dump pipe", baseline: BARE_DUMP },
     Row { name: "db-backup none", baseline: BARE_DUMP },
     Row { name: "db-backup gzip", baseline: BARE_DUMP },
@@ -100,10 +107,40 @@ const ROWS: [Row; 10] = [
     Row { name: "db-backup none, age-encrypted offsite to loopback Garage", baseline: BACKUP_NONE },
     Row { name: "db-backup zstd, age-encrypted offsite to loopback Garage", baseline: BACKUP_ZSTD },
     Row { name: "bare drop, create, psql < file", baseline: BARE_LOAD },
-    Row { name: "db-restore (plain)", baseline: BARE_LOAD },
-    Row { name: "db-restore (zstd)", baseline: BARE_LOAD },
+    Row { name: "db-restore (plain) --jobs 1", baseline: BARE_LOAD },
+    Row { name: "db-restore (zstd) --jobs 1", baseline: BARE_LOAD },
+    Row { name: "db-restore (plain) --jobs {default}", baseline: BARE_LOAD },
+    Row { name: "db-restore (zstd) --jobs {default}", baseline: BARE_LOAD },
     Row { name: "db-restore (plain), retiring an older replaced database", baseline: BARE_LOAD },
+    Row { name: "pg_restore -j {cpus} (custom dump)", baseline: BARE_LOAD },
 ];
+
+/// A db-restore row: which backup it restores (0 the plain one, 2 the zstd one, in the
+/// order they are made), and whether it passes `--jobs 1` (else no `--jobs`: the default).
+struct Restore {
+    row: usize,
+    backup: usize,
+    one_job: bool,
+}
+
+/// In the order they run. The last one retires the database the one before it replaced;
+/// the others find none (the earlier ones' are dropped before, untimed).
+const RESTORES: [Restore; 5] = [
+    Restore { row: BARE_LOAD + 1, backup: 0, one_job: true },
+    Restore { row: BARE_LOAD + 2, backup: 2, one_job: true },
+    Restore { row: BARE_LOAD + 3, backup: 0, one_job: false },
+    Restore { row: BARE_LOAD + 4, backup: 2, one_job: false },
+    Restore { row: BARE_LOAD + 5, backup: 0, one_job: false },
+];
+const RETIRING: usize = BARE_LOAD + 5;
+
+/// The custom-format dump `pg_restore -j` reads, made once per bench inside the
+/// container: its timing then holds no copy through the host, as the bare psql's does
+/// not hold pg_dump's.
+const CUSTOM_DUMP: &str = "/tmp/hindsight-bench.dump";
+/// The database the bare psql load makes, and the one `pg_restore` makes.
+const BARE_DB: &str = "bench_bare";
+const PG_RESTORE_DB: &str = "bench_pg_restore";
 
 /// Where the offsite rows upload: a throwaway Garage on loopback, and an age key made
 /// for the run (only its public half is given to db-backup).
@@ -145,6 +182,12 @@ impl Bench {
         self.fill(sh, &db)?;
         let db_bytes: u64 = db.sql(sh, "SELECT pg_database_size(current_database())")?.trim().parse()?;
         step!("database `{}` holds {}", db.name, human_bytes(db_bytes));
+
+        // pg_restore gets the jobs db-restore's default gives itself: the container's CPUs.
+        let cpus = db.cpus(sh)?;
+        step!("pg_restore reference: a custom-format dump in the container, restored with -j {cpus}");
+        let custom = ContainerFile { sh, db: &db, path: CUSTOM_DUMP };
+        process::run("pg_dump -Fc", db.bare_custom_dump(sh, CUSTOM_DUMP))?;
 
         let exe = std::env::current_exe()?;
         let mut samples: Vec<Vec<Sample>> = ROWS.iter().map(|_| Vec::new()).collect();
@@ -197,52 +240,52 @@ impl Bench {
                 fs::remove_dir_all(&dir)?;
             }
 
-            // A restore is timed until its data is durable (a CHECKPOINT after it), which
-            // bare psql would otherwise leave to whatever runs next.
-            db.sql(sh, "CHECKPOINT")?;
-            let started = Instant::now();
-            let cpu = children_cpu_secs();
-            db.drop_database(sh, "bench_bare")?;
-            db.create_database(sh, "bench_bare")?;
-            process::run_redirected("psql", db.bare_load(sh, "bench_bare"), File::open(&bare)?.into(), Stdio::null())?;
-            db.sql(sh, "CHECKPOINT")?;
-            samples[BARE_LOAD].push(Sample {
-                secs: started.elapsed().as_secs_f64(),
-                cpu_secs: Some(children_cpu_secs() - cpu),
-                ..Sample::default()
-            });
+            samples[BARE_LOAD].push(bare_restore(sh, &db, BARE_DB, || {
+                let load = db.bare_load(sh, BARE_DB);
+                process::run_redirected("psql", load, File::open(&bare)?.into(), Stdio::null()).map(drop)
+            })?);
+            samples[PG_RESTORE].push(bare_restore(sh, &db, PG_RESTORE_DB, || {
+                process::run("pg_restore", db.bare_custom_restore(sh, PG_RESTORE_DB, cpus, CUSTOM_DUMP))
+            })?);
             // The restores' own directory: a retired database's dump lands there, never
             // in the repository's backups.
             let restore_dir = work.join("restores");
             let restore_dir = restore_dir.as_path();
-            for (slot, file) in [(BARE_LOAD + 1, &made[0]), (BARE_LOAD + 2, &made[2]), (BARE_LOAD + 3, &made[0])] {
-                // The first two have no older replaced database to dump (dropped here,
-                // untimed); the last retires the one the zstd restore left: a dump, then
-                // a drop.
-                if slot != BARE_LOAD + 3 {
+            for Restore { row, backup, one_job } in RESTORES {
+                // All but the last have no older replaced database to dump (dropped here,
+                // untimed); the last retires the one the restore before it left: a dump,
+                // then a drop.
+                if row != RETIRING {
                     for old in db.databases_with_prefix(sh, &format!("{}__pre_restore_", db.name))? {
                         db.drop_database(sh, &old)?;
                     }
                 }
+                let file = &made[backup];
                 // Without the Alembic step, which the comparison leaves out.
-                let restore =
+                let mut restore =
                     cmd!(sh, "{exe} db-restore {file} --yes --no-migrate --backup-dir {restore_dir} --keep-previous 1");
+                if one_job {
+                    restore = restore.args(["--jobs", "1"]);
+                }
                 db.sql(sh, "CHECKPOINT")?;
                 let started = Instant::now();
                 let mut sample = timed(restore, None)?;
                 db.sql(sh, "CHECKPOINT")?;
                 sample.secs = started.elapsed().as_secs_f64();
-                samples[slot].push(sample);
+                samples[row].push(sample);
             }
             let _ = fs::remove_dir_all(restore_dir);
         }
         for old in db.databases_with_prefix(sh, &format!("{}__pre_restore_", db.name))? {
             db.drop_database(sh, &old)?;
         }
-        db.drop_database(sh, "bench_bare")?;
+        db.drop_database(sh, BARE_DB)?;
+        db.drop_database(sh, PG_RESTORE_DB)?;
+        drop(custom);
         drop(offsite);
 
-        let (markdown, csv) = report(&samples, db_bytes, self.rounds.get());
+        let names = names(&samples, cpus);
+        let (markdown, csv) = report(&samples, &names, db_bytes, self.rounds.get());
         fs::write(out.join("bench.md"), &markdown)?;
         fs::write(out.join("bench.csv"), csv)?;
         eprintln!("{markdown}");
@@ -302,12 +345,45 @@ impl Offsite {
     }
 }
 
+/// A file inside the database's container, removed when this goes out of scope: at the
+/// end of the bench, and on the way out of a failed one (a `--keep` container outlives
+/// the run, and a 1 GB bench's dump is hundreds of MB in its /tmp).
+struct ContainerFile<'a> {
+    sh: &'a Shell,
+    db: &'a Database,
+    path: &'static str,
+}
+
+impl Drop for ContainerFile<'_> {
+    fn drop(&mut self) {
+        if let Err(err) = self.db.remove_container_file(self.sh, self.path) {
+            warning!("could not remove {} in the database's container: {err:#}", self.path);
+        }
+    }
+}
+
+/// A bare restore into a new `target`: a drop, a create, then `load`, timed until its data
+/// is durable (a CHECKPOINT after it), which bare psql and pg_restore would otherwise
+/// leave to whatever runs next. It starts after a CHECKPOINT, as every run does.
+fn bare_restore(sh: &Shell, db: &Database, target: &str, load: impl FnOnce() -> Result<()>) -> Result<Sample> {
+    db.sql(sh, "CHECKPOINT")?;
+    let started = Instant::now();
+    let cpu = children_cpu_secs();
+    db.drop_database(sh, target)?;
+    db.create_database(sh, target)?;
+    load()?;
+    db.sql(sh, "CHECKPOINT")?;
+    Ok(Sample { secs: started.elapsed().as_secs_f64(), cpu_secs: Some(children_cpu_secs() - cpu), ..Sample::default() })
+}
+
 /// The xtask runs see none of the caller's offsite settings: a row without `--offsite`
-/// must not upload, and the offsite rows get only what they are given.
+/// must not upload, and the offsite rows get only what they are given. Nor its
+/// `HINDSIGHT_JOBS`: a default row must get the default.
 fn clean(mut run: xshell::Cmd<'_>) -> xshell::Cmd<'_> {
     for (key, _) in std::env::vars_os() {
         let name = key.to_string_lossy();
-        if ["HINDSIGHT_OFFSITE", "HINDSIGHT_AGE_", "HINDSIGHT_S3_", "AWS_"].iter().any(|p| name.starts_with(p)) {
+        let ours = ["HINDSIGHT_OFFSITE", "HINDSIGHT_AGE_", "HINDSIGHT_S3_", "HINDSIGHT_JOBS", "AWS_"];
+        if ours.iter().any(|p| name.starts_with(p)) {
             run = run.env_remove(&key);
         }
     }
@@ -331,6 +407,7 @@ fn timed(run: xshell::Cmd<'_>, garage: Option<u32>) -> Result<Sample> {
     let garage_cpu_secs = garage.and_then(process_cpu_secs).zip(garage_before).map(|(after, before)| after - before);
     let peaks = watch.map(Watch::finish).unwrap_or_default();
     let stderr = stderr?;
+    let sessions = stderr.lines().find_map(parse_sessions);
     let reported = stderr.lines().rev().find_map(parse_peak_kib);
     let peak_kib = match (reported, peaks.own_kib) {
         (None, 0) => None,
@@ -343,6 +420,7 @@ fn timed(run: xshell::Cmd<'_>, garage: Option<u32>) -> Result<Sample> {
         programs_kib: peaks.programs_kib,
         cpu_secs: Some(cpu_secs),
         garage_cpu_secs,
+        sessions,
     })
 }
 
@@ -476,6 +554,27 @@ fn parse_peak_kib(line: &str) -> Option<u64> {
     Some((value * unit).round() as u64)
 }
 
+/// `loading through 2 sessions` (or `1 session`) from a db-restore's output: the jobs it
+/// chose.
+fn parse_sessions(line: &str) -> Option<usize> {
+    let rest = line.split("loading through ").nth(1)?;
+    let (number, rest) = rest.split_once(' ')?;
+    rest.starts_with("session").then(|| number.parse().ok()).flatten()
+}
+
+/// The rows' names, `{default}` and `{cpus}` filled in. The default is what the default
+/// rows' runs said they chose, when they all said the same (`2 (default)`); else just
+/// `default`.
+fn names(samples: &[Vec<Sample>], cpus: usize) -> Vec<String> {
+    let said: std::collections::BTreeSet<Option<usize>> =
+        RESTORES.iter().filter(|r| !r.one_job).flat_map(|r| &samples[r.row]).map(|s| s.sessions).collect();
+    let default = match said.into_iter().collect::<Vec<_>>().as_slice() {
+        [Some(jobs)] => format!("{jobs} (default)"),
+        _ => "default".to_owned(),
+    };
+    ROWS.iter().map(|row| row.name.replace("{default}", &default).replace("{cpus}", &cpus.to_string())).collect()
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
@@ -499,7 +598,7 @@ fn csv_field(text: &str) -> String {
     if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text.to_owned() }
 }
 
-fn report(samples: &[Vec<Sample>], db_bytes: u64, rounds: usize) -> (String, String) {
+fn report(samples: &[Vec<Sample>], names: &[String], db_bytes: u64, rounds: usize) -> (String, String) {
     let medians: Vec<f64> = samples.iter().map(|s| median(&mut s.iter().map(|s| s.secs).collect::<Vec<_>>())).collect();
     let median_of = |row: &[Sample], field: fn(&Sample) -> Option<f64>| {
         let mut values: Vec<f64> = row.iter().filter_map(field).collect();
@@ -507,7 +606,9 @@ fn report(samples: &[Vec<Sample>], db_bytes: u64, rounds: usize) -> (String, Str
     };
     let mut md = format!(
         "Database: {} (pg_database_size), {rounds} rounds, medians. Backups are compared with the bare \
-         pg_dump pipe, restores with the bare drop, create and `psql < file`, and a backup with an offsite \
+         pg_dump pipe, restores with the bare drop, create and `psql < file` (db-restore at `--jobs 1` and \
+         at its default, the container's CPUs, and for reference `pg_restore -j` of a custom-format dump \
+         of the same database, made once beforehand inside the container), and a backup with an offsite \
          copy (age-encrypted, uploaded to a Garage on loopback, which shares the machine) with the same \
          db-backup without one; every run starts after a CHECKPOINT, and restores are timed until a \
          CHECKPOINT has made their data durable. `× baseline` divides the medians; `round ratios` is the \
@@ -528,7 +629,7 @@ fn report(samples: &[Vec<Sample>], db_bytes: u64, rounds: usize) -> (String, Str
          programs_peak_rss_kib,median_cpu_s,median_garage_cpu_s\n"
         .to_owned();
     for (i, row) in ROWS.iter().enumerate() {
-        let (name, base) = (row.name, row.baseline);
+        let (name, base) = (&names[i], row.baseline);
         let baseline = medians[base];
         let mut round_ratios: Vec<f64> =
             samples[i].iter().zip(&samples[base]).map(|(run, base)| run.secs / base.secs).collect();
@@ -545,7 +646,7 @@ fn report(samples: &[Vec<Sample>], db_bytes: u64, rounds: usize) -> (String, Str
             "| {name} | {:.2} | {:.3} | {round_ratio:.3} | {} | {} | {} | {} |",
             medians[i],
             medians[i] / baseline,
-            if base == i { "itself".to_owned() } else { ROWS[base].name.to_owned() },
+            if base == i { "itself" } else { &names[base] },
             bytes.map_or("".to_owned(), human_bytes),
             peak.map_or("".to_owned(), |kib| human_bytes(kib * 1024)),
             programs
@@ -564,7 +665,7 @@ fn report(samples: &[Vec<Sample>], db_bytes: u64, rounds: usize) -> (String, Str
             bytes.map_or(String::new(), |b| b.to_string()),
             peak.map_or(String::new(), |k| k.to_string()),
             all.join(" "),
-            csv_field(ROWS[base].name),
+            csv_field(&names[base]),
             programs.iter().map(|(name, kib)| format!("{name}={kib}")).collect::<Vec<_>>().join(" "),
             shown(cpu),
             shown(garage_cpu),
@@ -630,8 +731,10 @@ mod tests {
             programs_kib: BTreeMap::from([("age".to_owned(), 9 * 1024), ("docker".to_owned(), 40 * 1024)]),
             cpu_secs: Some(3.0),
             garage_cpu_secs: Some(4.5),
+            sessions: None,
         }];
-        let (md, csv) = report(&samples, 1 << 30, 1);
+        samples[PG_RESTORE] = vec![sample(5.0)];
+        let (md, csv) = report(&samples, &names(&samples, 2), 1 << 30, 1);
         let row = md.lines().find(|l| l.starts_with("| db-backup none, age")).unwrap();
         assert!(
             row.contains(
@@ -649,7 +752,43 @@ mod tests {
         assert!(row.ends_with(",db-backup none,age=9216 docker=40960,3.00,4.50"), "{row}");
         let row = csv.lines().find(|l| l.starts_with("\"bare drop")).unwrap();
         assert!(row.ends_with(",\"bare drop, create, psql < file\",,5.00,"), "{row}");
+        let row = md.lines().find(|l| l.starts_with("| pg_restore")).unwrap();
+        assert!(
+            row.starts_with(
+                "| pg_restore -j 2 (custom dump) | 5.00 | 0.500 | 0.500 | bare drop, create, psql < file |"
+            )
+        );
+        assert!(md.contains("| db-restore (zstd) --jobs 1 | 10.00 | 1.000 |"), "{md}");
+        assert!(md.contains("| db-restore (plain) --jobs default | 10.00 | 1.000 |"), "{md}");
         assert_eq!(csv.lines().count(), ROWS.len() + 1);
+    }
+
+    #[test]
+    fn the_default_rows_are_named_after_the_jobs_they_chose() {
+        let said = |sessions: Option<usize>| Sample { secs: 1.0, sessions, ..Sample::default() };
+        let mut samples: Vec<Vec<Sample>> = ROWS.iter().map(|_| vec![said(None)]).collect();
+        for restore in RESTORES.iter().filter(|r| !r.one_job) {
+            samples[restore.row] = vec![said(Some(2)), said(Some(2))];
+        }
+        let named = names(&samples, 3);
+        assert_eq!(named[BARE_LOAD + 3], "db-restore (plain) --jobs 2 (default)");
+        assert_eq!(named[BARE_LOAD + 4], "db-restore (zstd) --jobs 2 (default)");
+        assert_eq!(named[BARE_LOAD + 1], "db-restore (plain) --jobs 1");
+        assert_eq!(named[PG_RESTORE], "pg_restore -j 3 (custom dump)");
+        // Runs that said different things, or nothing: just `default`.
+        samples[RETIRING] = vec![said(Some(1))];
+        assert_eq!(names(&samples, 2)[BARE_LOAD + 4], "db-restore (zstd) --jobs default");
+        samples[RETIRING] = vec![said(None)];
+        assert_eq!(names(&samples, 2)[BARE_LOAD + 4], "db-restore (zstd) --jobs default");
+    }
+
+    #[test]
+    fn sessions_from_a_restore_line() {
+        let line = "[t] loading through 2 sessions; table data they cannot take yet waits in /b";
+        assert_eq!(parse_sessions(line), Some(2));
+        assert_eq!(parse_sessions("[t] loading through 1 session, in one transaction"), Some(1));
+        assert_eq!(parse_sessions("[t] loading through the night"), None);
+        assert_eq!(parse_sessions("[t] restore complete"), None);
     }
 
     #[test]
