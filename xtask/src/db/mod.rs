@@ -313,6 +313,19 @@ impl Database {
             .collect()
     }
 
+    /// How many of this run's other sessions in database `db` are busy, or were within
+    /// the last 5 seconds: none, while a load waits, means it is stuck.
+    pub fn busy_sessions_in(&self, sh: &Shell, db: &str) -> Result<u64> {
+        let sql = format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = {} AND application_name = {} \
+             AND pid <> pg_backend_pid() AND (state = 'active' OR state_change > now() - interval '5 seconds')",
+            literal(db),
+            literal(&self.app)
+        );
+        let count = self.query_in(sh, db, &sql)?;
+        count.trim().parse().with_context(|| format!("unexpected count `{}`", count.trim()))
+    }
+
     /// Ends this run's sessions in database `db` (a load's, after one of them failed): a
     /// session building an index would otherwise finish before it read the end of its input.
     pub fn end_sessions_in(&self, sh: &Shell, db: &str) -> Result<()> {

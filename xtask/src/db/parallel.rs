@@ -51,7 +51,7 @@ use std::{
         mpsc::{self, Receiver, RecvTimeoutError, Sender},
     },
     thread::{self, JoinHandle},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -81,6 +81,11 @@ const HEADER_MAX: usize = 64 * 1024;
 const SPACE_CHECK_EVERY: u64 = 64 * 1024 * 1024;
 /// While the temporary directory is short of space, a session is let fall this far behind.
 const LAG_WHEN_SHORT: u64 = 8 * 1024 * 1024;
+/// The most bytes one queued copy covers, so a session's spill is punched out as it goes.
+const OP_MAX: u64 = 8 * 1024 * 1024;
+/// A session waiting this long for its sync marker, while no session of the load is busy
+/// on the server, is stuck in a statement that the splitter cut in two.
+const STALL: Duration = Duration::from_secs(10);
 /// How often a wait looks again whether another session failed or a signal came.
 const TICK: Duration = Duration::from_millis(50);
 
@@ -118,9 +123,15 @@ impl Database {
         step!("loading through {jobs} sessions; table data they cannot take yet waits in {}", spill_dir.display());
 
         let mut splitter = Splitter::new();
+        let mut ended = false;
         let pass = load::read_through(sh, backup, "read", &mut |bytes| {
             splitter.push(bytes, &mut |event| router.take(event));
-            router.failure()
+            let state = router.failure();
+            if state.is_err() && !std::mem::replace(&mut ended, true) {
+                // At once: the pass may read on to the file's end for its checksum.
+                let _ = self.end_sessions_in(sh, scratch);
+            }
+            state
         });
         let pass = pass.map(|mut pass| {
             if pass.fed.is_ok() {
@@ -139,7 +150,7 @@ impl Database {
             router.finish();
             if router.failure().is_ok() {
                 step!("read the whole file; waiting for the sessions to finish their share");
-                show_loading(&sessions, router.written);
+                router.wait_for_sessions(&sessions);
             }
         }
         if problem.is_some() || router.failure().is_err() {
@@ -257,6 +268,17 @@ struct Lane {
     pending: AtomicU64,
     /// The feeder took `End`: psql's output may end now.
     ending: AtomicBool,
+    /// Since when the feeder waits for its sync marker, if it does.
+    awaiting: Mutex<Option<Instant>>,
+}
+
+/// Clears `Lane::awaiting` however the wait for the marker ends.
+struct Awaited<'a>(&'a Lane);
+
+impl Drop for Awaited<'_> {
+    fn drop(&mut self) {
+        *self.0.awaiting.lock().expect("not poisoned") = None;
+    }
 }
 
 impl Lane {
@@ -265,16 +287,7 @@ impl Lane {
         if let Op::Bytes { len, .. } = &op {
             self.pending.fetch_add(*len, Ordering::SeqCst);
         }
-        // Bytes right after the ones still queued, in the same file: one larger copy.
-        if let (Some(Op::Bytes { file: last, at: last_at, len: last_len }), Op::Bytes { file, at, len }) =
-            (ops.back_mut(), &op)
-            && Arc::ptr_eq(last, file)
-            && *last_at + *last_len == *at
-        {
-            *last_len += len;
-        } else {
-            ops.push_back(op);
-        }
+        queue(&mut ops, op);
         self.ready.notify_all();
     }
 
@@ -297,6 +310,21 @@ impl Lane {
     }
 }
 
+/// Queues `op`, as part of the last op when it is the bytes right after it in the same
+/// file, up to `OP_MAX`: fewer, larger copies, each punched out of the spill once loaded.
+fn queue(ops: &mut VecDeque<Op>, op: Op) {
+    if let (Some(Op::Bytes { file: last, at: last_at, len: last_len }), Op::Bytes { file, at, len }) =
+        (ops.back_mut(), &op)
+        && Arc::ptr_eq(last, file)
+        && *last_at + *last_len == *at
+        && *last_len + *len <= OP_MAX
+    {
+        *last_len += len;
+    } else {
+        ops.push_back(op);
+    }
+}
+
 /// A point every session reaches, each once psql ran all it was given before; the reader
 /// may wait there too.
 struct Gate {
@@ -312,16 +340,24 @@ impl Gate {
 
     /// Arrives and waits for the others; `false` when the load failed meanwhile.
     fn pass(&self, shared: &Shared) -> bool {
+        self.pass_watching(shared, &mut || Ok(())).unwrap_or(false)
+    }
+
+    /// As `pass`, calling `watch` between looks; its error ends the wait.
+    fn pass_watching(&self, shared: &Shared, watch: &mut dyn FnMut() -> Result<()>) -> Result<bool> {
         let mut arrived = self.arrived.lock().expect("not poisoned");
         *arrived += 1;
         self.all.notify_all();
         while *arrived < self.parties {
             if shared.failed() {
-                return false;
+                return Ok(false);
             }
             arrived = self.all.wait_timeout(arrived, TICK).expect("not poisoned").0;
+            drop(arrived);
+            watch()?;
+            arrived = self.arrived.lock().expect("not poisoned");
         }
-        true
+        Ok(true)
     }
 }
 
@@ -385,26 +421,6 @@ impl SessionRun {
     }
 }
 
-/// The sessions' progress once the reader is done: the bytes they have taken of all that
-/// was queued for them. Returns when every feeder has ended.
-fn show_loading(sessions: &[SessionRun], queued: u64) {
-    let mut progress = Progress::with_total("loaded", queued, false);
-    let mut shown = 0;
-    loop {
-        let pending: u64 = sessions.iter().map(|session| session.lane.pending.load(Ordering::SeqCst)).sum();
-        let done = queued.saturating_sub(pending);
-        if done > shown {
-            progress.add((done - shown) as usize);
-            shown = done;
-        }
-        if sessions.iter().all(|session| session.feeder.is_finished()) {
-            break;
-        }
-        thread::sleep(Duration::from_millis(200));
-    }
-    progress.finish();
-}
-
 /// A session's feeder: copies what its lane says to psql until `End`, or until the load
 /// failed. Dropping stdin is the end of psql's input.
 fn feed(stdin: ChildStdin, lane: &Lane, heard: &Receiver<u64>, marker: &str, shared: &Shared) -> io::Result<()> {
@@ -421,12 +437,15 @@ fn feed(stdin: ChildStdin, lane: &Lane, heard: &Receiver<u64>, marker: &str, sha
             Op::Bytes { file, at, len } => {
                 let mut done = 0;
                 while done < len {
+                    if shared.failed() {
+                        return Err(io::Error::other("the load failed"));
+                    }
                     let want = (len - done).min(CHUNK as u64) as usize;
                     file.read_exact_at(&mut buf[..want], at + done)?;
                     pipe.write_all(&buf[..want])?;
+                    lane.pending.fetch_sub(want as u64, Ordering::SeqCst);
                     done += want as u64;
                 }
-                lane.pending.fetch_sub(len, Ordering::SeqCst);
                 // Loaded: its disk space back. A file system without holes keeps it until the end.
                 let _ = rustix::fs::fallocate(
                     &*file,
@@ -440,6 +459,8 @@ fn feed(stdin: ChildStdin, lane: &Lane, heard: &Receiver<u64>, marker: &str, sha
                 // A query, not `\echo`: under `\restrict` psql takes no other backslash command.
                 writeln!(pipe, "SELECT '{marker}{syncs}';")?;
                 pipe.flush()?;
+                *lane.awaiting.lock().expect("not poisoned") = Some(Instant::now());
+                let _awaited = Awaited(lane);
                 loop {
                     match heard.recv_timeout(TICK) {
                         Ok(n) if n == syncs => break,
@@ -501,7 +522,7 @@ struct Stream {
     file: Arc<File>,
     end: u64,
     /// Ops written for the deferred stream, handed to session 0 later.
-    ops: Vec<Op>,
+    ops: VecDeque<Op>,
     settings: Option<u64>,
     tables: Vec<String>,
 }
@@ -533,6 +554,8 @@ struct Router<'a> {
     loaded_by: BTreeMap<(String, String), Option<usize>>,
     spill_dir: PathBuf,
     written: u64,
+    /// When `watch` last asked the server.
+    watched: Option<Instant>,
     next_space_check: u64,
     short_of_space: bool,
     shared: Arc<Shared>,
@@ -551,7 +574,7 @@ impl<'a> Router<'a> {
     ) -> Result<Router<'a>> {
         let stream = || -> Result<Stream> {
             let file = spill_file(spill_dir)?;
-            Ok(Stream { file: Arc::new(file), end: 0, ops: Vec::new(), settings: None, tables: Vec::new() })
+            Ok(Stream { file: Arc::new(file), end: 0, ops: VecDeque::new(), settings: None, tables: Vec::new() })
         };
         let streams = lanes.iter().map(|_| stream()).collect::<Result<Vec<_>>>()?;
         let mut router = Router {
@@ -575,6 +598,7 @@ impl<'a> Router<'a> {
             loaded_by: BTreeMap::new(),
             spill_dir: spill_dir.to_owned(),
             written: 0,
+            watched: None,
             next_space_check: 0,
             short_of_space: false,
             shared,
@@ -584,6 +608,15 @@ impl<'a> Router<'a> {
             router.write(Route::Session(0), format!("\\restrict {key}\n").as_bytes());
         }
         Ok(router)
+    }
+
+    /// The reader's own failure. After a session's, the reader stops too, and the session's
+    /// words (psql's) are the error, not the reader's.
+    fn fail(&mut self, err: anyhow::Error) {
+        if !self.shared.failed() {
+            self.error = Some(format!("{err:#}"));
+        }
+        self.shared.fail(None);
     }
 
     /// `Err` once the load failed: a session, the reader, or a signal.
@@ -602,8 +635,7 @@ impl<'a> Router<'a> {
             return;
         }
         if let Err(err) = self.route_event(event) {
-            self.error = Some(format!("{err:#}"));
-            self.shared.fail(None);
+            self.fail(err);
         }
     }
 
@@ -712,7 +744,8 @@ impl<'a> Router<'a> {
         for lane in &self.lanes {
             lane.push(Op::Barrier(gate.clone()));
         }
-        if !gate.pass(&self.shared) {
+        let shared = self.shared.clone();
+        if !gate.pass_watching(&shared, &mut || self.watch())? {
             bail!("a session stopped during the pre-data");
         }
         self.phase = Phase::Data;
@@ -834,8 +867,7 @@ impl<'a> Router<'a> {
             return;
         }
         if let Err(err) = self.append(route, bytes) {
-            self.error = Some(format!("{err:#}"));
-            self.shared.fail(None);
+            self.fail(err);
         }
     }
 
@@ -854,7 +886,7 @@ impl<'a> Router<'a> {
         self.written += bytes.len() as u64;
         match route {
             Route::Session(index) => self.lanes[index].push(op),
-            _ => stream.ops.push(op),
+            _ => queue(&mut stream.ops, op),
         }
         Ok(())
     }
@@ -871,9 +903,63 @@ impl<'a> Router<'a> {
             if self.shared.failed() {
                 bail!("a session stopped");
             }
+            self.watch()?;
             thread::sleep(TICK);
         }
         Ok(())
+    }
+
+    /// Fails a load that is stuck: a session has waited for its sync marker longer than
+    /// `STALL` while none of the load's sessions has been busy on the server for 5 s. psql
+    /// then holds the marker inside an unfinished statement: the splitter took a line in a
+    /// function body or string for one of pg_dump's own. The server is asked at most once
+    /// per `STALL`.
+    fn watch(&mut self) -> Result<()> {
+        let overdue = self
+            .lanes
+            .iter()
+            .position(|lane| lane.awaiting.lock().expect("not poisoned").is_some_and(|since| since.elapsed() > STALL));
+        let Some(index) = overdue else { return Ok(()) };
+        if self.watched.is_some_and(|at| at.elapsed() < STALL) {
+            return Ok(());
+        }
+        self.watched = Some(Instant::now());
+        if self.db.busy_sessions_in(self.sh, self.scratch)? > 0 {
+            return Ok(());
+        }
+        bail!(
+            "session {} of {} is stuck inside a statement: the dump holds, in a function body or a string, a line \
+             shaped like one of pg_dump's own comment blocks, which the parallel load took for a boundary; nothing \
+             was swapped in: restore this backup with --jobs 1",
+            index + 1,
+            self.lanes.len()
+        )
+    }
+
+    /// Waits for the sessions once the reader is done, showing their progress: the bytes
+    /// they have taken of all that was queued for them. Returns when every feeder has
+    /// ended, or the load failed (then the sessions are ended at once).
+    fn wait_for_sessions(&mut self, sessions: &[SessionRun]) {
+        let queued = self.written;
+        let mut progress = Progress::with_total("loaded", queued, false);
+        let mut shown = 0;
+        loop {
+            let pending: u64 = self.lanes.iter().map(|lane| lane.pending.load(Ordering::SeqCst)).sum();
+            let done = queued.saturating_sub(pending);
+            if done > shown {
+                progress.add((done - shown) as usize);
+                shown = done;
+            }
+            if sessions.iter().all(|session| session.feeder.is_finished()) || self.shared.failed() {
+                break;
+            }
+            if let Err(err) = self.watch() {
+                self.fail(err);
+                break;
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+        progress.finish();
     }
 
     /// Queues the end of input for every session.

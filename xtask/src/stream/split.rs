@@ -20,7 +20,9 @@
 //! Lines are read as pg_dump writes them, not lexed as SQL: a function body holding a line
 //! shaped like a TOC comment block, a per-object `SET` or the completion marker is cut
 //! there as pg_dump's would be (only text inside COPY data is never looked at). Such a body
-//! can only be written on purpose; the loader's equivalence checks catch what it breaks.
+//! can only be written on purpose; a load that cuts it fails (the server's error, or a
+//! session stuck inside the statement, which the loader detects) rather than loading it
+//! wrong, and `--jobs 1` loads it.
 
 use std::ops::Range;
 
