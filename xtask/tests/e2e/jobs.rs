@@ -37,3 +37,38 @@ fn the_default_jobs_follow_the_containers_cpu_quota() {
     assert!(out.status.success() && stderr.contains("loading through 1 session"), "{stderr}");
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// A function body holding a line shaped like pg_dump's own comment block: the splitter
+/// cuts the dump there, and a session waits inside the unfinished statement. The load
+/// fails, naming `--jobs 1`, rather than hanging or loading wrong; `--jobs 1` loads it.
+#[test]
+fn a_statement_the_splitter_cuts_in_two_fails_the_parallel_load_and_one_session_loads_it() {
+    let bed = Bed::new("jobscut", Flavor::V2);
+    bed.start();
+    bed.psql(
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g;
+         CREATE FUNCTION tricky() RETURNS text LANGUAGE sql AS $f$
+         SELECT '
+--
+-- Name: x; Type: TABLE DATA; Schema: public; Owner: user
+--
+'::text
+$f$;",
+    );
+    bed.run_ok(&["db-backup"]);
+    let before = bed.psql("SELECT count(*) FROM t");
+
+    let run = bed.run(&["db-restore", "latest", "--yes", "--no-migrate", "--jobs", "2"]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.last_line().contains("is stuck inside a statement") && run.last_line().contains("--jobs 1"),
+        "{}",
+        run.stderr
+    );
+    assert!(bed.scratch_databases().is_empty() && bed.xtask_sessions().is_empty(), "nothing left behind");
+    assert_eq!(bed.psql("SELECT count(*) FROM t"), before, "the live database is as it was");
+
+    bed.run_ok(&["db-restore", "latest", "--yes", "--no-migrate", "--jobs", "1"]);
+    assert!(bed.psql("SELECT tricky()").contains("Type: TABLE DATA"), "the function came back whole");
+}
