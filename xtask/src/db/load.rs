@@ -18,6 +18,7 @@
 
 use std::{
     cell::Cell,
+    collections::BTreeMap,
     io::{self, BufWriter, Read, Write},
     thread,
 };
@@ -306,7 +307,8 @@ impl Database {
                 }
                 session.query(&format!("COMMENT ON DATABASE {} IS NULL;", ident(scratch)))?;
                 let tags = tags.and_then(|tags| tags.join().ok()).unwrap_or_default();
-                compare_rows(scan.tables(), &tags)?;
+                let tables = scan.tables().iter().map(|(table, _)| table.as_str()).collect();
+                compare_rows(scan.tables(), &[(tables, tags)])?;
                 Ok(Streamed { sql_bytes: scan.bytes(), tables: scan.tables().to_vec() })
             }
             Some(problem) => {
@@ -344,16 +346,39 @@ pub(super) fn copy_tag(line: &[u8]) -> Option<u64> {
     std::str::from_utf8(line.strip_prefix(b"COPY ")?).ok()?.trim().parse().ok()
 }
 
-/// Every table got exactly the rows the dump holds for it: the server's count for each
-/// `COPY` against the lines the scan counted, table by table.
-fn compare_rows(tables: &[(String, u64)], tags: &[u64]) -> Result<()> {
-    if tables.len() != tags.len() {
-        bail!("the dump has {}, the server reported {} loaded", count(tables.len() as u64, "COPY block"), tags.len());
-    }
-    for ((table, want), got) in tables.iter().zip(tags) {
-        if want != got {
-            bail!("table {table} took {}, the dump holds {want}", count(*got, "row"));
+/// Every table got exactly the rows the dump holds for it: each session's `COPY` tags,
+/// in order, matched with the tables it was given (one session: every table, in dump
+/// order), summed per table, against the lines the scan counted.
+pub(super) fn compare_rows(expected: &[(String, u64)], sessions: &[(Vec<&str>, Vec<u64>)]) -> Result<()> {
+    let mut loaded: BTreeMap<&str, u64> = BTreeMap::new();
+    for (index, (tables, tags)) in sessions.iter().enumerate() {
+        if tables.len() != tags.len() {
+            let given = count(tables.len() as u64, "COPY block");
+            match sessions.len() {
+                1 => bail!("the dump has {given}, the server reported {} loaded", tags.len()),
+                n => bail!(
+                    "session {} of {n} was given {given}, and the server reported {} loaded",
+                    index + 1,
+                    tags.len()
+                ),
+            }
         }
+        for (table, rows) in tables.iter().zip(tags) {
+            *loaded.entry(table).or_default() += rows;
+        }
+    }
+    let mut want: BTreeMap<&str, u64> = BTreeMap::new();
+    for (table, rows) in expected {
+        *want.entry(table).or_default() += rows;
+    }
+    for (table, want) in &want {
+        let got = loaded.get(table).copied().unwrap_or(0);
+        if got != *want {
+            bail!("table {table} took {}, the dump holds {want}", count(got, "row"));
+        }
+    }
+    if let Some(table) = loaded.keys().find(|table| !want.contains_key(*table)) {
+        bail!("the server loaded rows into {table}, which the dump has no COPY block for");
     }
     Ok(())
 }
@@ -557,6 +582,19 @@ mod tests {
             assert!(restrict_supported(major, minor), "{major}.{minor}");
         }
         assert!(!restrict_supported(16, 9) && !restrict_supported(17, 5));
+    }
+
+    #[test]
+    fn rows_are_compared_per_table_across_sessions() {
+        let expected = [("public.a".to_owned(), 3), ("public.b".to_owned(), 2), ("public.a".to_owned(), 1)];
+        let ok = [(vec!["public.a", "public.b"], vec![3, 2]), (vec!["public.a"], vec![1])];
+        assert!(compare_rows(&expected, &ok).is_ok());
+        let short = [(vec!["public.a", "public.b"], vec![3, 1]), (vec!["public.a"], vec![1])];
+        assert!(format!("{:#}", compare_rows(&expected, &short).unwrap_err()).contains("table public.b took 1 row"));
+        let untold = [(vec!["public.a", "public.b"], vec![3]), (vec!["public.a"], vec![1])];
+        assert!(format!("{:#}", compare_rows(&expected, &untold).unwrap_err()).starts_with("session 1 of 2 was given"));
+        let one = [(vec!["public.a", "public.b", "public.a"], vec![3, 2])];
+        assert!(format!("{:#}", compare_rows(&expected, &one).unwrap_err()).starts_with("the dump has 3 COPY blocks"));
     }
 
     #[test]

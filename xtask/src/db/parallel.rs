@@ -184,33 +184,12 @@ impl Database {
         }
 
         // The server's count of every COPY, session by session, against the dump's.
-        let mut loaded: BTreeMap<&str, u64> = BTreeMap::new();
-        for (index, (tables, ended)) in streams.iter().zip(&ended).enumerate() {
-            if tables.len() != ended.tags.len() {
-                bail!(
-                    "session {} of {jobs} was given {} COPY blocks, and the server reported {} loaded",
-                    index + 1,
-                    tables.len(),
-                    ended.tags.len()
-                );
-            }
-            for (table, rows) in tables.iter().zip(&ended.tags) {
-                *loaded.entry(table).or_default() += rows;
-            }
-        }
-        let mut expected: BTreeMap<&str, u64> = BTreeMap::new();
-        for (table, rows) in pass.scan.tables() {
-            *expected.entry(table).or_default() += rows;
-        }
-        for (table, want) in &expected {
-            let got = loaded.get(table).copied().unwrap_or(0);
-            if got != *want {
-                bail!("table {table} took {got} rows, the dump holds {want}");
-            }
-        }
-        if let Some(table) = loaded.keys().find(|table| !expected.contains_key(*table)) {
-            bail!("the server loaded rows into {table}, which the dump has no COPY block for");
-        }
+        let given: Vec<(Vec<&str>, Vec<u64>)> = streams
+            .iter()
+            .zip(&mut ended)
+            .map(|(tables, ended)| (tables.iter().map(String::as_str).collect(), std::mem::take(&mut ended.tags)))
+            .collect();
+        load::compare_rows(pass.scan.tables(), &given)?;
         let summary = splitter.summary();
         detail!(
             "the SQL by where it loaded: {} pre-data, {} data, {} post-data, {} alone ({:.1}%)",
